@@ -1,0 +1,215 @@
+"""One random draw of a family: seeds, keys, weights as operators, and the three passes.
+
+This is where families meet kernels. A draw is keyed by ``(seed, sample index)``; every random
+object in it (weights of layer l, masks of layer l, probes, input) has its own child key, so any
+part can be regenerated on demand and results never depend on thread counts or batching.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._kernels import matfree, rng
+from .theory.signal import learning_rates, mean_field
+
+# Stream kinds within a sample key.
+_WEIGHT, _MASK, _PROBE, _INPUT = 1, 2, 3, 4
+
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of dense weights a draw may keep (orthogonal only)
+
+
+def resolve_seed(seed) -> tuple[np.random.SeedSequence, int]:
+    """``(SeedSequence, 64-bit base key)`` from an int, a SeedSequence or None."""
+    if isinstance(seed, np.random.SeedSequence):
+        ss = seed
+    elif seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)):
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, a SeedSequence or None; got {seed!r}")
+        ss = np.random.SeedSequence(None if seed is None else int(seed))
+    else:
+        raise TypeError(f"seed must be an int, a numpy.random.SeedSequence or None; got {seed!r}")
+    return ss, int(ss.generate_state(1, np.uint64)[0])
+
+
+def resolve_samples(samples) -> np.ndarray:
+    """Sample indices from a count ``n`` (``0..n-1``) or an explicit sequence of indices."""
+    if isinstance(samples, (int, np.integer)) and not isinstance(samples, bool):
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples!r}")
+        return np.arange(int(samples))
+    try:
+        idx = np.asarray(list(samples))
+    except TypeError:
+        raise TypeError(f"samples must be a count or a sequence of sample indices; got {samples!r}") from None
+    if idx.size == 0 or idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer) or (idx < 0).any():
+        raise ValueError(f"samples must be a non-empty sequence of non-negative integers; got {samples!r}")
+    return idx.astype(np.int64)
+
+
+def check_mode(mode):
+    if mode not in ("exact", "free"):
+        raise ValueError(f"mode must be 'exact' or 'free', got {mode!r}")
+    return mode
+
+
+class Weights:
+    """``W_1 .. W_L`` of one draw as linear operators (layers are 1-based).
+
+    Gaussian weights are never stored: products regenerate them from their streams. Orthogonal
+    (Haar) weights need a QR factorisation, so they are kept while they fit ``memory_budget``.
+    """
+
+    def __init__(self, family, key: int, memory_budget: int = DEFAULT_MEMORY_BUDGET):
+        self.family = family
+        self.shapes = family.shapes
+        self.stds = family.stds
+        self.keys = [np.uint64(rng.derive_key(key, _WEIGHT, l)) for l in range(1, family.depth + 1)]
+        self.orthogonal = family.weights == "orthogonal"
+        total = sum(r * c for r, c in self.shapes) * 8
+        self._keep = self.orthogonal and total <= memory_budget
+        self._cache = {}
+
+    def dense(self, l: int) -> np.ndarray:
+        """The dense matrix ``W_l``."""
+        if l in self._cache:
+            return self._cache[l]
+        rows, cols = self.shapes[l - 1]
+        if not self.orthogonal:
+            W = np.empty((rows, cols))
+            rng.fill_normal(self.keys[l - 1], W)
+            W *= self.stds[l - 1]
+            return W
+        tall = rows >= cols
+        G = np.empty((rows, cols) if tall else (cols, rows))
+        rng.fill_normal(self.keys[l - 1], G)
+        Q, R = np.linalg.qr(G)
+        Q *= np.sign(np.diag(R))  # Haar, not just orthogonal (Mezzadri 2007)
+        W = Q if tall else Q.T
+        W *= self.stds[l - 1] * math.sqrt(max(rows, cols))
+        if self._keep:
+            self._cache[l] = W
+        return W
+
+    def matvecs(self, l: int, V: np.ndarray) -> np.ndarray:
+        """Rows of ``V @ W_l.T`` (``V`` is ``P x cols``)."""
+        rows, cols = self.shapes[l - 1]
+        if self.orthogonal:
+            return V @ self.dense(l).T
+        out = np.empty((V.shape[0], rows))
+        matfree.gauss_matvecs(self.keys[l - 1], rows, self.stds[l - 1], np.ascontiguousarray(V), out)
+        return out
+
+    def rmatvecs(self, l: int, U: np.ndarray) -> np.ndarray:
+        """Rows of ``U @ W_l`` (``U`` is ``P x rows``)."""
+        rows, cols = self.shapes[l - 1]
+        if self.orthogonal:
+            return U @ self.dense(l)
+        out = np.empty((U.shape[0], cols))
+        matfree.gauss_rmatvecs(self.keys[l - 1], cols, self.stds[l - 1], np.ascontiguousarray(U), out)
+        return out
+
+
+def _phi(activation, f):
+    return np.maximum(f, 0.0) if activation == "relu" else f
+
+
+@dataclass
+class Passes:
+    """Forward, backward and tangent pass of one draw (arrays over layers; index 0 = layer 1).
+
+    ``b``/``fdot`` are ``(L-1, P, m)`` for ``P`` probes (``P = 1`` in exact mode); ``f`` is
+    ``(L-1, m)`` (exact mode only); ``masks`` is ``(L-1, m)`` (``phi'(f_l)``, or Bernoulli draws).
+    """
+
+    x: np.ndarray
+    f: np.ndarray | None
+    masks: np.ndarray
+    b: np.ndarray
+    fdot: np.ndarray
+    grad_sq: np.ndarray     # (P, L)
+    lr: np.ndarray          # (P, L)
+    weights_c: np.ndarray   # (P, L) BFK weights c_l
+    loss_decay: np.ndarray  # (P, L-1) upstream contribution sum_{l<=v} c_l |b_l|^2
+
+
+def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.float64,
+               weights: Weights | None = None) -> Passes:
+    """Forward (exact), backward and tangent passes of the draw keyed by ``key``."""
+    L, m = family.depth, family.width
+    a, beta = family.skip, family.branch_scale
+    act = family.activation
+    W = weights if weights is not None else Weights(family, key)
+    rnd = lambda arr: arr.astype(dtype).astype(np.float64) if dtype != np.float64 else arr  # noqa: E731
+
+    def normals(kind, shape):
+        out = np.empty(shape)
+        rng.fill_normal(np.uint64(rng.derive_key(key, kind)), out)
+        return out
+
+    x = family.input_vector(lambda d: normals(_INPUT, (1, d))[0])
+    if mode == "exact":
+        f = np.empty((L - 1, m))
+        f[0] = rnd(W.matvecs(1, x[None])[0])
+        for l in range(2, L):
+            h = W.matvecs(l, _phi(act, f[l - 2])[None])[0]
+            f[l - 1] = rnd(a * f[l - 2] + beta * h if a else beta * h)
+        masks = (f > 0).astype(np.float64) if act == "relu" else np.ones((L - 1, m))
+        b_top = W.rmatvecs(L, np.full((1, family.out_dim), 1.0 / family.out_dim))
+    else:
+        f = None
+        if act == "relu":
+            masks = np.stack([(rng.uniform_bits(rng.derive_key(key, _MASK, l), m) >> np.uint64(63))
+                              .astype(np.float64) for l in range(1, L)])
+        else:
+            masks = np.ones((L - 1, m))
+        mf = mean_field(family)
+        b_top = normals(_PROBE, (probes, m)) * (family.stds[-1] * math.sqrt(mf.backward_sq[-1]))
+    readout_mask = masks[-1] if family.readout == "relu" else 1.0
+
+    P = b_top.shape[0]
+    b = np.empty((L - 1, P, m))
+    b[L - 2] = rnd(readout_mask * b_top)
+    for l in range(L - 1, 1, -1):  # b_{l-1} from b_l through W_l
+        back = beta * masks[l - 2] * W.rmatvecs(l, b[l - 1])
+        b[l - 2] = rnd(a * b[l - 1] + back if a else back)
+    b_sq = np.einsum("lpm,lpm->pl", b, b)
+
+    betas = family.branch_scales
+    if mode == "exact":
+        g_sq = np.empty(L)
+        g_sq[0] = x @ x
+        g = _phi(act, f[:-1])
+        g_sq[1:L - 1] = np.einsum("lm,lm->l", g, g)
+        g_last = _phi(family.readout, f[-1])
+        g_sq[L - 1] = g_last @ g_last
+        bL_sq = 1.0 / family.out_dim
+        grad_sq = (betas**2 * np.append(b_sq[0], bL_sq) * g_sq)[None]
+        lr = learning_rates(grad_sq, family.trained_mask, family.lr)
+        c = lr * betas**2 * g_sq
+    else:
+        c = np.broadcast_to(mf.kernel_weights, (P, L)).copy()
+        lr = np.broadcast_to(mf.lr, (P, L)).copy()
+        grad_sq = np.broadcast_to(mf.grad_sq, (P, L)).copy()
+
+    fdot = np.empty((L - 1, P, m))
+    fdot[0] = rnd(-c[:, :1] * b[0])
+    for l in range(2, L):
+        prev = fdot[l - 2]
+        step = -c[:, l - 1:l] * b[l - 1]
+        if np.any(prev):
+            step = step + beta * W.matvecs(l, masks[l - 2] * prev)
+            if a:
+                step = step + a * prev
+        fdot[l - 1] = rnd(step)
+    loss_decay = np.cumsum(c[:, : L - 1] * b_sq, axis=1)
+    return Passes(x, f, masks, b, fdot, grad_sq, lr, c, loss_decay)
+
+
+def layer_jacobian(family, weights: Weights, masks: np.ndarray, l: int) -> np.ndarray:
+    """Dense ``A_l = df_l/df_{l-1} = a I + beta W_l diag(mask_{l-1})`` for ``l = 2 .. L-1``."""
+    A = weights.dense(l) * (family.branch_scale * masks[l - 2])[None, :]  # a copy: dense() may cache
+    if family.skip:
+        A[np.diag_indices_from(A)] += family.skip
+    return A

@@ -1,0 +1,93 @@
+"""Signal propagation in the width limit: forward and backward squared norms, gradient norms,
+learning rates and the BFK weights ``c_l``.
+
+As ``m -> infinity`` the squared norms concentrate (law of large numbers), with the recursions
+
+    F_1 = m s_1^2 |x|^2,          F_l = a^2 F_{l-1} + beta^2 m s_l^2 h F_{l-1}     (l = 2..L-1)
+    B_L = |b_L|^2 = 1/k,          B_{L-1} = m s_L^2 h_psi B_L,
+    B_{l-1} = a^2 B_l + beta^2 m s_l^2 h B_l                                       (l = L-1..2)
+
+where ``h = E[phi(z)^2]/E[z^2] = E[phi'(z)^2]`` (1/2 for ReLU, 1 for linear). With
+``G_l = |phi(f_{l-1})|^2 = h F_{l-1}`` the squared gradient norms are
+``Gamma_1 = B_1 |x|^2``, ``Gamma_l = beta^2 B_l G_l``, ``Gamma_L = B_L h_psi F_{L-1}``, the learning rates
+follow the family's rule, and the BFK recursion ``K_v = c_v I + A_v K_{v-1} A_v^T`` has weights
+``c_l = eta_l beta_l^2 G_l`` (``c_1 = eta_1 |x|^2``; zero for frozen layers).
+
+The same learning-rate rule is applied to measured norms by :func:`learning_rates`, so the sampled
+network and its width limit use one definition.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["MeanField", "mean_field", "learning_rates", "activation_gain"]
+
+
+def activation_gain(activation: str) -> float:
+    """``E[phi'(z)^2] = E[phi(z)^2]/E[z^2]`` for a centred Gaussian ``z``."""
+    return 0.5 if activation == "relu" else 1.0
+
+
+def learning_rates(grad_sq, trained_mask, rule):
+    """Per-layer learning rates from squared gradient norms ``Gamma_l`` (last axis = layers).
+
+    ``"balanced"``: ``eta_l = 1 / (n Gamma_l)`` on the ``n`` trained layers (Eq. 8), so each
+    contributes ``1/n`` to the loss decay. ``"uniform"``: ``eta = 1 / sum_trained Gamma_l``.
+    Either way the total loss decay ``sum_l eta_l Gamma_l`` is 1. Frozen layers get 0.
+    """
+    grad_sq = np.asarray(grad_sq, dtype=np.float64)
+    mask = np.broadcast_to(np.asarray(trained_mask, dtype=bool), grad_sq.shape)
+    n = int(np.count_nonzero(trained_mask))
+    with np.errstate(divide="ignore"):
+        if rule == "balanced":
+            eta = np.where(mask, 1.0 / (n * grad_sq), 0.0)
+        elif rule == "uniform":
+            total = np.sum(np.where(mask, grad_sq, 0.0), axis=-1, keepdims=True)
+            eta = np.where(mask, 1.0 / total, 0.0)
+        else:
+            raise ValueError(f"lr rule must be 'balanced' or 'uniform', got {rule!r}")
+    return eta
+
+
+@dataclass(frozen=True)
+class MeanField:
+    """Width-limit signal propagation of a family (arrays over layers, index 0 = layer 1)."""
+
+    forward_sq: np.ndarray   # |f_l|^2, l = 1..L-1
+    backward_sq: np.ndarray  # |b_l|^2, l = 1..L
+    grad_sq: np.ndarray      # |grad_l L|^2, l = 1..L
+    lr: np.ndarray           # eta_l, l = 1..L
+    kernel_weights: np.ndarray  # c_l, l = 1..L
+
+
+def mean_field(family) -> MeanField:
+    """Width-limit squared norms, learning rates and BFK weights of ``family``."""
+    L, m, d, k = family.depth, family.width, family.in_dim, family.out_dim
+    s = family.stds
+    a, beta = family.skip, family.branch_scale
+    h = activation_gain(family.activation)
+    h_out = activation_gain(family.readout)
+    x_sq = float(d)  # both input choices have norm sqrt(d)
+
+    F = np.empty(L - 1)
+    F[0] = m * s[0] ** 2 * x_sq
+    for l in range(2, L):  # layer l, index l-1
+        F[l - 1] = (a * a + beta * beta * m * s[l - 1] ** 2 * h) * F[l - 2]
+
+    B = np.empty(L)
+    B[L - 1] = 1.0 / k
+    B[L - 2] = m * s[L - 1] ** 2 * h_out * B[L - 1]
+    for l in range(L - 1, 1, -1):  # B_{l-1} from B_l
+        B[l - 2] = (a * a + beta * beta * m * s[l - 1] ** 2 * h) * B[l - 1]
+
+    # |phi(f_{l-1})|^2 feeding W_l (the input for l = 1, the readout for l = L).
+    G = np.empty(L)
+    G[0] = x_sq
+    G[1:L - 1] = h * F[: L - 2]
+    G[L - 1] = h_out * F[L - 2]
+    betas = family.branch_scales
+    grad_sq = betas**2 * B * G
+    eta = learning_rates(grad_sq, family.trained_mask, family.lr)
+    return MeanField(F, B, grad_sq, eta, eta * betas**2 * G)
