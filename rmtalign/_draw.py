@@ -134,6 +134,17 @@ class Passes:
     loss_decay: np.ndarray  # (P, L-1) upstream contribution sum_{l<=v} c_l |b_l|^2
 
 
+def _normals(key: int, kind: int, shape) -> np.ndarray:
+    out = np.empty(shape)
+    rng.fill_normal(np.uint64(rng.derive_key(key, kind)), out)
+    return out
+
+
+def draw_input(key: int, d: int) -> np.ndarray:
+    """The Gaussian direction of a ``input="random"`` family's input for draw ``key``."""
+    return _normals(key, _INPUT, (1, d))[0]
+
+
 def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.float64,
                weights: Weights | None = None) -> Passes:
     """Forward (exact), backward and tangent passes of the draw keyed by ``key``."""
@@ -143,12 +154,7 @@ def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.
     W = weights if weights is not None else Weights(family, key)
     rnd = lambda arr: arr.astype(dtype).astype(np.float64) if dtype != np.float64 else arr  # noqa: E731
 
-    def normals(kind, shape):
-        out = np.empty(shape)
-        rng.fill_normal(np.uint64(rng.derive_key(key, kind)), out)
-        return out
-
-    x = family.input_vector(lambda d: normals(_INPUT, (1, d))[0])
+    x = family.input_vector(lambda d: draw_input(key, d))
     if mode == "exact":
         f = np.empty((L - 1, m))
         f[0] = rnd(W.matvecs(1, x[None])[0])
@@ -165,7 +171,7 @@ def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.
         else:
             masks = np.ones((L - 1, m))
         mf = mean_field(family)
-        b_top = normals(_PROBE, (probes, m)) * (family.stds[-1] * math.sqrt(mf.backward_sq[-1]))
+        b_top = _normals(key, _PROBE, (probes, m)) * (family.stds[-1] * math.sqrt(mf.backward_sq[-1]))
     readout_mask = masks[-1] if family.readout == "relu" else 1.0
 
     P = b_top.shape[0]

@@ -258,7 +258,10 @@ class ResNet(Family):
         super().__post_init__()
         skip = _check_real("skip_scale", self.skip_scale, allow_none=True)
         if skip is None:
-            beta = _check_real("branch_scale", self.branch_scale, low=0.0, high=1.0)
+            beta = _check_real("branch_scale", self.branch_scale, low=0.0)
+            if beta > 1.0:
+                raise ValueError(f"branch_scale must be <= 1 (so that a = sqrt(1 - beta^2) exists) "
+                                 f"unless skip_scale is given; got {beta!r}")
         else:
             beta = _check_real("branch_scale", self.branch_scale)
         object.__setattr__(self, "branch_scale", beta)

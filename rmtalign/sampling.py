@@ -21,12 +21,12 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from . import alignment
-from ._draw import (DEFAULT_MEMORY_BUDGET, Weights, check_mode, layer_jacobian, resolve_samples,
-                    resolve_seed, run_passes)
+from ._draw import (Weights, check_mode, draw_input, layer_jacobian, resolve_samples, resolve_seed,
+                    run_passes)
 from ._kernels import rng
 from .families import Family
 
-__all__ = ["sample_bfa", "sample_bfk", "sample_jacobian", "width_limit",
+__all__ = ["sample_bfa", "sample_bfk", "sample_jacobian", "width_limit", "sample_network",
            "BFAResult", "BFKResult", "JacobianResult", "WidthLimit"]
 
 
@@ -248,6 +248,19 @@ def _seed_repr(ss):
 
 
 # -- public API ---------------------------------------------------------------------------------
+def sample_network(family, seed=None, sample=0):
+    """The input ``x`` and dense weights ``[W_1, .., W_L]`` of draw ``sample`` of ``family``.
+
+    These are the very matrices the samplers regenerate on the fly for the same ``seed`` and
+    sample index, e.g. to load a draw into another framework. Memory ``O(L m^2)``.
+    """
+    _check_family(family)
+    _, idx, keys = _sample_keys(seed, [sample])
+    W = Weights(family, keys[0])
+    x = family.input_vector(lambda d: draw_input(keys[0], d))
+    return x, [W.dense(l) for l in range(1, family.depth + 1)]
+
+
 def sample_bfa(family, samples=1, seed=None, mode="exact", dtype=np.float64, *, probes=8,
                keep_vectors=False, progress=None) -> BFAResult:
     """Sample the backward-feature angle ``theta_v`` at every hidden layer.

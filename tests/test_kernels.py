@@ -1,0 +1,93 @@
+"""numba kernels against their plain-Python/numpy references (tiny sizes)."""
+import numba
+import numpy as np
+import pytest
+from scipy import stats
+
+from rmtalign._kernels import matfree, rng
+
+
+def _normals(key, rows, cols):
+    out = np.empty((rows, cols))
+    rng.fill_normal(np.uint64(key), out)
+    return out
+
+
+@pytest.mark.parametrize("key", [0, 1, 2**63 + 12345, 2**64 - 1])
+def test_fill_normal_is_bit_identical_to_the_reference(key):
+    out = _normals(key, 4, 700)  # 2800 draws: ~35 take the slow (rejection) paths
+    for r in range(4):
+        np.testing.assert_array_equal(out[r], rng._reference_normals(key, r, 700))
+
+
+def test_tail_path_is_exercised_and_matches():
+    # ~0.1% of draws come from the Marsaglia tail (|z| > 3.654); find some and compare them.
+    out = _normals(99, 64, 4096)
+    rows = np.flatnonzero((np.abs(out) > rng._ZIG_R).any(axis=1))
+    assert rows.size > 3
+    for r in rows[:3]:
+        np.testing.assert_array_equal(out[r], rng._reference_normals(99, int(r), 4096))
+
+
+def test_normals_are_standard_gaussian():
+    z = _normals(2026, 500, 2000).ravel()  # 1e6 draws
+    n = z.size
+    se = 1 / np.sqrt(n)
+    assert abs(z.mean()) < 4 * se
+    assert abs(z.var() - 1) < 4 * np.sqrt(2 / n)
+    assert abs(stats.kurtosis(z)) < 4 * np.sqrt(24 / n)
+    # Kolmogorov-Smirnov at a fixed seed; the tail mass beyond the ziggurat base is right too.
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    p_tail = 2 * stats.norm.sf(rng._ZIG_R)
+    assert abs(np.mean(np.abs(z) > rng._ZIG_R) - p_tail) < 5 * np.sqrt(p_tail / n)
+
+
+def test_rows_and_keys_are_independent_streams():
+    z = _normals(5, 2, 20000)
+    w = _normals(6, 1, 20000)
+    for u, v in ((z[0], z[1]), (z[0], w[0])):
+        assert abs(np.corrcoef(u, v)[0, 1]) < 4 / np.sqrt(20000)
+
+
+def test_derive_key_and_uniform_bits_reference():
+    k = rng.derive_key(123, 4, 5)
+    assert k == rng.derive_key(rng.derive_key(123, 4), 5) and 0 <= k < 2**64
+    bits = rng.uniform_bits(k, 5)
+    ref = [rng._mix64_int((k + (c + 1) * rng.GOLDEN) & rng.MASK64) for c in range(5)]
+    assert bits.tolist() == ref
+    halves = rng.uniform_bits(k, 100000) >> np.uint64(63)
+    assert abs(halves.mean() - 0.5) < 4 * 0.5 / np.sqrt(100000)
+
+
+@pytest.mark.parametrize("rows, cols, P", [(7, 5, 1), (33, 70, 3), (64, 1, 2), (1, 40, 1)])
+def test_matrix_free_products_match_dense(rows, cols, P):
+    gen = np.random.default_rng(rows * cols)
+    key, std = np.uint64(77), 0.3
+    W = std * _normals(77, rows, cols)
+    V = gen.standard_normal((P, cols))
+    U = gen.standard_normal((P, rows))
+    out = np.empty((P, rows))
+    matfree.gauss_matvecs(key, rows, std, V, out)
+    np.testing.assert_allclose(out, V @ W.T, rtol=1e-12, atol=1e-13)
+    out2 = np.empty((P, cols))
+    matfree.gauss_rmatvecs(key, cols, std, U, out2)
+    np.testing.assert_allclose(out2, U @ W, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+def test_kernels_do_not_depend_on_thread_count():
+    key = np.uint64(3)
+    V = np.random.default_rng(1).standard_normal((2, 300))
+    outs = []
+    for t in (1, 2):
+        numba.set_num_threads(t)
+        try:
+            a, b, c = np.empty((2, 300)), np.empty((2, 300)), np.empty((50, 300))
+            matfree.gauss_matvecs(key, 300, 0.1, V, a)
+            matfree.gauss_rmatvecs(key, 300, 0.1, V, b)
+            rng.fill_normal(key, c)
+            outs.append((a, b, c))
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for x, y in zip(*outs):
+        np.testing.assert_array_equal(x, y)

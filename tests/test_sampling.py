@@ -1,0 +1,238 @@
+"""Samplers: against the numpy reference, identities to round-off, reproducibility, statistics."""
+import json
+import math
+
+import numba
+import numpy as np
+import pytest
+
+import rmtalign as ra
+from rmtalign import MLP, ResNet, _reference
+from rmtalign.sampling import sample_network
+
+QUANTITIES = ("cos", "b_norm", "fdot_norm", "loss_decay", "sensitivity")
+
+
+def test_exact_mode_matches_the_numpy_reference(family):
+    res = ra.sample_bfa(family, samples=[3], seed=11, keep_vectors=True)
+    x, weights = sample_network(family, seed=11, sample=3)
+    ref = _reference.bfa_exact(family, weights, x)
+    for q in QUANTITIES:
+        np.testing.assert_allclose(getattr(res, q)[0], ref[q], rtol=1e-10, atol=1e-14, err_msg=q)
+    np.testing.assert_allclose(res.lr[0], ref["lr"], rtol=1e-10)
+    np.testing.assert_allclose(res.vectors["fdot"][0], np.array(ref["fdot"]), rtol=1e-9, atol=1e-13)
+
+
+def test_feature_speed_formula_holds_to_round_off(family):
+    res = ra.sample_bfa(family, samples=3, seed=5)
+    moving = np.isfinite(res.cos)
+    assert moving[:, 1:].all()
+    predicted = ra.feature_speed(res.loss_decay, res.cos, res.b_norm)
+    np.testing.assert_allclose(res.fdot_norm[moving], predicted[moving], rtol=1e-10)
+    # Sensitivity: |fdot|_rms / Lambda = 1 / (cos m |b|_rms)  (Eq. 4)
+    m = family.width
+    np.testing.assert_allclose(res.sensitivity[moving],
+                               1 / (res.cos * math.sqrt(m) * res.b_norm)[moving], rtol=1e-10)
+
+
+def test_total_loss_decay_is_normalised(family):
+    res = ra.sample_bfa(family, samples=2, seed=1)
+    total = np.sum(res.lr * res.grad_sq, axis=1)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-12)
+    if family.lr == "balanced":
+        contrib = (res.lr * res.grad_sq)[:, family.trained_mask]
+        np.testing.assert_allclose(contrib, 1 / family.trained_mask.sum(), rtol=1e-12)
+
+
+def test_frozen_first_layer_leaves_f1_at_rest():
+    res = ra.sample_bfa(MLP(6, 16), samples=2, seed=0)
+    assert np.isnan(res.cos[:, 0]).all() and (res.fdot_norm[:, 0] == 0).all()
+    np.testing.assert_allclose(res.cos[:, 1], 1.0, rtol=1e-12)  # fdot_2 = -c_2 b_2
+    trained = ra.sample_bfa(MLP(6, 16, trained="all"), samples=2, seed=0)
+    np.testing.assert_allclose(trained.cos[:, 0], 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["exact", "free"])
+def test_bfk_identities_with_the_same_draw(family, mode):
+    bfa = ra.sample_bfa(family, samples=[0, 4], seed=7, mode=mode, probes=1, keep_vectors=True)
+    bfk = ra.sample_bfk(family, samples=[0, 4], seed=7, mode=mode, keep_kernels=True)
+    assert bfk.layers.tolist() == list(range(1, family.depth))
+    for v in bfk.layers:
+        K = bfk.kernels[v]
+        b = bfa.vectors["b"][:, v - 1].reshape(2, -1)
+        fdot = bfa.vectors["fdot"][:, v - 1].reshape(2, -1)
+        scale = np.abs(fdot).max() + 1e-300
+        np.testing.assert_allclose(-np.einsum("sij,sj->si", K, b) / scale, fdot / scale, atol=1e-12)
+        np.testing.assert_allclose(np.einsum("si,sij,sj->s", b, K, b), bfa.loss_decay[:, v - 1],
+                                   rtol=1e-10, atol=1e-300)
+    ok = np.isfinite(bfa.cos)
+    np.testing.assert_allclose(bfk.cos_kernel[ok], bfa.cos[ok], rtol=1e-10)
+    lam = bfk.eigenvalues
+    assert (np.diff(lam, axis=-1) <= 1e-12 * np.abs(lam).max()).all()  # descending
+    assert (bfk.lower_bound[ok] <= bfk.cos_kernel[ok] + 1e-12).all()
+    assert (bfk.cos_kernel[ok] <= 1 + 1e-12).all()
+
+
+def test_bfk_against_term_by_term_sum():
+    fam = ResNet(6, 16, 0.5, trained="all")
+    x, weights = sample_network(fam, seed=2)
+    ref = _reference.bfk_termwise(fam, weights, x, layers=[1, 3, 5])
+    got = ra.sample_bfk(fam, layers=[1, 3, 5], seed=2, keep_kernels=True)
+    for v in (1, 3, 5):
+        K = ref["K"][ref["layers"].tolist().index(v)]
+        np.testing.assert_allclose(got.kernels[v][0], K, rtol=1e-10, atol=1e-14 * np.abs(K).max())
+
+
+def test_orthogonal_linear_mlp_is_perfectly_aligned():
+    for trained in ("all", "all-but-first"):
+        fam = MLP(8, 32, activation="linear", weights="orthogonal", trained=trained)
+        for mode in ("exact", "free"):
+            res = ra.sample_bfa(fam, samples=2, seed=3, mode=mode)
+            start = 0 if trained == "all" else 1
+            np.testing.assert_allclose(res.cos[:, start:], 1.0, rtol=1e-12)
+        spec = ra.sample_bfk(fam, layers=[7], seed=3)
+        np.testing.assert_allclose(spec.cos_spectrum, 1.0, rtol=1e-12)
+        np.testing.assert_allclose(spec.lower_bound, 1.0, rtol=1e-10)
+
+
+# -- reproducibility ----------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["exact", "free"])
+def test_samples_do_not_depend_on_batching(mode):
+    fam = ResNet(6, 20, 0.5)
+    whole = ra.sample_bfa(fam, samples=4, seed=123, mode=mode)
+    parts = [ra.sample_bfa(fam, samples=[i], seed=123, mode=mode) for i in range(4)]
+    for q in QUANTITIES:
+        np.testing.assert_array_equal(getattr(whole, q), np.concatenate([getattr(p, q) for p in parts]))
+    ss = np.random.SeedSequence(123)
+    again = ra.sample_bfa(fam, samples=4, seed=ss, mode=mode)
+    np.testing.assert_array_equal(whole.cos, again.cos)
+    other = ra.sample_bfa(fam, samples=4, seed=124, mode=mode)
+    assert not np.array_equal(whole.cos[:, 1:], other.cos[:, 1:])
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+def test_samples_do_not_depend_on_thread_count():
+    fam = MLP(6, 70)
+    out = []
+    for t in (1, 2):
+        numba.set_num_threads(t)
+        try:
+            out.append((ra.sample_bfa(fam, samples=2, seed=9).cos,
+                        ra.sample_bfa(fam, samples=2, seed=9, mode="free").cos,
+                        ra.sample_bfk(fam, layers=[5], seed=9).eigenvalues))
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for x, y in zip(*out):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_seed_none_records_entropy():
+    res = ra.sample_bfa(MLP(4, 8), seed=None)
+    again = ra.sample_bfa(MLP(4, 8), seed=np.random.SeedSequence(res.seed["entropy"]))
+    np.testing.assert_array_equal(res.cos, again.cos)
+
+
+def test_float32_is_close_to_float64():
+    fam = MLP(10, 64)
+    r64 = ra.sample_bfa(fam, samples=2, seed=4)
+    r32 = ra.sample_bfa(fam, samples=2, seed=4, dtype=np.float32)
+    np.testing.assert_allclose(r32.cos[:, 1:], r64.cos[:, 1:], rtol=1e-4)
+    assert not np.array_equal(r32.cos[:, 2:], r64.cos[:, 2:])
+
+
+# -- statistics ---------------------------------------------------------------------------------
+def test_free_model_agrees_with_the_exact_network():
+    """Lemma A.1: at moderate width the free model's mean angle matches the real network's."""
+    fam = MLP(10, 256)
+    ex = ra.sample_bfa(fam, samples=24, seed=1)
+    fr = ra.sample_bfa(fam, samples=24, seed=2, mode="free", probes=4)
+    # One aggregate statistic (layers 3..9), so a single 3-SE comparison.
+    a, b = np.nanmean(ex.cos[:, 2:], axis=1), np.nanmean(fr.cos[:, 2:], axis=1)
+    se = math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+    assert abs(a.mean() - b.mean()) < 3 * se, (a.mean(), b.mean(), se)
+
+
+def _exact_m2_of_gaussian_product(n, m):
+    """E[(1/m) tr (J J^T)^2] for J a product of n iid m x m Gaussian matrices of variance 1/m,
+    exactly at finite m (Wick calculus: with s1 = tr S/m, s2 = tr S^2/m for S = J J^T,
+    E s2' = E s1^2 + (1 + 1/m) E s2 and E s1'^2 = E s1^2 + 2 E s2 / m^2)."""
+    s1sq, s2 = 1.0, 1.0
+    for _ in range(n):
+        s1sq, s2 = s1sq + 2 * s2 / m**2, s1sq + (1 + 1 / m) * s2
+    return s2
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_linear_jacobian_moments_marchenko_pastur_and_fuss_catalan(n):
+    """One linear layer: Marchenko-Pastur (M1 = 1, M2 -> 2); n layers: Fuss-Catalan (M2 -> n+1).
+    The test compares with the exact finite-width expectation, within 3 standard errors."""
+    m, samples = 96, 12
+    fam = MLP(n + 2, m, activation="linear")
+    jac = ra.sample_jacobian(fam, 1, n + 1, samples=samples, seed=n)
+    s = jac.sq_singular_values()
+    for p, expected in ((1, 1.0), (2, _exact_m2_of_gaussian_product(n, m))):
+        mom = np.mean(s**p, axis=1)
+        se = mom.std(ddof=1) / math.sqrt(samples)
+        assert abs(mom.mean() - expected) < 3 * se, (p, mom.mean(), expected, se)
+    assert _exact_m2_of_gaussian_product(n, 10**9) == pytest.approx(n + 1)
+
+
+def test_jacobian_matches_the_explicit_product():
+    fam = ResNet(8, 24, 0.6)
+    x, weights = sample_network(fam, seed=4)
+    J = _reference.jacobian_product(fam, weights, x, start=2, stop=6)
+    got = ra.sample_jacobian(fam, 2, 6, seed=4)
+    ref = np.sort(np.linalg.svd(J, compute_uv=False) ** 2)[::-1]
+    np.testing.assert_allclose(got.sq_singular_values()[0], ref, rtol=1e-9)
+    assert got.condition[0] == pytest.approx(math.sqrt(ref[0] / ref[-1]), rel=1e-8)
+
+
+def test_long_jacobian_products_stay_finite():
+    jac = ra.sample_jacobian(MLP(402, 32), 1, 401, seed=0)
+    s = jac.log_sq_singular_values
+    assert np.isfinite(s).all() and s[0, 0] - s[0, -1] > 1500  # far beyond float64's range
+    with pytest.raises(OverflowError, match="log_sq_singular_values"):
+        jac.sq_singular_values()
+    assert np.isfinite(jac.log_condition).all()
+
+
+# -- results and errors -------------------------------------------------------------------------
+def test_result_exports(tmp_path):
+    res = ra.sample_bfa(ResNet(5, 8, 0.5), samples=3, seed=0)
+    table = res.to_table()
+    assert set(table) >= {"sample", "layer", "cos", "angle_deg"} and len(table["layer"]) == 12
+    res.to_csv(tmp_path / "bfa.csv")
+    lines = (tmp_path / "bfa.csv").read_text().splitlines()
+    assert len(lines) == 13 and lines[0].startswith("sample,layer,cos")
+    json.dumps(res.to_dict())
+    np.testing.assert_allclose(np.cos(np.radians(res.angle_deg)), res.cos, rtol=1e-12)
+    assert res.mean("cos").shape == res.sem("cos").shape == (4,)
+    with pytest.raises(ValueError, match="quantity must be one of"):
+        res.mean("speed")
+    bfk = ra.sample_bfk(ResNet(5, 8, 0.5), layers=[2, 4], samples=2, seed=0)
+    assert bfk.moments(3).shape == (3, 2, 2)
+    json.dumps(bfk.to_dict())
+
+
+@pytest.mark.parametrize(
+    "call, exc, words",
+    [
+        (lambda: ra.sample_bfa("mlp"), TypeError, ["family", "str"]),
+        (lambda: ra.sample_bfa(MLP(4, 4), mode="fast"), ValueError, ["mode", "fast", "exact"]),
+        (lambda: ra.sample_bfa(MLP(4, 4), samples=0), ValueError, ["samples", "0"]),
+        (lambda: ra.sample_bfa(MLP(4, 4), samples=[-1]), ValueError, ["samples", "-1"]),
+        (lambda: ra.sample_bfa(MLP(4, 4), seed=-3), ValueError, ["seed", "-3"]),
+        (lambda: ra.sample_bfa(MLP(4, 4), seed="abc"), TypeError, ["seed", "abc"]),
+        (lambda: ra.sample_bfa(MLP(4, 4), dtype=np.int32), ValueError, ["dtype", "int32"]),
+        (lambda: ra.sample_bfa(MLP(4, 4), mode="free", probes=0), ValueError, ["probes", "0"]),
+        (lambda: ra.sample_bfk(MLP(4, 4), layers=[4]), ValueError, ["layers", "[1, 3]"]),
+        (lambda: ra.sample_jacobian(MLP(6, 4), 3, 3), ValueError, ["start", "stop", "3"]),
+        (lambda: ra.sample_jacobian(MLP(6, 4), 1, 6), ValueError, ["stop", "6", "5"]),
+        (lambda: ra.width_limit(MLP(6, 4), [0, 8]), ValueError, ["widths"]),
+    ],
+)
+def test_errors_name_the_argument(call, exc, words):
+    with pytest.raises(exc) as info:
+        call()
+    for w in words:
+        assert w in str(info.value)
