@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from . import alignment
-from ._draw import (Weights, check_mode, draw_input, layer_jacobian, resolve_samples, resolve_seed,
+from ._draw import (Weights, bfk_step, check_mode, draw_input, layer_jacobian, resolve_samples, resolve_seed,
                     run_passes)
 from ._kernels import rng
 from .families import Family
@@ -371,8 +371,7 @@ def sample_bfk(family, layers=None, samples=1, seed=None, mode="exact", *, keep_
         j = 0
         for v in range(1, layers[-1] + 1):
             if v > 1:
-                A = layer_jacobian(family, W, p.masks, v)
-                K = A @ K @ A.T
+                K = bfk_step(family, W, p.masks, K, v)
                 K[np.diag_indices(m)] += c[v - 1]
             if v in want:
                 K = 0.5 * (K + K.T)  # the product is symmetric only up to round-off
