@@ -71,16 +71,21 @@ def mean_field(family) -> MeanField:
     h_out = activation_gain(family.readout)
     x_sq = float(d)  # both input choices have norm sqrt(d)
 
+    # Same sequential products as the loop F[l-1] = factor_l * F[l-2] (cumprod multiplies in
+    # order, so results are bitwise identical), vectorised for very deep networks.
     F = np.empty(L - 1)
     F[0] = m * s[0] ** 2 * x_sq
-    for l in range(2, L):  # layer l, index l-1
-        F[l - 1] = (a * a + beta * beta * m * s[l - 1] ** 2 * h) * F[l - 2]
+    F[1:] = a * a + beta * beta * m * s[1 : L - 1] ** 2 * h
+    F = np.cumprod(F)
 
     B = np.empty(L)
     B[L - 1] = 1.0 / k
     B[L - 2] = m * s[L - 1] ** 2 * h_out * B[L - 1]
-    for l in range(L - 1, 1, -1):  # B_{l-1} from B_l
-        B[l - 2] = (a * a + beta * beta * m * s[l - 1] ** 2 * h) * B[l - 1]
+    # B_{l-1} = factor_l B_l for l = L-1 .. 2, as a reversed cumprod (same order of products)
+    rev = np.empty(L - 1)
+    rev[0] = B[L - 2]
+    rev[1:] = (a * a + beta * beta * m * s[1 : L - 1] ** 2 * h)[::-1]
+    B[: L - 1] = np.cumprod(rev)[::-1]
 
     # |phi(f_{l-1})|^2 feeding W_l (the input for l = 1, the readout for l = L).
     G = np.empty(L)

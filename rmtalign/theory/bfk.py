@@ -1,0 +1,383 @@
+"""The backward-to-feature kernel (BFK) and the BFA in the width limit.
+
+Recursion (Lemma A.1 of the paper rewritten layer by layer; ``c_v`` from
+:func:`rmtalign.theory.signal.mean_field`):
+
+    K_1 = c_1 I,        K_v = c_v I + A_v K_{v-1} A_v^T,       A_v = a I + beta W_v D_{v-1}.
+
+**Free model.** With ``Y = A^T A`` free from ``K_{v-1}``: ``law(K_v) = c_v + law(K_{v-1}) ⊠ law(Y)``.
+The first two moments need only ``t1 = tau(Y)``, ``t2 = tau(Y^2)``:
+
+    M1(K_v) = c_v + t1 M1
+    M2(K_v) = c_v^2 + 2 c_v t1 M1 + t1^2 M2 + (t2 - t1^2) M1^2      (M = moments of K_{v-1})
+
+and ``cos(theta_v) = M1 / sqrt(M2)`` (Thm 3.2). This is exact in the width limit for MLPs (the
+mask ``D_{v-1}`` is asymptotically free from the unitarily invariant ``K_{v-1}``, Hanin & Nica),
+for linear networks, and for ReLU ResNets whose masks are redrawn independently at every layer.
+
+**Exact masks (ReLU ResNets).** With a skip connection the true masks of consecutive layers are
+correlated (each neuron's pre-activation is a Gaussian AR(1) process across depth, correlation
+``rho^j``, ``rho = a / sqrt(t1)``), so ``K_{v-1}`` is *not* free from ``D_{v-1}``. Tracking the
+variance profile ``m E[K_ij^2] = alpha + sum_l g_l (D_l(i) + D_l(j))`` over neuron types gives the
+exact width limit of ``M1, M2`` (see ``docs/theory.md``):
+
+    M1_v = c_v + t1 M1,                            (delta = M1 of K_{v-1})
+    g_{v,v-1} = a^2 g^2 delta^2,  g_{v,l} = (a^4 + a^2 g^2 p) g_{v-1,l},
+    S = sum_l g_{v-1,l} P(v-1-l),   P(j) = E[D_l D_{l+j}] = 1/4 + arcsin(rho^j) / (2 pi),
+    alpha_v = a^4 alpha + a^2 g^2 (2 p alpha + 2 S) + g^4 (p delta^2 + p^2 alpha + 2 p S - e p^2 delta^2),
+    M2_v = M1_v^2 + alpha_v + 2 p sum_l g_{v,l},
+
+with ``g^2 = beta^2 m s^2``, ``p = 1/2``, ``e = 0`` (Gaussian) or ``1`` (orthogonal). Replacing
+``P(j)`` by ``p^2`` gives back the free model. Cost ``O(L log L)`` (one FFT convolution).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .free import Atoms, free_multiplicative_moments, shift_moments
+from .layer import LayerLaw, layer_law, rational
+from .signal import mean_field
+from ._chain import chain_cauchy
+
+__all__ = ["BFAResult", "Density", "bfa", "bfk_moments", "bfk_density", "jacobian_moments",
+           "jacobian_density", "moment_recursion"]
+
+_MASKS = ("exact", "free")
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_family(family):
+    for attr in ("depth", "width", "skip", "branch_scale", "activation", "weights"):
+        if not hasattr(family, attr):
+            raise TypeError(f"family must be an rmtalign MLP or ResNet, got {family!r}")
+
+
+def _check_layer(name, v, lo, hi):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {v!r}")
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {v!r}")
+    return int(v)
+
+
+def _check_order(order):
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
+        raise ValueError(f"order must be an integer >= 1, got {order!r}")
+    return int(order)
+
+
+def _weights_normalised(family):
+    """``c_v / t1^v`` for v = 1..L-1 (the recursion is run on ``Y / t1``, scale-free), and t1."""
+    law = layer_law(family)
+    t1 = law.mean
+    c = np.asarray(mean_field(family).kernel_weights[: family.depth - 1], dtype=float)
+    if not np.all(np.isfinite(c)):
+        raise ValueError("mean_field produced non-finite kernel weights (forward/backward norms "
+                         f"over/underflow for depth={family.depth}); use a variance-preserving init")
+    if t1 <= 0:
+        raise ValueError("tau(A^T A) = 0: the Jacobians vanish (branch_scale = skip = 0)")
+    v = np.arange(1, family.depth)
+    with np.errstate(divide="ignore"):
+        logc = np.where(c > 0, np.log(np.where(c > 0, c, 1.0)) - v * math.log(t1), -np.inf)
+    top = np.max(logc) if np.any(c > 0) else 0.0
+    return np.where(c > 0, np.exp(logc - top), 0.0), law
+
+
+def moment_recursion(c, t1, t2):
+    """Free-model ``M1, M2`` of ``K_v`` for weights ``c[0..n-1]`` (layer 1..n), ``tau(Y) = t1``,
+    ``tau(Y^2) = t2``; vectorised as a linear recursion (O(n), numba-free)."""
+    c = np.asarray(c, dtype=float)
+    n = c.size
+    return _recursion(c, float(t1), float(t2 - t1 * t1), np.empty(n), np.empty(n))
+
+
+try:
+    import numba
+
+    @numba.njit(cache=True)
+    def _recursion(c, t1, var, M1, M2):  # pragma: no cover - compiled
+        m1 = 0.0
+        m2 = 0.0
+        for v in range(c.size):
+            cv = c[v]
+            new1 = cv + t1 * m1
+            new2 = cv * cv + 2.0 * cv * t1 * m1 + t1 * t1 * m2 + var * m1 * m1
+            m1, m2 = new1, new2
+            M1[v] = m1
+            M2[v] = m2
+        return M1, M2
+    @numba.njit(cache=True)
+    def _alpha_loop(M1, conv, c0, a2, g2, p, e, r):  # pragma: no cover - compiled
+        n = M1.size
+        M2 = np.empty(n)
+        M2[0] = c0 * c0
+        alpha = 0.0
+        gsum = 0.0
+        for i in range(1, n):
+            delta = M1[i - 1]
+            S = a2 * g2 * conv[i - 2] if i >= 2 else 0.0
+            alpha = (a2 * a2 * alpha + a2 * g2 * (2 * p * alpha + 2 * S)
+                     + g2 * g2 * (p * delta * delta + p * p * alpha + 2 * p * S - e * p * p * delta * delta))
+            gsum = r * gsum + a2 * g2 * delta * delta
+            M2[i] = M1[i] ** 2 + alpha + 2 * p * gsum
+        return M2
+except ImportError:  # pragma: no cover
+    def _alpha_loop(M1, conv, c0, a2, g2, p, e, r):
+        n = M1.size
+        M2 = np.empty(n)
+        M2[0] = c0 * c0
+        alpha = gsum = 0.0
+        for i in range(1, n):
+            delta = M1[i - 1]
+            S = a2 * g2 * conv[i - 2] if i >= 2 else 0.0
+            alpha = (a2 * a2 * alpha + a2 * g2 * (2 * p * alpha + 2 * S)
+                     + g2 * g2 * (p * delta * delta + p * p * alpha + 2 * p * S - e * p * p * delta * delta))
+            gsum = r * gsum + a2 * g2 * delta * delta
+            M2[i] = M1[i] ** 2 + alpha + 2 * p * gsum
+        return M2
+
+    def _recursion(c, t1, var, M1, M2):
+        m1 = m2 = 0.0
+        for v in range(c.size):
+            cv = c[v]
+            m1, m2 = cv + t1 * m1, cv * cv + 2 * cv * t1 * m1 + t1 * t1 * m2 + var * m1 * m1
+            M1[v], M2[v] = m1, m2
+        return M1, M2
+
+
+def _exact_mask_recursion(c, law: LayerLaw, P):
+    """Mask-correlated M1, M2 (module docstring) for weights ``c`` and ``P[j] = E[D_l D_{l+j}]``
+    (``P[0]`` unused). Assumes ``law`` already normalised so that ``tau(Y) = 1``."""
+    from scipy.signal import fftconvolve
+
+    a2, g2, p = float(law.a2), float(law.g2), float(law.p)
+    e = 1.0 if law.weights == "orthogonal" else 0.0
+    n = c.size
+    M1, _ = _recursion(c, a2 + g2 * p, 0.0, np.empty(n), np.empty(n))  # delta_v
+    r = a2 * a2 + a2 * g2 * p
+    # S_v (v = index of the new layer, 0-based i) = a2 g2 sum_{j>=1} delta_{i-1-j}^2 r^{j-1} P(j)
+    j = np.arange(1, n + 1)
+    with np.errstate(under="ignore"):
+        ker = np.exp((j - 1) * math.log(r)) * P[1 : n + 1] if r > 0 else np.where(j == 1, P[1 : n + 1], 0.0)
+    d2 = M1**2
+    conv = fftconvolve(d2, ker)[:n] if n > 1 else np.zeros(n)
+    # conv[k] = sum_{j>=1} d2[k - (j-1)] ker[j-1]  -> S for new layer i uses d2 up to i-2: conv[i-2]
+    M2 = _alpha_loop(M1, conv, float(c[0]), a2, g2, p, e, r)
+    return M1, M2
+
+
+def _mask_correlation(law: LayerLaw, n):
+    """``P[j] = E[D_l D_{l+j}]`` for ReLU masks of an AR(1) pre-activation with lag-1 correlation
+    ``rho = a / sqrt(tau(Y))``."""
+    rho = math.sqrt(float(law.a2) / law.mean)
+    j = np.arange(n + 2)
+    with np.errstate(under="ignore"):
+        corr = np.exp(j * math.log(rho)) if rho > 0 else (j == 0).astype(float)
+    return 0.25 + np.arcsin(np.clip(corr, -1, 1)) / (2 * np.pi)
+
+
+def _uses_exact_masks(family, masks):
+    return masks == "exact" and family.activation == "relu" and family.skip != 0.0
+
+
+# --------------------------------------------------------------------------- BFA
+@dataclass(frozen=True)
+class BFAResult:
+    """Width-limit BFA of a family: ``cos[i]`` is ``cos(theta_v)`` at ``v = layers[i]``.
+
+    ``m1, m2`` are the first two spectral moments of ``K_v`` up to the common factor ``scale``
+    (``M_p = m_p scale^p`` in the units of ``mean_field``); ``model`` is ``"free"`` or ``"exact"``."""
+
+    layers: np.ndarray
+    cos: np.ndarray
+    m1: np.ndarray
+    m2: np.ndarray
+    model: str
+    family: object = field(repr=False, default=None)
+
+    @property
+    def angle(self) -> np.ndarray:
+        return np.arccos(np.clip(self.cos, -1, 1))
+
+    def to_dict(self) -> dict:
+        return {"layers": self.layers.tolist(), "cos": self.cos.tolist(), "m1": self.m1.tolist(),
+                "m2": self.m2.tolist(), "model": self.model}
+
+    def to_rows(self) -> list[dict]:
+        return [{"layer": int(v), "cos": float(c)} for v, c in zip(self.layers, self.cos)]
+
+
+def bfa(family, masks="exact") -> BFAResult:
+    """``cos(theta_v) = M1(K_v) / sqrt(M2(K_v))`` at ``v = 1 .. L-1`` in the width limit.
+
+    ``masks="exact"``: the network's own ReLU masks (mask-correlated recursion for ReLU ResNets;
+    identical to the free model for MLPs and linear networks). ``masks="free"``: ReLU masks
+    replaced by free Bernoulli(1/2) projections, independent across layers. Layers with
+    ``K_v = 0`` (``v = 1`` when ``W_1`` is frozen) get ``NaN``. Cost O(L) (O(L log L) for exact
+    masks); ``L = 10^6`` takes well under a second."""
+    _check_family(family)
+    if masks not in _MASKS:
+        raise ValueError(f"masks must be one of {_MASKS}, got {masks!r}")
+    c, law = _weights_normalised(family)
+    norm = LayerLaw(law.a2 / rational(law.mean), law.g2 / rational(law.mean), law.p, law.weights)
+    if _uses_exact_masks(family, masks):
+        M1, M2 = _exact_mask_recursion(c, norm, _mask_correlation(norm, c.size))
+        model = "exact"
+    else:
+        t1 = 1.0
+        t2 = 1.0 + norm.variance
+        M1, M2 = moment_recursion(c, t1, t2)
+        model = "free" if (family.activation == "relu" and family.skip != 0.0) else "exact"
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(M1 > 0, M1 / np.sqrt(M2), np.nan)
+    return BFAResult(np.arange(1, family.depth), cos, M1, M2, model, family)
+
+
+# --------------------------------------------------------------------------- moments
+def bfk_moments(family, layer, order=4, exact=False, masks="free"):
+    """Spectral moments ``M_1 .. M_order`` of ``K_layer`` (units of ``mean_field``'s ``c_v``).
+
+    Free model: ``law(K_v) = c_v + law(K_{v-1}) ⊠ law(A^T A)`` on moment sequences through
+    S-transforms. ``exact=True`` returns ``fractions.Fraction`` computed in exact arithmetic from
+    the rationalised inputs (see :func:`rmtalign.theory.layer.rational`). ``masks="exact"`` is
+    available for ``order <= 2`` (mask-correlated recursion for ReLU ResNets)."""
+    _check_family(family)
+    v = _check_layer("layer", layer, 1, family.depth - 1)
+    order = _check_order(order)
+    if masks not in _MASKS:
+        raise ValueError(f"masks must be one of {_MASKS}, got {masks!r}")
+    c_float = mean_field(family).kernel_weights
+    if _uses_exact_masks(family, masks):
+        if order > 2 or exact:
+            raise ValueError("masks='exact' gives only M1, M2 (order <= 2, exact=False) for ReLU "
+                             "ResNets; higher moments are available in the free model (masks='free')")
+        law = layer_law(family)
+        t1 = law.mean
+        norm = LayerLaw(law.a2 / rational(t1), law.g2 / rational(t1), law.p, law.weights)
+        cn = np.array([c_float[i] / t1 ** (i + 1) for i in range(v)])
+        M1, M2 = _exact_mask_recursion(cn, norm, _mask_correlation(norm, v))
+        return [M1[-1] * t1**v, M2[-1] * t1 ** (2 * v)][:order]
+    law = layer_law(family)
+    ym = law.moments(order, exact=exact)
+    conv = rational if exact else float
+    cs = [conv(float(x)) for x in c_float[:v]]
+    m = [cs[0] ** k for k in range(1, order + 1)]
+    for i in range(1, v):
+        m = shift_moments(free_multiplicative_moments(m, ym), cs[i])
+    return m
+
+
+def jacobian_moments(family, start, stop, order=4, exact=False):
+    """Moments of the squared singular values of ``J = df_stop / df_start`` (free model):
+    ``law(J J^T) = law(A^T A)^{⊠ (stop - start)}``. Exact in the width limit for MLPs and linear
+    networks; for ReLU ResNets with the network's own masks it is the free-mask approximation."""
+    _check_family(family)
+    L = family.depth
+    start = _check_layer("start", start, 1, L - 1)
+    stop = _check_layer("stop", stop, start, L - 1)
+    order = _check_order(order)
+    law = layer_law(family)
+    ym = law.moments(order, exact=exact)
+    one = rational(1) if exact else 1.0
+    m = [one] * order
+    for _ in range(stop - start):
+        m = free_multiplicative_moments(m, ym)
+    return m
+
+
+# --------------------------------------------------------------------------- densities
+@dataclass(frozen=True)
+class Density:
+    """A limiting spectral law: density on ``x`` (absolutely continuous part), atoms
+    ``{location: mass}``, and an interval ``support`` containing the support."""
+
+    x: np.ndarray
+    density: np.ndarray
+    atoms: dict
+    support: tuple
+    residual: float
+
+    def cdf(self) -> np.ndarray:
+        from scipy.integrate import cumulative_trapezoid
+
+        out = cumulative_trapezoid(self.density, self.x, initial=0.0)
+        for loc, mass in self.atoms.items():
+            out = out + mass * (self.x >= loc)
+        return out
+
+    def to_dict(self):
+        return {"x": self.x.tolist(), "density": self.density.tolist(),
+                "atoms": {float(k): float(v) for k, v in self.atoms.items()},
+                "support": list(self.support), "residual": self.residual}
+
+
+def _support_bound(moments):
+    """Upper bound on the support from moments: max_k m_k^(1/k) times a safety factor."""
+    m = [float(x) for x in moments]
+    k = len(m)
+    return 1.3 * m[-1] ** (1.0 / k) + 1e-12
+
+
+def _density(cs, law: LayerLaw, x, eps, atom_candidates, order=8):
+    y_law = law.law()
+    # moments for support bound
+    ym = law.moments(order, exact=False)
+    m = [cs[0] ** k for k in range(1, order + 1)]
+    for ck in cs[1:]:
+        m = shift_moments(free_multiplicative_moments(m, ym), ck)
+    hi = _support_bound(m)
+    lo = 0.0
+    if x is None:
+        x = np.linspace(lo, hi, 801)
+    x = np.asarray(x, dtype=float)
+    if eps is None:
+        eps = 2e-3 * hi
+    G, err = chain_cauchy(x, eps, np.asarray(cs, float), y_law.eta, scale=0.5 * hi)
+    dens = np.maximum(-np.imag(G) / np.pi, 0.0)
+    atoms = {}
+    for loc in atom_candidates:
+        ga, _ = chain_cauchy(np.array([loc]), 1e-7 * hi, np.asarray(cs, float), y_law.eta, scale=0.5 * hi)
+        mass = float(-np.imag(ga[0]) * 1e-7 * hi)
+        if mass > 1e-6:
+            atoms[float(loc)] = mass
+            # remove the Lorentzian of the atom from the smoothed density
+            dens = np.maximum(dens - mass * eps / np.pi / ((x - loc) ** 2 + eps**2), 0.0)
+    return Density(x, dens, atoms, (lo, hi), float(err))
+
+
+def bfk_density(family, layer, x=None, eps=None) -> Density:
+    """Limiting spectral density of ``K_layer`` (free model), in the units of ``mean_field``'s
+    ``c_v`` (normalise by ``M1`` from :func:`bfk_moments` if you want a scale-free law).
+
+    Computed by joint multiplicative subordination through the chain
+    ``K_v = c_v + K_{v-1} ⊠ Y``, evaluated at ``x + i eps`` (default ``eps = 2e-3 * upper``).
+    Atoms are reported separately (ReLU MLPs have an atom of mass 1/2 at ``c_v``: ``W D K D W^T``
+    has rank ``m/2``). ``x`` defaults to 801 points on ``[0, upper]``."""
+    _check_family(family)
+    v = _check_layer("layer", layer, 1, family.depth - 1)
+    c = [float(t) for t in mean_field(family).kernel_weights[:v]]
+    first = next((i for i, t in enumerate(c) if t > 0), None)
+    if first is None:
+        raise ValueError(f"K_{v} = 0 (no trained layer up to {v}): its law is delta_0")
+    cs = c[first:]
+    law = layer_law(family)
+    if len(cs) == 1:
+        return Density(np.asarray(x if x is not None else [cs[0]], float), np.zeros(1 if x is None else len(x)),
+                       {cs[0]: 1.0}, (cs[0], cs[0]), 0.0)
+    return _density(cs, law, x, eps, atom_candidates=[cs[-1]])
+
+
+def jacobian_density(family, start, stop, x=None, eps=None) -> Density:
+    """Limiting density of the squared singular values of ``df_stop/df_start`` (free model):
+    ``law(A^T A)^{⊠ (stop-start)}`` via the same subordination chain (bottom law ``delta_1``)."""
+    _check_family(family)
+    L = family.depth
+    start = _check_layer("start", start, 1, L - 1)
+    stop = _check_layer("stop", stop, start + 1, L - 1)
+    law = layer_law(family)
+    cs = [1.0] + [0.0] * (stop - start)
+    cand = [0.0] if (family.activation == "relu" and family.skip == 0.0) else []
+    return _density(cs, law, x, eps, atom_candidates=cand)

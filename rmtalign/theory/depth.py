@@ -1,0 +1,141 @@
+"""Depth limits of the output BFA for ``beta = c L^-alpha`` and closed forms for MLPs.
+
+Free model (and exact for linear ResNets; ReLU ResNets with independent masks), variance-preserving
+skip ``a^2 = 1 - beta^2``, balanced or uniform learning rates, ``W_1`` frozen: with ``n = v - 1``
+trained layers up to ``v`` and ``sigma^2 = Var(A^T A / tau(A^T A))``,
+
+    cos(theta_v) = n / sqrt(n^2 + sigma^2 n (n-1)(2n-1) / 6)                          (exact, any L)
+
+(the same formula for MLPs, where ``sigma^2 = 2`` for Gaussian ReLU, 1 for orthogonal ReLU or
+Gaussian linear, 0 for orthogonal linear). For ``beta = c L^-alpha``, ``sigma^2 = kappa beta^2 +
+O(beta^4)`` with ``kappa = 2 m s^2 p`` (= 2 for He/LeCun init in all four weight/activation cases),
+so at depth fraction ``s = v/L``:
+
+    alpha > 1/2:  cos -> 1;      alpha < 1/2:  cos -> 0  (~ sqrt(3 / (kappa c^2 s)) L^(alpha - 1/2));
+    alpha = 1/2:  cos -> (1 + kappa c^2 s / 3)^(-1/2).
+
+Exact ReLU masks (ResNet): the masks of a neuron are correlated across depth (AR(1) pre-activation,
+``corr = exp(-c^2 Delta / 2)`` over a depth fraction ``Delta``) and at ``alpha = 1/2``
+
+    M2(s) = s^2 + 2 c^2 s^3 / 3 + (4 c^2 / pi) ∫_0^s u^2 Phi(c^2 (s - u)) du,   M1(s) = s,
+    Phi(T) = ∫_0^T e^-t arcsin(e^(-t/2)) dt = pi/4 - 2 F(e^(-T/2)),
+    F(y) = (y^2/2 - 1/4) arcsin(y) + y sqrt(1 - y^2) / 4,
+
+so ``cos -> s / sqrt(M2(s))``; for large ``c``, ``cos ~ 1/(c sqrt s)`` (free model:
+``sqrt(3/2)/(c sqrt s)``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["DepthLimit", "depth_limit", "phase_diagram", "mlp_bfa_exact"]
+
+
+def mlp_bfa_exact(v, variance=2.0, first_trained=2):
+    """Closed-form width-limit ``cos(theta_v)`` for constant weights ``c_v`` and ``tau(Y) = 1``:
+    ``n / sqrt(n^2 + variance n (n-1)(2n-1)/6)`` with ``n = v - first_trained + 1``
+    (``NaN`` where ``n <= 0``). ``variance = Var(A^T A)`` (2 for the He-initialised Gaussian
+    ReLU MLP, whose large-``v`` asymptote is ``sqrt(3/2) v^(-1/2)``)."""
+    v = np.asarray(v, dtype=float)
+    n = v - first_trained + 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = n / np.sqrt(n * n + variance * n * (n - 1) * (2 * n - 1) / 6)
+    return np.where(n > 0, out, np.nan)
+
+
+def _F(y):
+    return (y * y / 2 - 0.25) * np.arcsin(y) + y * np.sqrt(np.clip(1 - y * y, 0, None)) / 4
+
+
+def _Phi(T):
+    return np.pi / 4 - 2 * _F(np.exp(-np.asarray(T, float) / 2))
+
+
+def _exact_mask_m2(c, s, n=4001):
+    from scipy.integrate import quad
+
+    extra, _ = quad(lambda u: u * u * _Phi(c * c * (s - u)), 0.0, s, limit=200, epsabs=1e-13, epsrel=1e-12)
+    return s * s + 2 * c * c * s**3 / 3 + 4 * c * c / np.pi * extra
+
+
+@dataclass(frozen=True)
+class DepthLimit:
+    """``L -> infinity`` limit of ``cos(theta)`` at depth fraction ``position`` for
+    ``beta = c L^-alpha``. ``cos`` is the limit, ``regime`` one of ``"trivial"`` (cos -> 1),
+    ``"degenerate"`` (cos -> 0) or ``"critical"``; ``rate`` is the exponent ``r`` with
+    ``|cos - limit| ~ L^-r`` (``None`` at criticality); ``formula`` names the closed form."""
+
+    alpha: float
+    c: float
+    cos: float
+    regime: str
+    rate: float | None
+    formula: str
+
+    @property
+    def angle(self) -> float:
+        return math.acos(min(1.0, self.cos))
+
+
+def depth_limit(alpha, c, activation="relu", weights="gaussian", masks="exact", position=1.0):
+    """Limit of the BFA at layer ``v = position * L`` of a variance-preserving ResNet with
+    ``beta = c L^-alpha`` (He/LeCun hidden init, ``W_1`` frozen, balanced or uniform LRs).
+
+    Closed forms in the module docstring; the exact-mask ReLU case at ``alpha = 1/2`` uses one
+    1-d quadrature of an explicit integrand."""
+    for name, val in (("alpha", alpha), ("c", c), ("position", position)):
+        if isinstance(val, bool) or not isinstance(val, (int, float, np.floating, np.integer)) or not math.isfinite(val):
+            raise ValueError(f"{name} must be a finite real number, got {val!r}")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    if c <= 0:
+        raise ValueError(f"c must be > 0, got {c!r}")
+    if not 0 < position <= 1:
+        raise ValueError(f"position must be in (0, 1], got {position!r}")
+    if activation not in ("relu", "linear"):
+        raise ValueError(f"activation must be 'relu' or 'linear', got {activation!r}")
+    if weights not in ("gaussian", "orthogonal"):
+        raise ValueError(f"weights must be 'gaussian' or 'orthogonal', got {weights!r}")
+    if masks not in ("exact", "free"):
+        raise ValueError(f"masks must be 'exact' or 'free', got {masks!r}")
+    kappa = 2.0
+    s = float(position)
+    if alpha > 0.5:
+        return DepthLimit(alpha, c, 1.0, "trivial", 2 * alpha - 1, "1 - cos ~ kappa c^2 s L^(1-2 alpha) / 6")
+    if alpha < 0.5:
+        return DepthLimit(alpha, c, 0.0, "degenerate", 0.5 - alpha,
+                          "cos ~ C / (c sqrt(s)) L^(alpha - 1/2), C = sqrt(3/2) (free) or 1 (exact ReLU masks)"
+                          if alpha > 0 else "cos = Theta(L^-1/2) (fixed beta: MLP-like)")
+    if masks == "exact" and activation == "relu":
+        m2 = _exact_mask_m2(c, s)
+        return DepthLimit(alpha, c, s / math.sqrt(m2), "critical", None,
+                          "s / sqrt(s^2 + 2c^2 s^3/3 + (4c^2/pi) int_0^s u^2 Phi(c^2(s-u)) du)")
+    return DepthLimit(alpha, c, 1.0 / math.sqrt(1 + kappa * c * c * s / 3), "critical", None,
+                      "(1 + 2 c^2 s / 3)^(-1/2)")
+
+
+def phase_diagram(alphas=None, c=1.0, depths=(10**2, 10**3, 10**4, 10**5), activation="relu",
+                  weights="gaussian", masks="exact"):
+    """Output BFA ``cos(theta_{L-1})`` over a grid of ``alpha`` in ``[0, 1]`` and depths, from
+    :func:`rmtalign.theory.bfa` at finite ``L`` (width limit), plus the ``L -> infinity`` limit.
+
+    Returns a dict with ``alphas``, ``depths``, ``cos`` (len(depths) x len(alphas); NaN where
+    ``beta = c L^-alpha > 1``) and ``limit`` (len(alphas))."""
+    from rmtalign.families import ResNet
+    from .bfk import bfa
+
+    alphas = np.linspace(0, 1, 21) if alphas is None else np.asarray(alphas, float)
+    depths = [int(L) for L in depths]
+    cos = np.full((len(depths), alphas.size), np.nan)
+    for i, L in enumerate(depths):
+        for j, al in enumerate(alphas):
+            beta = c * L ** (-al)
+            if beta > 1:
+                continue
+            fam = ResNet(L, 1000, beta, activation=activation, weights=weights)
+            cos[i, j] = bfa(fam, masks=masks).cos[-1]
+    limit = np.array([depth_limit(al, c, activation, weights, masks).cos for al in alphas])
+    return {"alphas": alphas, "depths": np.array(depths), "cos": cos, "limit": limit}
