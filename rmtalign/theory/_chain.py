@@ -49,9 +49,15 @@ def _anderson(w, cs, eta_Y, om, depth=6, tol=1e-10, maxiter=4000):
             dX = np.stack([X[i + 1] - X[i] for i in range(len(X) - 1)], -1)
             A = np.transpose(dF, (1, 0, 2))
             b = np.transpose(f, (1, 0))
-            AhA = np.einsum("pnk,pnj->pkj", A.conj(), A) + 1e-14 * np.eye(A.shape[-1])
+            AhA = np.einsum("pnk,pnj->pkj", A.conj(), A)
+            tr = np.real(np.einsum("pkk->p", AhA)) / AhA.shape[-1]
+            AhA = AhA + (1e-10 * tr + 1e-300)[:, None, None] * np.eye(A.shape[-1])
             Ahb = np.einsum("pnk,pn->pk", A.conj(), b)
-            gam = np.linalg.solve(AhA, Ahb[..., None])[..., 0]
+            try:
+                gam = np.linalg.solve(AhA, Ahb[..., None])[..., 0]
+            except np.linalg.LinAlgError:
+                om = g
+                continue
             new = om + f - np.einsum("npk,pk->np", dX + dF, gam)
             bad = ~np.all(np.isfinite(new), 0)
             new[:, bad] = g[:, bad]

@@ -318,10 +318,13 @@ def _support_bound(moments):
     """Upper bound on the support from moments: max_k m_k^(1/k) times a safety factor."""
     m = [float(x) for x in moments]
     k = len(m)
-    return 1.3 * m[-1] ** (1.0 / k) + 1e-12
+    # m_k^(1/k) increases to the upper edge; extrapolate in 1/k from the last two terms
+    r1, r2 = m[-2] ** (1.0 / (k - 1)), m[-1] ** (1.0 / k)
+    edge = r2 + (r2 - r1) * k  # linear in 1/k: r(k) ~ edge - C/k
+    return 1.1 * max(edge, r2) + 1e-12
 
 
-def _density(cs, law: LayerLaw, x, eps, atom_candidates, order=8):
+def _density(cs, law: LayerLaw, x, eps, atom_candidates, order=16):
     y_law = law.law()
     # moments for support bound
     ym = law.moments(order, exact=False)
