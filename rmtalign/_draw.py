@@ -145,6 +145,54 @@ def draw_input(key: int, d: int) -> np.ndarray:
     return _normals(key, _INPUT, (1, d))[0]
 
 
+def forward(family, weights: Weights, x: np.ndarray, rnd=None, rescale=False) -> np.ndarray:
+    """Features ``f_1 .. f_{L-1}`` as an ``(L-1, m)`` array.
+
+    ``rescale=True`` divides each ``f_l`` by a power of two near its max-abs before the next layer:
+    every layer is positively 1-homogeneous, so the signs (the ReLU masks) are unchanged while an
+    exploding or vanishing network stays within float64. ``rnd`` rounds each layer (float32 mode).
+    """
+    L, m = family.depth, family.width
+    a, beta, act = family.skip, family.branch_scale, family.activation
+    f = np.empty((L - 1, m))
+    f[0] = weights.matvecs(1, x[None])[0]
+    for l in range(2, L + 1):
+        prev = f[l - 2]
+        if rnd is not None:
+            prev[:] = rnd(prev)
+        if rescale:
+            amax = np.abs(prev).max()
+            if amax > 0:
+                prev *= 2.0 ** -math.frexp(amax)[1]
+        if l == L:
+            break
+        h = weights.matvecs(l, _phi(act, prev)[None])[0]
+        f[l - 1] = a * prev + beta * h if a else beta * h
+    return f
+
+
+def exact_masks(family, f: np.ndarray) -> np.ndarray:
+    """``phi'(f_l)`` for every feature (ReLU: 1 where ``f > 0``; linear: 1)."""
+    return (f > 0).astype(np.float64) if family.activation == "relu" else np.ones_like(f)
+
+
+def free_masks(family, key: int) -> np.ndarray:
+    """Lemma A.1's masks: independent Bernoulli(1/2) diagonals (ReLU), or ones (linear)."""
+    L, m = family.depth, family.width
+    if family.activation != "relu":
+        return np.ones((L - 1, m))
+    return np.stack([(rng.uniform_bits(rng.derive_key(key, _MASK, l), m) >> np.uint64(63))
+                     .astype(np.float64) for l in range(1, L)])
+
+
+def _check_finite(arr, what, family):
+    if not np.isfinite(arr).all():
+        raise FloatingPointError(
+            f"the {what} of {family.label} left float64's range (|x| > 1e308 or NaN): the network "
+            f"explodes or vanishes at init (stds {family.stds[1]:.3g} hidden, gain per layer far from "
+            "1). Use smaller init scales or depth; sample_jacobian works on the log scale.")
+
+
 def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.float64,
                weights: Weights | None = None) -> Passes:
     """Forward (exact), backward and tangent passes of the draw keyed by ``key``."""
@@ -156,20 +204,13 @@ def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.
 
     x = family.input_vector(lambda d: draw_input(key, d))
     if mode == "exact":
-        f = np.empty((L - 1, m))
-        f[0] = rnd(W.matvecs(1, x[None])[0])
-        for l in range(2, L):
-            h = W.matvecs(l, _phi(act, f[l - 2])[None])[0]
-            f[l - 1] = rnd(a * f[l - 2] + beta * h if a else beta * h)
-        masks = (f > 0).astype(np.float64) if act == "relu" else np.ones((L - 1, m))
+        f = forward(family, W, x, rnd)
+        _check_finite(f, "forward pass", family)
+        masks = exact_masks(family, f)
         b_top = W.rmatvecs(L, np.full((1, family.out_dim), 1.0 / family.out_dim))
     else:
         f = None
-        if act == "relu":
-            masks = np.stack([(rng.uniform_bits(rng.derive_key(key, _MASK, l), m) >> np.uint64(63))
-                              .astype(np.float64) for l in range(1, L)])
-        else:
-            masks = np.ones((L - 1, m))
+        masks = free_masks(family, key)
         mf = mean_field(family)
         b_top = _normals(key, _PROBE, (probes, m)) * (family.stds[-1] * math.sqrt(mf.backward_sq[-1]))
     readout_mask = masks[-1] if family.readout == "relu" else 1.0
@@ -180,18 +221,18 @@ def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.
     for l in range(L - 1, 1, -1):  # b_{l-1} from b_l through W_l
         back = beta * masks[l - 2] * W.rmatvecs(l, b[l - 1])
         b[l - 2] = rnd(a * b[l - 1] + back if a else back)
-    b_sq = np.einsum("lpm,lpm->pl", b, b)
-
+    _check_finite(b, "backward pass", family)
     betas = family.branch_scales
+    with np.errstate(over="ignore", invalid="ignore"):  # squares may overflow: checked below
+        b_sq = np.einsum("lpm,lpm->pl", b, b)
+        if mode == "exact":
+            g = np.array(_phi(act, f))  # a copy: the readout row is replaced
+            g[-1] = _phi(family.readout, f[-1])
+            # |phi(f_{l-1})|^2 feeding W_l: the input for l = 1, the readout for l = L
+            g_sq = np.concatenate([[x @ x], np.einsum("lm,lm->l", g, g)])
+            grad_sq = (betas**2 * np.append(b_sq[0], 1.0 / family.out_dim) * g_sq)[None]
     if mode == "exact":
-        g_sq = np.empty(L)
-        g_sq[0] = x @ x
-        g = _phi(act, f[:-1])
-        g_sq[1:L - 1] = np.einsum("lm,lm->l", g, g)
-        g_last = _phi(family.readout, f[-1])
-        g_sq[L - 1] = g_last @ g_last
-        bL_sq = 1.0 / family.out_dim
-        grad_sq = (betas**2 * np.append(b_sq[0], bL_sq) * g_sq)[None]
+        _check_finite(grad_sq, "gradient norms", family)
         lr = learning_rates(grad_sq, family.trained_mask, family.lr)
         c = lr * betas**2 * g_sq
     else:
@@ -209,7 +250,9 @@ def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.
             if a:
                 step = step + a * prev
         fdot[l - 1] = rnd(step)
+    _check_finite(fdot, "tangent pass", family)
     loss_decay = np.cumsum(c[:, : L - 1] * b_sq, axis=1)
+    _check_finite(loss_decay, "loss decay", family)
     return Passes(x, f, masks, b, fdot, grad_sq, lr, c, loss_decay)
 
 

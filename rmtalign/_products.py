@@ -280,6 +280,8 @@ def _gemm(A, B):
 def _apply_q(A, Qh):
     """``A @ Q`` with Q = H_1 ... H_k in Householder form (thin: first k columns)."""
     qr, tau = Qh
+    if qr.shape[1] != tau.shape[0]:  # a wide block (p < r): only its first p reflectors exist
+        qr = np.asfortranarray(qr[:, : tau.shape[0]])
     C = np.array(A, order="F")  # dormqr overwrites its operand
     C, _, info = _lapack.dormqr("R", "N", qr, tau, C, max(1, 64 * C.shape[0]), overwrite_c=1)
     if info != 0:  # pragma: no cover - LAPACK argument errors only

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from . import alignment
-from ._draw import (Weights, bfk_step, check_mode, draw_input, layer_jacobian, resolve_samples, resolve_seed,
-                    run_passes)
+from ._draw import (Weights, bfk_step, check_mode, draw_input, exact_masks, forward, free_masks,
+                    layer_jacobian, resolve_samples, resolve_seed, run_passes)
 from ._kernels import rng
 from .families import Family
 
@@ -183,10 +183,11 @@ class JacobianResult(_Result):
     def sq_singular_values(self) -> np.ndarray:
         """``sigma_i^2`` as floats; raises ``OverflowError`` if they leave float64's range."""
         s = self.log_sq_singular_values
-        if s.max() > 709.0 or s.min() < -708.0:
+        finite = s[np.isfinite(s)]  # exact zeros (-inf) are representable
+        if finite.size and (finite.max() > 709.0 or finite.min() < -708.0):
             raise OverflowError(
-                f"squared singular values span exp({s.min():.4g}) .. exp({s.max():.4g}), outside "
-                "float64; use log_sq_singular_values")
+                f"squared singular values span exp({finite.min():.4g}) .. exp({finite.max():.4g}), "
+                "outside float64; use log_sq_singular_values")
         return np.exp(s)
 
     def to_table(self) -> dict:
@@ -200,7 +201,8 @@ class WidthLimit(_Result):
     """Per-layer estimates at several widths and their ``m -> infinity`` extrapolation.
 
     ``means``/``sems`` are ``(widths, layers)``; ``limit`` and ``limit_se`` the fitted ``c0`` and its
-    standard error; ``coef`` is ``(order+1, layers)`` for ``c0 + c1/m (+ c2/m^2)``.
+    standard error; ``coef`` is ``(layers, order+1)`` for ``c0 + c1/m (+ c2/m^2)``; ``chi2``,
+    ``dof`` and ``pvalue`` (per layer) judge whether that series fits the data.
     """
 
     quantity: str
@@ -212,7 +214,10 @@ class WidthLimit(_Result):
     limit_se: np.ndarray
     coef: np.ndarray
     chi2: np.ndarray
-    dof: int
+    dof: np.ndarray
+    pvalue: np.ndarray
+
+    _per_layer = ("limit", "limit_se")
 
     def to_table(self) -> dict:
         nw, nl = self.means.shape
@@ -410,16 +415,27 @@ def sample_jacobian(family, start, stop, samples=1, seed=None, mode="exact", *,
     if not 1 <= start < stop <= L - 1:
         raise ValueError(f"need 1 <= start < stop <= L-1 = {L - 1}; got start={start!r}, stop={stop!r}")
     ss, idx, keys = _sample_keys(seed, samples)
-    out = np.empty((len(idx), m))
+    out = np.full((len(idx), m), -np.inf)
     bar = _progress(len(idx), progress, "sample_jacobian", len(idx) * (stop - start) * m**3 * 4)
     for i, key in enumerate(keys):
         W = Weights(family, key)
-        if mode == "exact":
-            masks = run_passes(family, key, mode="exact", weights=W).masks
+        if mode == "exact":  # only the signs of the features matter: rescaled, never overflows
+            x = family.input_vector(lambda d: draw_input(key, d))
+            masks = exact_masks(family, forward(family, W, x, rescale=True))
         else:
-            masks = run_passes(family, key, mode="free", probes=1, weights=W).masks
-        factors = (layer_jacobian(family, W, masks, l) for l in range(start + 1, stop + 1))
-        out[i] = product_log_singular_values(factors, m)
+            masks = free_masks(family, key)
+        if family.skip == 0 and family.activation == "relu":
+            # J = W_stop D_{stop-1} ... W_{start+1} D_start. Multiplying only the active blocks
+            # W_l[S_l, S_{l-1}] keeps the masks' exact zero singular values exactly zero (-inf).
+            active = {l: np.flatnonzero(masks[l - 1]) for l in range(start, stop)}
+            active[stop] = np.arange(m)
+            factors = (family.branch_scale * W.dense(l)[np.ix_(active[l], active[l - 1])]
+                       for l in range(start + 1, stop + 1))
+            s = product_log_singular_values(factors, len(active[start]))
+        else:
+            s = product_log_singular_values(
+                (layer_jacobian(family, W, masks, l) for l in range(start + 1, stop + 1)), m)
+        out[i, : len(s)] = s
         if bar is not None:
             bar.update()
     if bar is not None:
@@ -451,5 +467,5 @@ def width_limit(family, widths, quantity="cos", samples=16, seed=None, mode="exa
         sems.append(r.sem(quantity))
     means, sems = np.array(means), np.array(sems)
     fit = fit_width_limit(widths, means, sems, order=order)
-    return WidthLimit(quantity, widths, np.arange(1, family.depth), means, sems, fit.limit,
-                      fit.limit_se, fit.coef, fit.chi2, fit.dof)
+    return WidthLimit(quantity, widths, np.arange(1, family.depth), means, sems, fit.c0,
+                      fit.c0_se, fit.coef, fit.chi2, fit.dof, fit.pvalue)

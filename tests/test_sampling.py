@@ -126,6 +126,17 @@ def test_samples_do_not_depend_on_thread_count():
         np.testing.assert_array_equal(x, y)
 
 
+def test_dead_relu_layer_gets_no_learning_rate():
+    """At tiny width a ReLU layer can be dead (all f_l <= 0): its gradient is exactly zero, it
+    cannot contribute at any rate, and the features above it do not move (NaN angles)."""
+    fam = MLP(6, 2)
+    res = ra.sample_bfa(fam, samples=64, seed=0)
+    dead = res.grad_sq[:, 1:-1] == 0
+    assert dead.any()
+    assert (res.lr[:, 1:-1][dead] == 0).all() and np.isfinite(res.lr).all()
+    np.testing.assert_allclose(np.sum(res.lr * res.grad_sq, axis=1)[res.grad_sq.sum(1) > 0], 1.0)
+
+
 def test_seed_none_records_entropy():
     res = ra.sample_bfa(MLP(4, 8), seed=None)
     again = ra.sample_bfa(MLP(4, 8), seed=np.random.SeedSequence(res.seed["entropy"]))
@@ -188,12 +199,18 @@ def test_jacobian_matches_the_explicit_product():
 
 
 def test_long_jacobian_products_stay_finite():
-    jac = ra.sample_jacobian(MLP(402, 32), 1, 401, seed=0)
-    s = jac.log_sq_singular_values
-    assert np.isfinite(s).all() and s[0, 0] - s[0, -1] > 1500  # far beyond float64's range
+    # Twice the He std: sigma^2 grows ~4x a layer, e^1400 after 1000 layers.
+    jac = ra.sample_jacobian(MLP(1002, 32, hidden_std=2 * math.sqrt(2 / 32)), 1, 1001, seed=0)
+    s = jac.log_sq_singular_values[0]
+    # ReLU masks make J exactly rank-deficient: those singular values are exactly zero (-inf).
+    finite = s[np.isfinite(s)]
+    assert np.all(s[finite.size:] == -np.inf) and 8 <= finite.size < 32
+    assert finite[0] > 1000 and np.isfinite(finite).all()  # far beyond float64 (e^709)
     with pytest.raises(OverflowError, match="log_sq_singular_values"):
         jac.sq_singular_values()
-    assert np.isfinite(jac.log_condition).all()
+    assert (jac.log_condition == np.inf).all()
+    res = ra.sample_jacobian(ResNet(1002, 32, 0.5), 1, 1001, seed=0)
+    assert np.isfinite(res.log_sq_singular_values).all() and np.isfinite(res.log_condition).all()
 
 
 # -- results and errors -------------------------------------------------------------------------
@@ -236,3 +253,20 @@ def test_errors_name_the_argument(call, exc, words):
         call()
     for w in words:
         assert w in str(info.value)
+
+
+def test_exploding_network_is_reported_not_silent():
+    fam = MLP(1002, 16, hidden_std=2 * math.sqrt(2 / 16))
+    with pytest.raises(FloatingPointError, match="left float64's range"):
+        ra.sample_bfa(fam, seed=0)
+    # sample_jacobian needs only the masks, from a rescaled forward pass: check it against the
+    # explicit product where that is still representable.
+    small = fam.replace(depth=12)
+    x, weights = sample_network(small, seed=3)
+    J = _reference.jacobian_product(small, weights, x, start=1, stop=11)
+    ref = np.sort(np.linalg.svd(J, compute_uv=False) ** 2)[::-1]
+    got = ra.sample_jacobian(small, 1, 11, seed=3).log_sq_singular_values[0]
+    rank = int(np.isfinite(got).sum())
+    np.testing.assert_allclose(got[:rank], np.log(ref[:rank]), rtol=1e-9)
+    assert ref[rank:].max(initial=0) < 1e-12 * ref[0]  # the exact zeros are zeros
+    assert np.isfinite(ra.sample_jacobian(fam, 1, 1001, seed=0).log_sq_singular_values[0, 0])

@@ -36,11 +36,14 @@ def learning_rates(grad_sq, trained_mask, rule):
     ``"balanced"``: ``eta_l = 1 / (n Gamma_l)`` on the ``n`` trained layers (Eq. 8), so each
     contributes ``1/n`` to the loss decay. ``"uniform"``: ``eta = 1 / sum_trained Gamma_l``.
     Either way the total loss decay ``sum_l eta_l Gamma_l`` is 1. Frozen layers get 0.
+    A trained layer whose gradient is exactly zero (a dead ReLU layer at small width) cannot
+    contribute at any rate: it gets 0 and is not counted in ``n``; if no layer has a gradient,
+    every rate is 0 and nothing moves.
     """
     grad_sq = np.asarray(grad_sq, dtype=np.float64)
-    mask = np.broadcast_to(np.asarray(trained_mask, dtype=bool), grad_sq.shape)
-    n = int(np.count_nonzero(trained_mask))
-    with np.errstate(divide="ignore"):
+    mask = np.broadcast_to(np.asarray(trained_mask, dtype=bool), grad_sq.shape) & (grad_sq > 0)
+    n = np.count_nonzero(mask, axis=-1)[..., None]
+    with np.errstate(divide="ignore", invalid="ignore"):
         if rule == "balanced":
             eta = np.where(mask, 1.0 / (n * grad_sq), 0.0)
         elif rule == "uniform":
