@@ -466,6 +466,22 @@ def width_limit(family, widths, quantity="cos", samples=16, seed=None, mode="exa
         means.append(r.mean(quantity))
         sems.append(r.sem(quantity))
     means, sems = np.array(means), np.array(sems)
-    fit = fit_width_limit(widths, means, sems, order=order)
-    return WidthLimit(quantity, widths, np.arange(1, family.depth), means, sems, fit.c0,
-                      fit.c0_se, fit.coef, fit.chi2, fit.dof, fit.pvalue)
+    # A layer whose quantity does not fluctuate (e.g. cos = 1 right above a frozen W_1) has
+    # standard errors at round-off level or exactly 0: weighted least squares cannot weigh it,
+    # and it needs no fit when it is also constant in m. Such layers are fitted unweighted.
+    with np.errstate(invalid="ignore"):
+        still = ~np.isfinite(means) | (sems <= 1e-12 * np.abs(means))
+    exact = np.all(still, axis=0) & np.isfinite(means).any(axis=0)
+    fit = fit_width_limit(widths, np.where(exact, np.nan, means), np.where(exact, np.nan, sems),
+                          order=order)
+    c0, c0_se, coef, chi2, pvalue = fit.c0, fit.c0_se, fit.coef, fit.chi2, fit.pvalue
+    for j in np.flatnonzero(exact):
+        y = means[:, j][np.isfinite(means[:, j])]
+        if np.ptp(y) <= 1e-12 * np.abs(y).max():
+            c0[j], c0_se[j], chi2[j], pvalue[j] = y[0], 0.0, 0.0, np.nan
+            coef[j] = np.r_[y[0], np.zeros(order)]
+        else:
+            one = fit_width_limit(widths, means[:, j], order=order)
+            c0[j], c0_se[j], coef[j], chi2[j] = one.c0, one.c0_se, one.coef, one.chi2
+    return WidthLimit(quantity, widths, np.arange(1, family.depth), means, sems, c0, c0_se, coef,
+                      chi2, fit.dof, pvalue)

@@ -270,3 +270,15 @@ def test_exploding_network_is_reported_not_silent():
     np.testing.assert_allclose(got[:rank], np.log(ref[:rank]), rtol=1e-9)
     assert ref[rank:].max(initial=0) < 1e-12 * ref[0]  # the exact zeros are zeros
     assert np.isfinite(ra.sample_jacobian(fam, 1, 1001, seed=0).log_sq_singular_values[0, 0])
+
+
+@pytest.mark.parametrize("mode", ["exact", "free"])
+def test_width_limit_runs_and_handles_deterministic_layers(mode):
+    lim = ra.width_limit(MLP(5, 16), widths=[16, 32, 64], samples=6, seed=0, mode=mode)
+    assert lim.means.shape == lim.sems.shape == (3, 4) and lim.layers.tolist() == [1, 2, 3, 4]
+    assert np.isnan(lim.limit[0])  # f_1 does not move
+    assert lim.limit[1] == pytest.approx(1.0, abs=1e-14) and lim.limit_se[1] == 0.0  # cos = 1 at v = 2
+    assert np.isfinite(lim.limit[2:]).all() and (lim.limit_se[2:] > 0).all()
+    # the extrapolation is a weighted fit of the per-width means: c0 + c1/m reproduces them
+    pred = lim.coef[2:, 0][None] + lim.coef[2:, 1][None] / lim.widths[:, None]
+    assert np.all(np.abs(pred - lim.means[:, 2:]) < 4 * lim.sems[:, 2:] + 4 * lim.limit_se[2:])
