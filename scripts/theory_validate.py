@@ -1,7 +1,12 @@
-"""Theory vs simulation at larger sizes: width-limit BFA (sample_bfa + width fit) against
-theory.bfa, and BFK densities against sampled spectra (Kolmogorov distance vs width).
+"""Theory vs simulation at larger sizes: width-limit BFA (``width_limit`` = sample_bfa at several
+widths + the c0 + c1/m fit) against theory.bfa, and BFK densities against sampled spectra
+(Kolmogorov distance vs width).
 
-Usage: .venv/bin/python scripts/theory_validate.py [--quick]
+For ReLU ResNets sampled in exact mode each row also shows the z-scores against
+``cos_spectrum = M1/sqrt(M2)`` (Thm 3.2, backward vector independent of K_v), to show the size of
+the mask-correlation effect that ``cos`` (= M1/sqrt(M2b)) accounts for.
+
+Usage: .venv/bin/python scripts/theory_validate.py [--quick] [--no-density] [--samples N]
 """
 import sys
 import time
@@ -10,38 +15,54 @@ import numpy as np
 
 from rmtalign import theory as T
 from rmtalign.families import MLP, ResNet
-from rmtalign.sampling import sample_bfa, sample_bfk
-from rmtalign._extrapolate import fit_width_limit
+from rmtalign.sampling import sample_bfk, width_limit
 
 quick = "--quick" in sys.argv
-widths = np.array([128, 256, 512]) if not quick else np.array([64, 128, 256])
-samples = 24 if not quick else 8
+widths = [128, 256, 512, 1024] if not quick else [64, 128, 256]
+samples = 96 if not quick else 12
+if "--samples" in sys.argv:
+    samples = int(sys.argv[sys.argv.index("--samples") + 1])
 
-
-def width_fit(f, mode):
-    ss = np.random.SeedSequence(2024).spawn(len(widths))
-    res = [sample_bfa(f.replace(width=int(w)), samples, s, mode=mode) for w, s in zip(widths, ss)]
-    means = np.array([r.mean("cos")[2:] for r in res])
-    sems = np.array([r.sem("cos")[2:] for r in res])
-    return fit_width_limit(widths, means, sems, order=1)
-
-
-cases = [("MLP relu", MLP(12, 64), "exact", "exact"),
-         ("MLP relu orth", MLP(12, 64, weights="orthogonal"), "exact", "exact")]
+cases = [("MLP relu L=12", MLP(12, 64), "exact", "exact"),
+         ("MLP relu orth L=12", MLP(12, 64, weights="orthogonal"), "exact", "exact")]
 for c in (0.5, 1.0, 2.0, 4.0):
-    cases.append((f"ResNet c={c} exact", ResNet.scaled(16, 64, c), "exact", "exact"))
-    cases.append((f"ResNet c={c} free", ResNet.scaled(16, 64, c), "free", "free"))
-    cases.append((f"ResNet c={c} exact-vs-freetheory", ResNet.scaled(16, 64, c), "exact", "free"))
+    cases.append((f"ResNet a=0.5 c={c} L=16", ResNet.scaled(16, 64, c), "exact", "exact"))
+cases += [
+    ("ResNet a=0.25 c=1 L=16", ResNet.scaled(16, 64, 1.0, alpha=0.25), "exact", "exact"),
+    ("ResNet a=0.25 c=1.5 L=16", ResNet.scaled(16, 64, 1.5, alpha=0.25), "exact", "exact"),
+    ("ResNet a=1 c=4 L=16", ResNet.scaled(16, 64, 4.0, alpha=1.0), "exact", "exact"),
+    ("ResNet a=0.5 c=2 L=32", ResNet.scaled(32, 64, 2.0), "exact", "exact"),
+    ("ResNet a=0.5 c=2 orth", ResNet.scaled(16, 64, 2.0, weights="orthogonal"), "exact", "exact"),
+    ("ResNet a=0.5 c=2 uniform LR", ResNet.scaled(16, 64, 2.0, lr="uniform"), "exact", "exact"),
+    ("ResNet a=0.5 c=2 all trained", ResNet.scaled(16, 64, 2.0, trained="all"), "exact", "exact"),
+    ("ResNet beta=0.5 skip=0.8", ResNet(16, 64, 0.5, skip_scale=0.8), "exact", "exact"),
+    ("ResNet a=0.5 c=2 free", ResNet.scaled(16, 64, 2.0), "free", "free"),
+]
+if quick:
+    cases = [cs for cs in cases if "L=32" not in cs[0]]
 
-print("case | layers | max |sim - theory| | max |z| | theory(out) | sim(out) +- se")
-for name, f, mode, masks in cases:
+print(f"widths {widths}, {samples} samples per width, fit c0 + c1/m (width_limit), layers 3..L-1")
+print("case | max |sim - cos| | max |z| cos | max |z| cos_spectrum | cos(out) theory | sim(out) +- se | time")
+rows = []
+for i, (name, f, mode, masks) in enumerate(cases):
     t = time.time()
-    fit = width_fit(f, mode)
-    th = T.bfa(f, masks=masks).cos[2:]
-    z = (fit.c0 - th) / fit.c0_se
-    print(f"{name} | 3..{f.depth - 1} | {np.max(np.abs(fit.c0 - th)):.4f} | {np.max(np.abs(z)):.2f} | "
-          f"{th[-1]:.4f} | {fit.c0[-1]:.4f} +- {fit.c0_se[-1]:.4f}  ({time.time() - t:.1f}s)")
+    wl = width_limit(f, widths, samples=samples, seed=2024 + i, mode=mode)
+    th = T.bfa(f, masks=masks)
+    sl = slice(2, None)  # layers 3..L-1 (layer 2: cos = 1 exactly when W_1 is frozen)
+    est, se = wl.limit[sl], wl.limit_se[sl]
+    ok = se > 0
+    z = (est - th.cos[sl])[ok] / se[ok]
+    zs = (est - th.cos_spectrum[sl])[ok] / se[ok]
+    err = np.max(np.abs(est - th.cos[sl]))
+    show_spec = mode == "exact" and th.model == "exact" and f.skip != 0 and f.activation == "relu"
+    zs_txt = f"{np.max(np.abs(zs)):.2f}" if show_spec else "="
+    print(f"{name} | {err:.4f} | {np.max(np.abs(z)):.2f} | {zs_txt} | {th.cos[-1]:.4f} | "
+          f"{wl.limit[-1]:.4f} +- {wl.limit_se[-1]:.4f} | {time.time() - t:.0f}s", flush=True)
+    rows.append((name, np.max(np.abs(z))))
+print(f"overall max |z| = {max(r[1] for r in rows):.2f} over {len(rows)} cases")
 
+if "--no-density" in sys.argv:
+    sys.exit(0)
 print("\nBFK density (free model) vs sampled spectrum, MLP L=8 layer 7, Kolmogorov distance")
 f = MLP(8, 100)
 t = time.time()

@@ -40,7 +40,7 @@ import numpy as np
 from .free import Atoms, free_multiplicative_moments, shift_moments
 from .layer import LayerLaw, layer_law, rational
 from .signal import mean_field
-from ._chain import chain_cauchy
+from ._chain import chain_density
 
 __all__ = ["BFAResult", "Density", "bfa", "bfk_moments", "bfk_density", "jacobian_moments",
            "jacobian_density", "moment_recursion"]
@@ -148,24 +148,71 @@ except ImportError:  # pragma: no cover
         return M1, M2
 
 
-def _exact_mask_recursion(c, law: LayerLaw, P):
-    """Mask-correlated M1, M2 (module docstring) for weights ``c`` and ``P[j] = E[D_l D_{l+j}]``
-    (``P[0]`` unused). Assumes ``law`` already normalised so that ``tau(Y) = 1``."""
-    from scipy.signal import fftconvolve
+def _causal_convs(x, kernels, head=2048):
+    """``y[t] = sum_{s <= t} x[s] k[t - s]`` (``t < n = x.size``) for each kernel ``k``.
 
+    One real FFT of ``x`` is shared by all kernels. The FFT's round-off is absolute (relative to
+    the largest products), while ``x`` here grows like ``t^2``: the first ``head`` outputs, where
+    the exact values are smallest, are recomputed by direct sums (O(head^2))."""
+    from scipy import fft as sfft
+
+    n = x.size
+    if n == 0:
+        return [np.zeros(0) for _ in kernels]
+    N = sfft.next_fast_len(2 * n - 1, real=True)
+    X = sfft.rfft(x, N)
+    out = []
+    h = min(n, head)
+    for k in kernels:
+        k = np.asarray(k, float)[:n]
+        y = sfft.irfft(X * sfft.rfft(k, N), N)[:n]
+        for t in range(h):
+            y[t] = np.dot(x[: t + 1], k[t::-1])
+        out.append(y)
+    return out
+
+
+def _exact_mask_moments(c, law: LayerLaw, P, backward=True):
+    """``M1, M2`` of ``K_v`` with correlated masks and, if ``backward``, the backward-weighted
+    second moment ``M2b_v = E_i[s_i (K_v^2)_ii] / E_i[s_i]`` (module docstring; ``M2b = M2``
+    where the correction vanishes). ``P[j] = E[D_l D_{l+j}]``; ``law`` normalised to
+    ``tau(Y) = 1``. Cost O(L log L): two FFT convolutions sharing one transform."""
     a2, g2, p = float(law.a2), float(law.g2), float(law.p)
     e = 1.0 if law.weights == "orthogonal" else 0.0
     n = c.size
     M1, _ = _recursion(c, a2 + g2 * p, 0.0, np.empty(n), np.empty(n))  # delta_v
     r = a2 * a2 + a2 * g2 * p
-    # S_v (v = index of the new layer, 0-based i) = a2 g2 sum_{j>=1} delta_{i-1-j}^2 r^{j-1} P(j)
-    j = np.arange(1, n + 1)
-    with np.errstate(under="ignore"):
-        ker = np.exp((j - 1) * math.log(r)) * P[1 : n + 1] if r > 0 else np.where(j == 1, P[1 : n + 1], 0.0)
     d2 = M1**2
-    conv = fftconvolve(d2, ker)[:n] if n > 1 else np.zeros(n)
+    j = np.arange(1, n + 1)
+    with np.errstate(under="ignore", divide="ignore"):
+        ker = np.exp((j - 1) * math.log(r)) * P[1 : n + 1] if r > 0 else np.where(j == 1, P[1 : n + 1], 0.0)
+        # R(k) = a2^(k-1) (P(k) - p^2), k = 1 .. n-1;  U(k) = sum_{k' = k}^{n-1} R(k')
+        k = np.arange(1, n)
+        R = np.exp((k - 1) * math.log(a2)) * (P[1:n] - p * p) if a2 > 0 else np.zeros(n - 1)
+    U = np.zeros(n + 1)
+    U[1:n] = np.cumsum(R[::-1])[::-1]
+    kernels = [ker, U[1:n]] if backward else [ker]
+    convs = _causal_convs(d2[: max(n - 1, 0)], kernels)
     # conv[k] = sum_{j>=1} d2[k - (j-1)] ker[j-1]  -> S for new layer i uses d2 up to i-2: conv[i-2]
+    conv = np.zeros(n)
+    conv[: n - 1] = convs[0]
     M2 = _alpha_loop(M1, conv, float(c[0]), a2, g2, p, e, r)
+    if not backward:
+        return M1, M2, M2
+    # C_v = g2 sum_{l<v} gamma_l [U(v-l) - U(n-l)],  gamma_l = a2 g2 delta_l^2
+    C = np.zeros(n)
+    if n >= 2:
+        X = convs[1]
+        Y = np.cumsum(d2[: n - 1] * U[n - 1 : 0 : -1])
+        C[1:] = a2 * g2 * g2 * (X - Y)
+    C[-1] = 0.0  # v = L-1: b_{L-1} = W_L^T b_L carries no mask (linear readout)
+    return M1, M2, M2 + C
+
+
+def _exact_mask_recursion(c, law: LayerLaw, P):
+    """Mask-correlated M1, M2 of ``K_v`` (module docstring) for weights ``c`` and
+    ``P[j] = E[D_l D_{l+j}]`` (``P[0]`` unused). Assumes ``law`` normalised so that ``tau(Y) = 1``."""
+    M1, M2, _ = _exact_mask_moments(c, law, P, backward=False)
     return M1, M2
 
 
@@ -188,8 +235,12 @@ def _uses_exact_masks(family, masks):
 class BFAResult:
     """Width-limit BFA of a family: ``cos[i]`` is ``cos(theta_v)`` at ``v = layers[i]``.
 
-    ``m1, m2`` are the first two spectral moments of ``K_v`` up to the common factor ``scale``
-    (``M_p = m_p scale^p`` in the units of ``mean_field``); ``model`` is ``"free"`` or ``"exact"``."""
+    ``cos`` is the angle the network has, ``M1 / sqrt(M2b)``; ``cos_spectrum = M1 / sqrt(M2)``
+    is Thm 3.2's spectral quantity (a backward vector independent of ``K_v``). They coincide
+    except for ReLU ResNets with the network's own masks (``model="exact"``, ``v < L-1``).
+    ``m1, m2`` are the first two spectral moments of ``K_v`` and ``m2b`` the backward-weighted
+    ``E_i[s_i (K_v^2)_ii] / E_i[s_i]``, all up to a common factor ``scale`` (``M_p = m_p scale^p``
+    in the units of ``mean_field``); ``model`` is ``"free"`` or ``"exact"``."""
 
     layers: np.ndarray
     cos: np.ndarray
@@ -197,43 +248,65 @@ class BFAResult:
     m2: np.ndarray
     model: str
     family: object = field(repr=False, default=None)
+    cos_spectrum: np.ndarray = field(default=None)
+    m2b: np.ndarray = field(default=None)
+
+    def __post_init__(self):
+        if self.cos_spectrum is None:
+            object.__setattr__(self, "cos_spectrum", self.cos)
+        if self.m2b is None:
+            object.__setattr__(self, "m2b", self.m2)
 
     @property
     def angle(self) -> np.ndarray:
         return np.arccos(np.clip(self.cos, -1, 1))
 
     def to_dict(self) -> dict:
-        return {"layers": self.layers.tolist(), "cos": self.cos.tolist(), "m1": self.m1.tolist(),
-                "m2": self.m2.tolist(), "model": self.model}
+        return {"layers": self.layers.tolist(), "cos": self.cos.tolist(),
+                "cos_spectrum": self.cos_spectrum.tolist(), "m1": self.m1.tolist(),
+                "m2": self.m2.tolist(), "m2b": self.m2b.tolist(), "model": self.model}
 
     def to_rows(self) -> list[dict]:
-        return [{"layer": int(v), "cos": float(c)} for v, c in zip(self.layers, self.cos)]
+        return [{"layer": int(v), "cos": float(c), "cos_spectrum": float(s)}
+                for v, c, s in zip(self.layers, self.cos, self.cos_spectrum)]
 
 
 def bfa(family, masks="exact") -> BFAResult:
-    """``cos(theta_v) = M1(K_v) / sqrt(M2(K_v))`` at ``v = 1 .. L-1`` in the width limit.
+    """Width-limit ``cos(theta_v)`` at ``v = 1 .. L-1``: ``M1 / sqrt(M2b)`` (``.cos``) and the
+    spectral ``M1 / sqrt(M2)`` of Thm 3.2 (``.cos_spectrum``).
 
-    ``masks="exact"``: the network's own ReLU masks (mask-correlated recursion for ReLU ResNets;
-    identical to the free model for MLPs and linear networks). ``masks="free"``: ReLU masks
-    replaced by free Bernoulli(1/2) projections, independent across layers. Layers with
-    ``K_v = 0`` (``v = 1`` when ``W_1`` is frozen) get ``NaN``. Cost O(L) (O(L log L) for exact
-    masks); ``L = 10^6`` takes well under a second."""
+    ``masks="exact"``: the network's own ReLU masks. For ReLU ResNets the masks of one neuron are
+    correlated across depth, both inside ``K_v`` and between ``K_v`` and ``b_v``, and ``.cos`` is
+
+        cos(theta_v) = E_i[s_i K_ii] / sqrt(E_i[s_i (K^2)_ii] E_i[s_i]) = M1 / sqrt(M2 + C_v)
+
+    (module docstring), which is what ``sample_bfa(mode="exact")`` measures as ``m -> inf``;
+    ``C_{L-1} = 0`` (linear readout), so the output angle is the spectral one. For MLPs and
+    linear networks both are the free model. ``masks="free"``: ReLU masks replaced by free
+    Bernoulli(1/2) projections, independent across layers (``sample_bfa(mode="free")``), and
+    ``cos = cos_spectrum``. Layers with ``K_v = 0`` (``v = 1`` when ``W_1`` is frozen) get
+    ``NaN``. Cost O(L) (O(L log L) for exact masks); ``L = 10^6`` takes well under a second."""
     _check_family(family)
     if masks not in _MASKS:
         raise ValueError(f"masks must be one of {_MASKS}, got {masks!r}")
     c, law = _weights_normalised(family)
     norm = LayerLaw(law.a2 / rational(law.mean), law.g2 / rational(law.mean), law.p, law.weights)
     if _uses_exact_masks(family, masks):
-        M1, M2 = _exact_mask_recursion(c, norm, _mask_correlation(norm, c.size))
+        if family.readout != "linear":  # pragma: no cover - no such family today
+            raise NotImplementedError("exact masks with a skip and a ReLU readout: b_{L-1} would "
+                                      "carry the mask D_{L-1}; not implemented")
+        M1, M2, M2b = _exact_mask_moments(c, norm, _mask_correlation(norm, c.size))
         model = "exact"
     else:
         t1 = 1.0
         t2 = 1.0 + norm.variance
         M1, M2 = moment_recursion(c, t1, t2)
+        M2b = M2
         model = "free" if (family.activation == "relu" and family.skip != 0.0) else "exact"
     with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(M1 > 0, M1 / np.sqrt(M2), np.nan)
-    return BFAResult(np.arange(1, family.depth), cos, M1, M2, model, family)
+        cos_spec = np.where(M1 > 0, M1 / np.sqrt(M2), np.nan)
+        cos = np.where(M1 > 0, M1 / np.sqrt(M2b), np.nan) if M2b is not M2 else cos_spec
+    return BFAResult(np.arange(1, family.depth), cos, M1, M2, model, family, cos_spec, M2b)
 
 
 # --------------------------------------------------------------------------- moments
@@ -314,51 +387,22 @@ class Density:
                 "support": list(self.support), "residual": self.residual}
 
 
-def _support_bound(moments):
-    """Upper bound on the support from moments: max_k m_k^(1/k) times a safety factor."""
-    m = [float(x) for x in moments]
-    k = len(m)
-    # m_k^(1/k) increases to the upper edge; extrapolate in 1/k from the last two terms
-    r1, r2 = m[-2] ** (1.0 / (k - 1)), m[-1] ** (1.0 / k)
-    edge = r2 + (r2 - r1) * k  # linear in 1/k: r(k) ~ edge - C/k
-    return 1.1 * max(edge, r2) + 1e-12
-
-
-def _density(cs, law: LayerLaw, x, eps, atom_candidates, order=16):
-    y_law = law.law()
-    # moments for support bound
-    ym = law.moments(order, exact=False)
-    m = [cs[0] ** k for k in range(1, order + 1)]
-    for ck in cs[1:]:
-        m = shift_moments(free_multiplicative_moments(m, ym), ck)
-    hi = _support_bound(m)
-    lo = 0.0
-    if x is None:
-        x = np.linspace(lo, hi, 801)
-    x = np.asarray(x, dtype=float)
-    if eps is None:
-        eps = 2e-3 * hi
-    G, err = chain_cauchy(x, eps, np.asarray(cs, float), y_law.eta, scale=0.5 * hi)
-    dens = np.maximum(-np.imag(G) / np.pi, 0.0)
-    atoms = {}
-    for loc in atom_candidates:
-        ga, _ = chain_cauchy(np.array([loc]), 1e-7 * hi, np.asarray(cs, float), y_law.eta, scale=0.5 * hi)
-        mass = float(-np.imag(ga[0]) * 1e-7 * hi)
-        if mass > 1e-6:
-            atoms[float(loc)] = mass
-            # remove the Lorentzian of the atom from the smoothed density
-            dens = np.maximum(dens - mass * eps / np.pi / ((x - loc) ** 2 + eps**2), 0.0)
-    return Density(x, dens, atoms, (lo, hi), float(err))
+def _density(cs, law: LayerLaw, x, eps, atom_candidates):
+    x, dens, atoms, support, resid = chain_density(cs, law, x, eps, atom_candidates)
+    return Density(x, dens, atoms, support, resid)
 
 
 def bfk_density(family, layer, x=None, eps=None) -> Density:
     """Limiting spectral density of ``K_layer`` (free model), in the units of ``mean_field``'s
     ``c_v`` (normalise by ``M1`` from :func:`bfk_moments` if you want a scale-free law).
 
-    Computed by joint multiplicative subordination through the chain
-    ``K_v = c_v + K_{v-1} ⊠ Y``, evaluated at ``x + i eps`` (default ``eps = 2e-3 * upper``).
-    Atoms are reported separately (ReLU MLPs have an atom of mass 1/2 at ``c_v``: ``W D K D W^T``
-    has rank ``m/2``). ``x`` defaults to 801 points on ``[0, upper]``."""
+    Computed by inverse multiplicative subordination through the chain
+    ``K_v = c_v + K_{v-1} ⊠ Y`` (one Newton solve per point, O(v) a step; see
+    :mod:`rmtalign.theory._chain`), evaluated at ``x + i eps`` (default ``eps = 2.2e-3 * edge``,
+    ``support = (0, edge)`` with the exact upper edge). Atoms are reported separately (ReLU MLPs
+    have an atom of mass 1/2 at ``c_v``: ``W D K D W^T`` has rank ``m/2``) and their Poisson
+    kernels removed from ``density``. ``x`` defaults to 801 points on ``[0, 1.1 edge]``. Cost
+    O(v len(x)): about a millisecond per 10^5 (layer x point) pairs."""
     _check_family(family)
     v = _check_layer("layer", layer, 1, family.depth - 1)
     c = [float(t) for t in mean_field(family).kernel_weights[:v]]
@@ -375,7 +419,8 @@ def bfk_density(family, layer, x=None, eps=None) -> Density:
 
 def jacobian_density(family, start, stop, x=None, eps=None) -> Density:
     """Limiting density of the squared singular values of ``df_stop/df_start`` (free model):
-    ``law(A^T A)^{⊠ (stop-start)}`` via the same subordination chain (bottom law ``delta_1``)."""
+    ``law(A^T A)^{⊠ (stop-start)}`` via the same subordination chain (bottom law ``delta_1``,
+    ``c_k = 0``); conventions as in :func:`bfk_density`."""
     _check_family(family)
     L = family.depth
     start = _check_layer("start", start, 1, L - 1)
