@@ -28,7 +28,36 @@ exact width limit of ``M1, M2`` (see ``docs/theory.md``):
     M2_v = M1_v^2 + alpha_v + 2 p sum_l g_{v,l},
 
 with ``g^2 = beta^2 m s^2``, ``p = 1/2``, ``e = 0`` (Gaussian) or ``1`` (orthogonal). Replacing
-``P(j)`` by ``p^2`` gives back the free model. Cost ``O(L log L)`` (one FFT convolution).
+``P(j)`` by ``p^2`` gives back the free model. ``cos_spectrum = M1 / sqrt(M2)``.
+
+**The BFA with exact masks** (``BFAResult.cos``). Thm 3.2 needs ``b_v`` independent of ``K_v``.
+At pre-activations ``b_v = a b_{v+1} + beta D_v W_{v+1}^T b_{v+1}``: in the width limit, given
+the mask histories of all neurons, ``b_v`` is a centred Gaussian vector with independent entries
+of variance ``s_i`` (``W_{l}^T b_l``, ``l > v``, are fresh Gaussians: the readout is linear and
+independent of the forward pass), independent of ``K_v`` (built from ``W_2 .. W_v``). But
+``s_i`` depends on neuron ``i``'s masks ``D_v(i) .. D_{L-2}(i)``, which are correlated with the
+masks ``D_1(i) .. D_{v-1}(i)`` that set the row profile of ``K_v``. Hence, by the law of large
+numbers over neurons (``K_ii = M1`` for every ``i``, ``(K^2)_ii = M1^2 + alpha_v +
+sum_l g_{v,l} (D_l(i) + p)``),
+
+    cos(theta_v) = E_i[s_i K_ii] / sqrt(E_i[s_i (K^2)_ii] E_i[s_i]) = M1_v / sqrt(M2b_v),
+    M2b_v = M2_v + C_v,        C_v = sum_{l<v} g_{v,l} (E[s D_l] / E[s] - p).
+
+With ``s`` normalised to mean 1 (``tau(Y) = 1``): ``s^(L-1) = 1`` (``b_{L-1} = W_L^T b_L``
+carries no mask) and ``s^(v) = a^2 s^(v+1) + g^2 D_v``, so ``s^(v) = a^(2(L-1-v)) +
+g^2 sum_{j=v}^{L-2} a^(2(j-v)) D_j``. Since ``g_{v,l} = a^(2(v-1-l)) gamma_l`` (``r = a^2``
+when ``tau(Y) = 1``), ``gamma_l = a^2 g^2 M1(K_l)^2``, every term depends on ``j - l`` only:
+
+    C_v = g^2 sum_{l<v} gamma_l sum_{k=v-l}^{L-2-l} R(k),     R(k) = a^(2(k-1)) (P(k) - p^2)
+        = g^2 sum_{l<v} gamma_l [U(v-l) - U(L-1-l)],          U(k) = sum_{k'=k}^{L-2} R(k'),
+
+a causal convolution of ``M1^2`` with the decaying kernel ``U`` (FFT, sharing the transform of
+``M1^2`` with the ``S`` convolution above; the first 2048 outputs are summed directly so that the
+FFT's absolute round-off does not swamp the small early-layer values) minus a prefix sum:
+O(L log L) overall. ``C_{L-1} = 0``: at the output layer Thm 3.2 holds and the angle is
+``cos_spectrum``. MLPs (``a = 0``: masks independent across depth), linear networks and free
+masks have ``C = 0``. ``C_v >= 0`` (``P(k) >= p^2``), so the network's BFA at inner layers is
+below the spectral prediction.
 """
 from __future__ import annotations
 
@@ -40,7 +69,7 @@ import numpy as np
 from .free import Atoms, free_multiplicative_moments, shift_moments
 from .layer import LayerLaw, layer_law, rational
 from .signal import mean_field
-from ._chain import chain_density
+from ._chain import chain_cauchy
 
 __all__ = ["BFAResult", "Density", "bfa", "bfk_moments", "bfk_density", "jacobian_moments",
            "jacobian_density", "moment_recursion"]
@@ -387,22 +416,51 @@ class Density:
                 "support": list(self.support), "residual": self.residual}
 
 
-def _density(cs, law: LayerLaw, x, eps, atom_candidates):
-    x, dens, atoms, support, resid = chain_density(cs, law, x, eps, atom_candidates)
-    return Density(x, dens, atoms, support, resid)
+def _support_bound(moments):
+    """Upper bound on the support from moments: max_k m_k^(1/k) times a safety factor."""
+    m = [float(x) for x in moments]
+    k = len(m)
+    # m_k^(1/k) increases to the upper edge; extrapolate in 1/k from the last two terms
+    r1, r2 = m[-2] ** (1.0 / (k - 1)), m[-1] ** (1.0 / k)
+    edge = r2 + (r2 - r1) * k  # linear in 1/k: r(k) ~ edge - C/k
+    return 1.1 * max(edge, r2) + 1e-12
+
+
+def _density(cs, law: LayerLaw, x, eps, atom_candidates, order=16):
+    y_law = law.law()
+    # moments for support bound
+    ym = law.moments(order, exact=False)
+    m = [cs[0] ** k for k in range(1, order + 1)]
+    for ck in cs[1:]:
+        m = shift_moments(free_multiplicative_moments(m, ym), ck)
+    hi = _support_bound(m)
+    lo = 0.0
+    if x is None:
+        x = np.linspace(lo, hi, 801)
+    x = np.asarray(x, dtype=float)
+    if eps is None:
+        eps = 2e-3 * hi
+    G, err = chain_cauchy(x, eps, np.asarray(cs, float), y_law.eta, scale=0.5 * hi)
+    dens = np.maximum(-np.imag(G) / np.pi, 0.0)
+    atoms = {}
+    for loc in atom_candidates:
+        ga, _ = chain_cauchy(np.array([loc]), 1e-7 * hi, np.asarray(cs, float), y_law.eta, scale=0.5 * hi)
+        mass = float(-np.imag(ga[0]) * 1e-7 * hi)
+        if mass > 1e-6:
+            atoms[float(loc)] = mass
+            # remove the Lorentzian of the atom from the smoothed density
+            dens = np.maximum(dens - mass * eps / np.pi / ((x - loc) ** 2 + eps**2), 0.0)
+    return Density(x, dens, atoms, (lo, hi), float(err))
 
 
 def bfk_density(family, layer, x=None, eps=None) -> Density:
     """Limiting spectral density of ``K_layer`` (free model), in the units of ``mean_field``'s
     ``c_v`` (normalise by ``M1`` from :func:`bfk_moments` if you want a scale-free law).
 
-    Computed by inverse multiplicative subordination through the chain
-    ``K_v = c_v + K_{v-1} ⊠ Y`` (one Newton solve per point, O(v) a step; see
-    :mod:`rmtalign.theory._chain`), evaluated at ``x + i eps`` (default ``eps = 2.2e-3 * edge``,
-    ``support = (0, edge)`` with the exact upper edge). Atoms are reported separately (ReLU MLPs
-    have an atom of mass 1/2 at ``c_v``: ``W D K D W^T`` has rank ``m/2``) and their Poisson
-    kernels removed from ``density``. ``x`` defaults to 801 points on ``[0, 1.1 edge]``. Cost
-    O(v len(x)): about a millisecond per 10^5 (layer x point) pairs."""
+    Computed by joint multiplicative subordination through the chain
+    ``K_v = c_v + K_{v-1} ⊠ Y``, evaluated at ``x + i eps`` (default ``eps = 2e-3 * upper``).
+    Atoms are reported separately (ReLU MLPs have an atom of mass 1/2 at ``c_v``: ``W D K D W^T``
+    has rank ``m/2``). ``x`` defaults to 801 points on ``[0, upper]``."""
     _check_family(family)
     v = _check_layer("layer", layer, 1, family.depth - 1)
     c = [float(t) for t in mean_field(family).kernel_weights[:v]]
@@ -419,8 +477,7 @@ def bfk_density(family, layer, x=None, eps=None) -> Density:
 
 def jacobian_density(family, start, stop, x=None, eps=None) -> Density:
     """Limiting density of the squared singular values of ``df_stop/df_start`` (free model):
-    ``law(A^T A)^{⊠ (stop-start)}`` via the same subordination chain (bottom law ``delta_1``,
-    ``c_k = 0``); conventions as in :func:`bfk_density`."""
+    ``law(A^T A)^{⊠ (stop-start)}`` via the same subordination chain (bottom law ``delta_1``)."""
     _check_family(family)
     L = family.depth
     start = _check_layer("start", start, 1, L - 1)
