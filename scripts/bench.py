@@ -81,12 +81,24 @@ def _bench(fn, repeat, warmup=1, budget_s=60.0, min_runs=3):
     return statistics.median(times), len(times), {k: statistics.median(v) for k, v in phases.items()}
 
 
+def _best(fn, runs):
+    """Fastest of ``runs`` calls after one warm-up: for machine bounds, not for the contenders."""
+    fn()
+    best = math.inf
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def _gemm_gflops(n=2048, repeat=3):
-    """Measured float64 GEMM rate of this process (numpy ``@``, i.e. OpenBLAS), GFLOP/s."""
+    """Measured float64 GEMM rate of this process (numpy ``@``, i.e. OpenBLAS), GFLOP/s.
+
+    Best of ``repeat``: the rate the machine reaches, the conservative yardstick for ours_gflops."""
     a = np.random.default_rng(0).standard_normal((n, n))
     b = np.random.default_rng(1).standard_normal((n, n))
-    t, _, _ = _bench(lambda: a @ b, repeat=repeat, warmup=1, min_runs=repeat)
-    return 2.0 * n**3 / t / 1e9
+    return 2.0 * n**3 / _best(lambda: a @ b, repeat) / 1e9
 
 
 def _ratio(num, den):
@@ -409,6 +421,7 @@ def _case_jacobian_long(args, out):
             out["ours_finite"] = bool(all(not np.any(np.isnan(v) | (v == np.inf)) for v in floats))
             logs = np.asarray(r.log_sq_singular_values)
             out["ours_log10_sq_sv_max"] = float(np.max(logs) / math.log(10))
+            res["logs"] = logs[0]
 
         _run_ours(notes, timed)
     else:
@@ -430,6 +443,17 @@ def _case_jacobian_long(args, out):
     )
     lsv = numpy_peer.log_sq_sv
     out["numpy_log10_sq_sv_max"] = float(lsv.max() / math.log(10))
+    if "logs" in res:
+        # Correctness beside speed: the explicit product on ours' own draw. It keeps only the top
+        # of the spectrum (the rest drowns in round-off), so compare the 4 largest log sv^2.
+        from rmtalign.sampling import sample_network
+
+        x, w = sample_network(fam, seed=0)
+        J, log_s = ref.jacobian_product(fam, w, x, start, stop, return_log_scale=True)
+        del w
+        top = 2 * (np.log(np.linalg.svd(J, compute_uv=False)[:4]) + log_s)
+        ours_top = np.sort(res.pop("logs"))[::-1][:4]
+        out["ours_vs_numpy_same_draw_top4_abs_dlog_sv2"] = float(np.max(np.abs(ours_top - top)))
     out["gemm_gflops"] = _gemm_gflops()
 
     # The GEMM bound: the same number of m x m x m products, on resident matrices.
@@ -446,12 +470,14 @@ def _case_jacobian_long(args, out):
         for _ in range(n_fac):
             a @ b
 
-    out["gemm_bound_s"], _, _ = _bench(gemms_bare, 5, min_runs=5)
-    out["gemm_chain_s"], _, _ = _bench(gemms, 5, min_runs=5)
+    # A bound is what the machine can do: best of 5, not the median (small 2-thread GEMMs on a
+    # shared machine lose whole time slices at their barriers). Conservative for ours.
+    out["gemm_bound_s"] = _best(gemms_bare, 5)
+    out["gemm_chain_s"] = _best(gemms, 5)
     out["ratio_to_gemm_bound"] = _ratio(out.get("ours_s"), out["gemm_bound_s"])
     out["ours_gflops"] = _ratio(2.0 * m**3 * n_fac / 1e9, out.get("ours_s"))
     out["torch_s"] = None
-    notes.append("gemm_bound_s = n_factors bare m x m GEMMs (numpy @, resident operands); "
+    notes.append("gemm_bound_s = best of 5 runs of n_factors bare m x m GEMMs (numpy @, resident operands); "
                  "gemm_chain_s adds the renormalisation a long product needs; no torch peer")
     return notes
 
