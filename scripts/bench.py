@@ -161,9 +161,11 @@ def _time_torch(out, fn, args, key="torch"):
     torch = _torch_setup()
     time.sleep(0.5)  # let OpenBLAS's spinning workers from the numpy runs go idle first
     by = {}
-    for nt in sorted({min(2, os.cpu_count() or 1), 1}, reverse=True):
+    for nt in sorted({min(2, os.cpu_count() or 1), 1}):
         torch.set_num_threads(nt)
-        by[nt], runs, ph = _bench(fn, args.repeat, budget_s=args.budget)
+        # A configuration already 3x slower than the best one after a run is not worth the budget.
+        budget, least = (args.budget, 3) if not by else (min(args.budget, 3 * min(by.values())), 1)
+        by[nt], runs, ph = _bench(fn, args.repeat, budget_s=budget, min_runs=least)
         if ph:
             out[f"{key}_phases_s_{nt}t"] = ph
     best = min(by, key=by.get)
