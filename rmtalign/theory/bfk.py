@@ -69,7 +69,7 @@ import numpy as np
 from .free import Atoms, free_multiplicative_moments, shift_moments
 from .layer import LayerLaw, layer_law, rational
 from .signal import mean_field
-from ._chain import chain_cauchy
+from ._chain import chain_density
 
 __all__ = ["BFAResult", "Density", "bfa", "bfk_moments", "bfk_density", "jacobian_moments",
            "jacobian_density", "moment_recursion"]
@@ -403,11 +403,19 @@ class Density:
     residual: float
 
     def cdf(self) -> np.ndarray:
-        from scipy.integrate import cumulative_trapezoid
-
-        out = cumulative_trapezoid(self.density, self.x, initial=0.0)
+        """Cumulative mass on ``x`` (sorted): atoms plus the density integrated by the trapezoidal
+        rule in ``log x`` on cells with ``x > 0`` (exact for power laws, so geometric grids
+        resolve singularities at 0), in ``x`` otherwise. Mass below ``x[0]`` is not counted."""
+        x = np.asarray(self.x, float)
+        d = np.asarray(self.density, float)
+        x0, x1, d0, d1 = x[:-1], x[1:], d[:-1], d[1:]
+        lin = 0.5 * (d0 + d1) * (x1 - x0)
+        pos = x0 > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lg = 0.5 * (x0 * d0 + x1 * d1) * np.log(np.where(pos, x1 / np.where(pos, x0, 1.0), 1.0))
+        out = np.concatenate([[0.0], np.cumsum(np.where(pos, lg, lin))])
         for loc, mass in self.atoms.items():
-            out = out + mass * (self.x >= loc)
+            out = out + mass * (x >= loc)
         return out
 
     def to_dict(self):
@@ -416,51 +424,25 @@ class Density:
                 "support": list(self.support), "residual": self.residual}
 
 
-def _support_bound(moments):
-    """Upper bound on the support from moments: max_k m_k^(1/k) times a safety factor."""
-    m = [float(x) for x in moments]
-    k = len(m)
-    # m_k^(1/k) increases to the upper edge; extrapolate in 1/k from the last two terms
-    r1, r2 = m[-2] ** (1.0 / (k - 1)), m[-1] ** (1.0 / k)
-    edge = r2 + (r2 - r1) * k  # linear in 1/k: r(k) ~ edge - C/k
-    return 1.1 * max(edge, r2) + 1e-12
-
-
-def _density(cs, law: LayerLaw, x, eps, atom_candidates, order=16):
-    y_law = law.law()
-    # moments for support bound
-    ym = law.moments(order, exact=False)
-    m = [cs[0] ** k for k in range(1, order + 1)]
-    for ck in cs[1:]:
-        m = shift_moments(free_multiplicative_moments(m, ym), ck)
-    hi = _support_bound(m)
-    lo = 0.0
-    if x is None:
-        x = np.linspace(lo, hi, 801)
-    x = np.asarray(x, dtype=float)
-    if eps is None:
-        eps = 2e-3 * hi
-    G, err = chain_cauchy(x, eps, np.asarray(cs, float), y_law.eta, scale=0.5 * hi)
-    dens = np.maximum(-np.imag(G) / np.pi, 0.0)
-    atoms = {}
-    for loc in atom_candidates:
-        ga, _ = chain_cauchy(np.array([loc]), 1e-7 * hi, np.asarray(cs, float), y_law.eta, scale=0.5 * hi)
-        mass = float(-np.imag(ga[0]) * 1e-7 * hi)
-        if mass > 1e-6:
-            atoms[float(loc)] = mass
-            # remove the Lorentzian of the atom from the smoothed density
-            dens = np.maximum(dens - mass * eps / np.pi / ((x - loc) ** 2 + eps**2), 0.0)
-    return Density(x, dens, atoms, (lo, hi), float(err))
+def _density(cs, law: LayerLaw, x, eps, atom_candidates):
+    x, dens, atoms, support, resid = chain_density(cs, law, x, eps, atom_candidates)
+    return Density(x, dens, atoms, support, resid)
 
 
 def bfk_density(family, layer, x=None, eps=None) -> Density:
     """Limiting spectral density of ``K_layer`` (free model), in the units of ``mean_field``'s
     ``c_v`` (normalise by ``M1`` from :func:`bfk_moments` if you want a scale-free law).
 
-    Computed by joint multiplicative subordination through the chain
-    ``K_v = c_v + K_{v-1} ⊠ Y``, evaluated at ``x + i eps`` (default ``eps = 2e-3 * upper``).
-    Atoms are reported separately (ReLU MLPs have an atom of mass 1/2 at ``c_v``: ``W D K D W^T``
-    has rank ``m/2``). ``x`` defaults to 801 points on ``[0, upper]``."""
+    Computed by inverse multiplicative subordination through the chain
+    ``K_v = c_v + K_{v-1} ⊠ Y`` (one Newton solve per point, O(v) a step, about two steps a
+    point; see :mod:`rmtalign.theory._chain`), evaluated at ``x + i eps``. ``support`` is
+    ``(c_v, edge)`` with the exact upper edge. Default ``x``: 801 points on ``(c_v, 1.1 edge]``,
+    half uniform, half geometric in ``x - c_v`` (deep layers are heavy-tailed); default ``eps``:
+    ``1e-3`` times the local grid spacing, i.e. the density itself rather than a smoothed one
+    (pass a scalar ``eps`` for a Poisson-smoothed density). Atoms are reported separately (ReLU
+    MLPs have an atom of mass 1/2 at ``c_v``: ``W D K D W^T`` has rank ``m/2``) and their
+    Poisson kernels removed from ``density``; ``residual`` is the largest Newton residual
+    ``|log(zeta_v w)|``. Cost O(v len(x))."""
     _check_family(family)
     v = _check_layer("layer", layer, 1, family.depth - 1)
     c = [float(t) for t in mean_field(family).kernel_weights[:v]]
@@ -477,7 +459,8 @@ def bfk_density(family, layer, x=None, eps=None) -> Density:
 
 def jacobian_density(family, start, stop, x=None, eps=None) -> Density:
     """Limiting density of the squared singular values of ``df_stop/df_start`` (free model):
-    ``law(A^T A)^{⊠ (stop-start)}`` via the same subordination chain (bottom law ``delta_1``)."""
+    ``law(A^T A)^{⊠ (stop-start)}`` via the same subordination chain (bottom law ``delta_1``,
+    ``c_k = 0``); conventions as in :func:`bfk_density`."""
     _check_family(family)
     L = family.depth
     start = _check_layer("start", start, 1, L - 1)

@@ -1,0 +1,168 @@
+"""Densities by inverse subordination (rmtalign/theory/_chain.py): textbook laws, exactness checks
+(normalisation, moments), agreement with the previous fixed-point implementation, deep layers."""
+import math
+
+import numpy as np
+import pytest
+
+import rmtalign.theory as T
+from rmtalign import MLP, ResNet
+from rmtalign.theory import _chain as C
+from rmtalign.theory import free as fp
+
+FAMILIES = {
+    "mlp": lambda L: MLP(L, 64),
+    "mlp_orth": lambda L: MLP(L, 64, weights="orthogonal"),
+    "mlp_lin": lambda L: MLP(L, 64, activation="linear"),
+    "res": lambda L: ResNet.scaled(L, 64, 1.0),
+    "res_orth": lambda L: ResNet.scaled(L, 64, 1.0, weights="orthogonal"),
+    "res_lin": lambda L: ResNet.scaled(L, 64, 1.0, activation="linear"),
+    "res_lin_orth": lambda L: ResNet.scaled(L, 64, 1.0, activation="linear", weights="orthogonal"),
+}
+
+
+def _moments(d, k=2):
+    """Mass and moments 1..k of a Density (atoms included), integrating x^j rho in log x."""
+    out = []
+    for j in range(k + 1):
+        dj = T.Density(d.x, d.density * d.x**j, {}, d.support, 0.0)
+        out.append(dj.cdf()[-1] + sum(m * loc**j for loc, m in d.atoms.items()))
+    return out
+
+
+# ------------------------------------------------------------------ S-transform of the layer law
+@pytest.mark.parametrize("kind", list(FAMILIES))
+def test_layer_s_transform_matches_moments(kind):
+    # S_Y(u) = sum_k s_k u^k from the exact moments of Y (free.s_transform), at small u
+    law = T.layer_law(FAMILIES[kind](6))
+    s = [float(v) for v in fp.s_transform(law.moments(8, exact=True))]
+    a2, g2, p, k = C.layer_params(law)
+    for u in (0.01, 0.02 + 0.01j, -0.015j):
+        S, dS, _ = C._s_y(complex(u), a2, g2, p, k, complex(np.nan))
+        ref = sum(c * u**i for i, c in enumerate(s))
+        dref = sum(i * c * u ** (i - 1) for i, c in enumerate(s) if i)
+        assert abs(S - ref) < 1e-9 * abs(ref) and abs(dS - dref) < 1e-6 * abs(dref) + 1e-9
+
+
+def test_resnet_layer_cauchy_matches_additive_subordination():
+    # the closed-form S-transform gives the same G_Y as free.FreeSum (Haagerup–Larsen) directly
+    law = T.layer_law(ResNet.scaled(6, 64, 1.0))
+    params = C.layer_params(law)
+    x = np.linspace(0.05, 2.2, 9)
+    G, res, info = C.chain_cauchy(x, 1e-3, np.array([1.0, 0.0]), params)
+    assert info["failures"] == 0
+    assert np.allclose(G, law.law().cauchy(x + 1e-3j), rtol=1e-8, atol=1e-10)
+
+
+# ------------------------------------------------------------------ textbook laws
+def test_marchenko_pastur_one_level():
+    f = MLP(6, 64, activation="linear")  # Y = MP(1, 1)
+    x = np.linspace(0.05, 3.9, 40)
+    d = T.jacobian_density(f, 2, 3, x=x, eps=1e-10)
+    assert np.allclose(d.density, fp.marchenko_pastur_density(x, 1.0, 1.0), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("s", [3, 10])
+def test_fuss_catalan_products(s):
+    f = MLP(s + 3, 64, activation="linear")
+    xr, dr = fp.fuss_catalan_density(s, 20001)
+    keep = (xr > 0.02 * xr[-1]) & (xr < 0.98 * xr[-1])
+    xr, dr = xr[keep][::500], dr[keep][::500]
+    d = T.jacobian_density(f, 1, 1 + s, x=xr, eps=1e-11)
+    assert np.allclose(d.density, dr, rtol=1e-6)
+    assert d.support[1] == pytest.approx((s + 1) ** (s + 1) / s**s, rel=1e-9)
+
+
+def test_relu_mlp_jacobian_atom_is_exact():
+    d = T.jacobian_density(MLP(12, 64), 1, 10)
+    assert d.atoms == {0.0: 0.5}
+
+
+# ------------------------------------------------------------------ agreement with the old solver
+def test_matches_previous_fixed_point_solver():
+    # values of the previous implementation (Anderson-accelerated joint fixed point, tol 1e-10)
+    # at eps = 2e-3 * its support bound, MLP L=6 layer 5 and ReLU ResNet L=6 layer 5 (beta=1/sqrt 6)
+    ref = {
+        "mlp": (MLP(6, 100), 5, 2e-3 * 12.0322827041613,
+                [(0.5, 0.064654401379323), (1.0, 0.20823068690122), (3.0, 0.055048612727706),
+                 (8.0, 0.012410651980995)]),
+        "res": (ResNet.scaled(6, 100, 1.0), 5, 2e-3 * 2.2363946211582615,
+                [(0.3, 0.98637725295228), (0.8, 0.75026876680943), (1.5, 0.22498211238664),
+                 (2.1, 0.069517036308208)]),
+    }
+    for fam, v, eps, pts in ref.values():
+        x = np.array([p[0] for p in pts])
+        d = T.bfk_density(fam, v, x=x, eps=eps)
+        assert np.allclose(d.density, [p[1] for p in pts], rtol=1e-8), d.density
+
+
+# ------------------------------------------------------------------ exactness checks
+@pytest.mark.parametrize("kind", list(FAMILIES))
+def test_normalisation_and_moments(kind):
+    f = FAMILIES[kind](8)
+    d = T.bfk_density(f, 7)
+    mass, m1, m2 = _moments(d)
+    M1, M2 = T.bfk_moments(f, 7, 2)
+    assert np.all(np.isfinite(d.density)) and d.residual < 1e-7
+    assert mass == pytest.approx(1.0, abs=3e-3)
+    assert m1 == pytest.approx(M1, rel=3e-3) and m2 == pytest.approx(M2, rel=1e-2)
+    beyond = d.x > d.support[1] * (1 + 1e-6)
+    assert np.all(d.density[beyond] < 1e-4 * d.density.max())  # Poisson tails at eps = 1e-3 dx
+
+
+def test_relu_mlp_atom():
+    f = MLP(8, 64)
+    d = T.bfk_density(f, 7)
+    (loc, mass), = d.atoms.items()
+    assert loc == pytest.approx(T.mean_field(f).kernel_weights[6]) and mass == pytest.approx(0.5, abs=1e-7)
+    assert not T.bfk_density(MLP(8, 64, activation="linear"), 7).atoms  # (x - c)^(-1/2), no atom
+
+
+def test_edge_is_the_end_of_the_support():
+    f = MLP(8, 64)
+    d = T.bfk_density(f, 7)
+    e = d.support[1]
+    inside = T.bfk_density(f, 7, x=np.array([e * (1 - 1e-4)]), eps=1e-10 * e).density[0]
+    outside = T.bfk_density(f, 7, x=np.array([e * (1 + 1e-4)]), eps=1e-10 * e).density[0]
+    assert inside > 1e-6 and outside < 1e-9  # square-root edge: ~ sqrt(1e-4) inside
+
+
+def test_unsorted_x_and_scalar_eps():
+    f = MLP(6, 64)
+    x = np.array([3.0, 0.7, 5.0, 1.2, 0.7])
+    a = T.bfk_density(f, 5, x=x, eps=0.01).density
+    b = T.bfk_density(f, 5, x=np.sort(x), eps=0.01).density
+    assert np.allclose(a, b[np.argsort(np.argsort(x, kind="stable"), kind="stable")], rtol=1e-10)
+
+
+# ------------------------------------------------------------------ deep layers
+@pytest.mark.parametrize("kind,depth", [("mlp", 101), ("res", 101), ("res_orth", 101), ("mlp_orth", 201)])
+def test_deep_layers(kind, depth):
+    f = FAMILIES[kind](depth)
+    v = depth - 1
+    d = T.bfk_density(f, v)
+    mass, m1, m2 = _moments(d)
+    M1, M2 = T.bfk_moments(f, v, 2)
+    assert np.all(np.isfinite(d.density)) and d.residual < 1e-7
+    assert mass == pytest.approx(1.0, abs=3e-3)
+    assert m1 == pytest.approx(M1, rel=3e-3) and m2 == pytest.approx(M2, rel=1e-2)
+
+
+def test_deep_resnet_jacobian_is_normalised():
+    d = T.jacobian_density(ResNet.scaled(102, 64, 1.0), 1, 101)
+    mass, m1, _ = _moments(d)
+    assert mass == pytest.approx(1.0, abs=1e-3)
+    assert m1 == pytest.approx(T.jacobian_moments(ResNet.scaled(102, 64, 1.0), 1, 101, 1)[0], rel=1e-3)
+
+
+def test_against_sampled_spectrum_resnet():
+    from rmtalign.sampling import sample_bfk
+    f = ResNet.scaled(6, 64, 1.0)
+    d = T.bfk_density(f, 5)
+    cdf = d.cdf()
+    dists = []
+    for m in (64, 256):
+        eig = sample_bfk(f.replace(width=m), [5], samples=2, seed=11, mode="free").eigenvalues.ravel()
+        emp = np.searchsorted(np.sort(eig), d.x, side="right") / eig.size
+        dists.append(np.max(np.abs(emp - cdf)))
+    assert dists[1] < dists[0] and dists[1] < 0.05
