@@ -22,6 +22,8 @@ widths = [128, 256, 512, 1024] if not quick else [64, 128, 256]
 samples = 96 if not quick else 12
 if "--samples" in sys.argv:
     samples = int(sys.argv[sys.argv.index("--samples") + 1])
+# Haar weights need a dense QR per layer and draw (~0.2 s at m = 1024): fewer samples
+orth_samples = max(samples // 3, 8)
 
 cases = [("MLP relu L=12", MLP(12, 64), "exact", "exact"),
          ("MLP relu orth L=12", MLP(12, 64, weights="orthogonal"), "exact", "exact")]
@@ -41,12 +43,13 @@ cases += [
 if quick:
     cases = [cs for cs in cases if "L=32" not in cs[0]]
 
-print(f"widths {widths}, {samples} samples per width, fit c0 + c1/m (width_limit), layers 3..L-1")
-print("case | max |sim - cos| | max |z| cos | max |z| cos_spectrum | cos(out) theory | sim(out) +- se | time")
+print(f"widths {widths}, {samples} samples per width ({orth_samples} for orthogonal), fit c0 + c1/m (width_limit), layers 3..L-1")
+print("case | samples | max |sim - cos| | max |z| cos | max |z| cos_spectrum | cos(out) theory | sim(out) +- se | time")
 rows = []
 for i, (name, f, mode, masks) in enumerate(cases):
     t = time.time()
-    wl = width_limit(f, widths, samples=samples, seed=2024 + i, mode=mode)
+    n = orth_samples if f.weights == "orthogonal" else samples
+    wl = width_limit(f, widths, samples=n, seed=2024 + i, mode=mode)
     th = T.bfa(f, masks=masks)
     sl = slice(2, None)  # layers 3..L-1 (layer 2: cos = 1 exactly when W_1 is frozen)
     est, se = wl.limit[sl], wl.limit_se[sl]
@@ -56,7 +59,7 @@ for i, (name, f, mode, masks) in enumerate(cases):
     err = np.max(np.abs(est - th.cos[sl]))
     show_spec = mode == "exact" and th.model == "exact" and f.skip != 0 and f.activation == "relu"
     zs_txt = f"{np.max(np.abs(zs)):.2f}" if show_spec else "="
-    print(f"{name} | {err:.4f} | {np.max(np.abs(z)):.2f} | {zs_txt} | {th.cos[-1]:.4f} | "
+    print(f"{name} | {n} | {err:.4f} | {np.max(np.abs(z)):.2f} | {zs_txt} | {th.cos[-1]:.4f} | "
           f"{wl.limit[-1]:.4f} +- {wl.limit_se[-1]:.4f} | {time.time() - t:.0f}s", flush=True)
     rows.append((name, np.max(np.abs(z))))
 print(f"overall max |z| = {max(r[1] for r in rows):.2f} over {len(rows)} cases")
