@@ -71,23 +71,26 @@ class Weights:
         self._keep = self.orthogonal and total <= memory_budget
         self._cache = {}
 
-    def dense(self, l: int) -> np.ndarray:
-        """The dense matrix ``W_l``."""
+    def dense(self, l: int, rows=None) -> np.ndarray:
+        """The dense matrix ``W_l``, or only its rows ``rows`` (Gaussian weights generate just those)."""
         if l in self._cache:
-            return self._cache[l]
-        rows, cols = self.shapes[l - 1]
+            W = self._cache[l]
+            return W if rows is None else W[rows]
+        n_rows, cols = self.shapes[l - 1]
         if not self.orthogonal:
-            W = np.empty((rows, cols))
-            rng.fill_normal(self.keys[l - 1], W)
+            W = np.empty((n_rows if rows is None else len(rows), cols))
+            rng.fill_normal(self.keys[l - 1], W, rows)
             W *= self.stds[l - 1]
             return W
-        tall = rows >= cols
-        G = np.empty((rows, cols) if tall else (cols, rows))
+        if rows is not None:
+            return self.dense(l)[rows]
+        tall = n_rows >= cols
+        G = np.empty((n_rows, cols) if tall else (cols, n_rows))
         rng.fill_normal(self.keys[l - 1], G)
         Q, R = np.linalg.qr(G)
         Q *= np.sign(np.diag(R))  # Haar, not just orthogonal (Mezzadri 2007)
         W = Q if tall else Q.T
-        W *= self.stds[l - 1] * math.sqrt(max(rows, cols))
+        W *= self.stds[l - 1] * math.sqrt(max(n_rows, cols))
         if self._keep:
             self._cache[l] = W
         return W
@@ -127,7 +130,7 @@ class Passes:
     f: np.ndarray | None
     masks: np.ndarray
     b: np.ndarray
-    fdot: np.ndarray
+    fdot: np.ndarray | None  # None when the tangent pass is skipped
     grad_sq: np.ndarray     # (P, L)
     lr: np.ndarray          # (P, L)
     weights_c: np.ndarray   # (P, L) BFK weights c_l
@@ -194,8 +197,11 @@ def _check_finite(arr, what, family):
 
 
 def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.float64,
-               weights: Weights | None = None) -> Passes:
-    """Forward (exact), backward and tangent passes of the draw keyed by ``key``."""
+               weights: Weights | None = None, tangent: bool = True) -> Passes:
+    """Forward (exact), backward and tangent passes of the draw keyed by ``key``.
+
+    ``tangent=False`` skips the tangent pass (``fdot`` is then None): the dense BFK needs only
+    the masks, the backward vectors and the kernel weights."""
     L, m = family.depth, family.width
     a, beta = family.skip, family.branch_scale
     act = family.activation
@@ -240,6 +246,10 @@ def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.
         lr = np.broadcast_to(mf.lr, (P, L)).copy()
         grad_sq = np.broadcast_to(mf.grad_sq, (P, L)).copy()
 
+    loss_decay = np.cumsum(c[:, : L - 1] * b_sq, axis=1)
+    _check_finite(loss_decay, "loss decay", family)
+    if not tangent:
+        return Passes(x, f, masks, b, None, grad_sq, lr, c, loss_decay)
     fdot = np.empty((L - 1, P, m))
     fdot[0] = rnd(-c[:, :1] * b[0])
     for l in range(2, L):
@@ -251,8 +261,6 @@ def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.
                 step = step + a * prev
         fdot[l - 1] = rnd(step)
     _check_finite(fdot, "tangent pass", family)
-    loss_decay = np.cumsum(c[:, : L - 1] * b_sq, axis=1)
-    _check_finite(loss_decay, "loss decay", family)
     return Passes(x, f, masks, b, fdot, grad_sq, lr, c, loss_decay)
 
 

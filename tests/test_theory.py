@@ -177,7 +177,7 @@ def test_bfk_moments_exact_small_case():
 def test_bfk_moments_exact_masks_match_bfa():
     f = ResNet.scaled(20, 100, 2.0)
     s = T.bfk_moments(f, 15, 2, masks="exact")
-    assert s[0] / math.sqrt(s[1]) == pytest.approx(T.bfa(f).cos[14], rel=1e-12)
+    assert s[0] / math.sqrt(s[1]) == pytest.approx(T.bfa(f).cos_spectrum[14], rel=1e-12)
     with pytest.raises(ValueError, match="order <= 2"):
         T.bfk_moments(f, 15, 3, masks="exact")
 
@@ -280,7 +280,7 @@ def test_bfa_against_width_limit_resnet(mode, masks):
         means = np.array([r.mean("cos")[2:] for r in res])
         sems = np.array([r.sem("cos")[2:] for r in res])
     fit = fit_width_limit(widths, means, sems, order=1)
-    th = T.bfa(f, masks=masks).cos[2:]
+    th = T.bfa(f, masks=masks).cos_spectrum[2:]
     assert np.all(np.abs(fit.c0 - th) <= 3 * fit.c0_se)
 
 

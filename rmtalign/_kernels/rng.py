@@ -140,12 +140,19 @@ def row_normals(k, words, out):
 
 
 @njit(parallel=True, cache=True)
-def fill_normal(key, out):
-    """``out[r, :]`` = the first ``out.shape[1]`` normals of row stream ``r`` of ``key``."""
-    rows, cols = out.shape
-    for r in prange(rows):
+def _fill_rows(key, rows, out):
+    cols = out.shape[1]
+    for i in prange(rows.shape[0]):
         words = np.empty(cols, np.uint64)
-        row_normals(row_key(key, r), words, out[r])
+        row_normals(row_key(key, rows[i]), words, out[i])
+
+
+def fill_normal(key, out, rows=None):
+    """``out[i, :]`` = the first ``out.shape[1]`` normals of row stream ``rows[i]`` of ``key``
+    (``rows`` defaults to ``0 .. out.shape[0]-1``): any subset of a matrix's rows, exactly."""
+    if rows is None:
+        rows = np.arange(out.shape[0])
+    _fill_rows(np.uint64(key), np.ascontiguousarray(rows, dtype=np.int64), out)
 
 
 def derive_key(key: int, *path: int) -> int:
