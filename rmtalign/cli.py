@@ -40,6 +40,7 @@ def _positive_ints(text):
 def depth_curves(args) -> int:
     from tqdm.auto import tqdm
 
+    from . import theory
     from .plotting import plot_depth_curves
     from .sampling import sample_bfa
 
@@ -62,20 +63,22 @@ def depth_curves(args) -> int:
                 bar.set_postfix_str(f"{kind} L={L}")
                 results.append(sample_bfa(make(L, args.width), samples=args.samples, seed=child))
                 bar.update(L * args.samples)
-            curves[label] = {"kind": kind, "depths": np.array(depths), "results": results}
+            curves[label] = {"kind": kind, "depths": np.array(depths), "results": results,
+                             "theory": [theory.bfa(r.family).cos for r in results]}
 
     csv_path = out / "depth_curves.csv"
     with open(csv_path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["family", "branch_scale", "depth", "width", "layer", "samples", "cos_mean",
-                    "cos_sem", "angle_deg_mean", "angle_deg_sem"])
+                    "cos_sem", "angle_deg_mean", "angle_deg_sem", "cos_theory_width_limit"])
         for label, c in curves.items():
-            for L, r in zip(c["depths"], c["results"]):
+            for L, r, th in zip(c["depths"], c["results"], c["theory"]):
                 mu, se = r.mean("cos"), r.sem("cos")
                 amu, ase = r.mean("angle_deg"), r.sem("angle_deg")
                 for i, v in enumerate(r.layers):
+                    vals = (mu[i], se[i], amu[i], ase[i], th[i])
                     w.writerow([c["kind"], f"{r.family.branch_scale:.6g}", L, args.width, v, args.samples]
-                               + ["" if not math.isfinite(x) else f"{x:.6g}" for x in (mu[i], se[i], amu[i], ase[i])])
+                               + ["" if not math.isfinite(x) else f"{x:.6g}" for x in vals])
     fig, _ = plot_depth_curves(curves, title=f"Backward-feature angle at init, width m={args.width}, "
                                              f"{args.samples} samples")
     png_path = out / "depth_curves.png"

@@ -22,7 +22,8 @@ def plot_depth_curves(curves, *, title=None):
     output BFA ``theta_{L-1}`` against depth (mean +- SE over samples).
 
     ``curves`` maps a label to ``{"depths": (n,), "results": [BFAResult, ...]}`` (one result per
-    depth, same order).
+    depth, same order), optionally with ``"theory"``: the width-limit ``cos`` per depth (arrays
+    over layers, e.g. from :func:`rmtalign.theory.bfa`), drawn dashed.
     """
     plt = _pyplot()
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
@@ -35,12 +36,19 @@ def plot_depth_curves(curves, *, title=None):
         err = np.array([r.sem("angle_deg")[-1] for r in c["results"]])
         ax1.errorbar(c["depths"], out, yerr=err, marker="o", ms=3, capsize=2, color=line.get_color(),
                      label=label)
+        if c.get("theory") is not None:
+            deg = [np.degrees(np.arccos(np.clip(t, -1, 1))) for t in c["theory"]]
+            ax0.plot(deep.layers, deg[-1], ls="--", lw=1, color=line.get_color())
+            ax1.plot(c["depths"], [d[-1] for d in deg], ls="--", lw=1, color=line.get_color())
     ax0.set(xlabel="layer v", ylabel="BFA theta_v (degrees)", title="BFA along the network", ylim=(0, 90))
     ax1.set(xscale="log", xlabel="depth L", ylabel="output BFA theta_{L-1} (degrees)",
             title="Output BFA vs depth", ylim=(0, 90))
     for ax in (ax0, ax1):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    if any(c.get("theory") is not None for c in curves.values()):
+        ax1.plot([], [], ls="--", color="gray", label="width limit (theory)")
+        ax1.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     return fig, (ax0, ax1)

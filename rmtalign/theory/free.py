@@ -523,7 +523,8 @@ class Square(Law):
         zz = np.where(flip, np.conj(z), z)
         r = np.sqrt(zz)
         r = np.where(np.imag(r) < 0, -r, r)
-        r = np.where((np.imag(r) == 0) & (np.real(zz) < 0), 1j * np.sqrt(-np.real(zz)), r)
+        neg_axis = (np.imag(r) == 0) & (np.real(zz) < 0)
+        r = np.where(neg_axis, 1j * np.sqrt(np.abs(np.real(zz))), r)
         g = self.mu.cauchy(r) / r
         return np.where(flip, np.conj(g), g)
 
