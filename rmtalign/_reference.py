@@ -175,6 +175,17 @@ def _inputs_sq(family, f, x):
     return g
 
 
+def _per_layer_summary(m, b_norm, fdot_norm, inner, eta, grad_sq):
+    """The per-layer BFA quantities from norms and ``-b_v . fdot_v`` (shared by both peers)."""
+    L = len(eta)
+    loss_decay = np.cumsum(eta * grad_sq)[: L - 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = np.where(fdot_norm > 0, inner / (b_norm * fdot_norm), np.nan)
+        sensitivity = np.where(loss_decay > 0, fdot_norm / math.sqrt(m) / loss_decay, np.nan)
+    return {"layers": np.arange(1, L), "cos": cos, "b_norm": b_norm, "fdot_norm": fdot_norm,
+            "loss_decay": loss_decay, "sensitivity": sensitivity, "lr": eta, "grad_sq": grad_sq}
+
+
 def bfa_exact(family, weights, x=None):
     """Exact backward-feature angle of one network: forward, backward, one GD step, tangent pass.
 
@@ -227,19 +238,8 @@ def bfa_exact(family, weights, x=None):
     b_norm = np.sqrt(b_sq[: L - 1])
     fdot_norm = np.array([np.linalg.norm(u) for u in fdot])
     inner = np.array([-(bv @ u) for bv, u in zip(b[: L - 1], fdot)])
-    loss_decay = np.cumsum(eta * grad_sq)[: L - 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cos = np.where(fdot_norm > 0, inner / (b_norm * fdot_norm), np.nan)
-        sensitivity = np.where(loss_decay > 0, fdot_norm / math.sqrt(m) / loss_decay, np.nan)
     return {
-        "layers": np.arange(1, L),
-        "cos": cos,
-        "b_norm": b_norm,
-        "fdot_norm": fdot_norm,
-        "loss_decay": loss_decay,
-        "sensitivity": sensitivity,
-        "lr": eta,
-        "grad_sq": grad_sq,
+        **_per_layer_summary(m, b_norm, fdot_norm, inner, eta, grad_sq),
         "f": f,
         "b": b,
         "fdot": fdot,

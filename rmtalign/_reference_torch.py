@@ -10,11 +10,10 @@ torch is imported lazily (inside the functions), so importing this module never 
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .theory.signal import learning_rates
+from ._reference import _per_layer_summary
 
 __all__ = ["torch_weights", "bfa_exact_torch"]
 
@@ -129,19 +128,8 @@ def bfa_exact_torch(family, weights=None, x=None, *, seed=None):
     b_norm = torch.linalg.vector_norm(bs, dim=1).numpy()
     fdot_norm = torch.linalg.vector_norm(fd, dim=1).numpy()
     inner = -(bs * fd).sum(dim=1).numpy()
-    loss_decay = np.cumsum(eta * grad_sq)[: L - 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cos = np.where(fdot_norm > 0, inner / (b_norm * fdot_norm), np.nan)
-        sensitivity = np.where(loss_decay > 0, fdot_norm / math.sqrt(m) / loss_decay, np.nan)
     return {
-        "layers": np.arange(1, L),
-        "cos": cos,
-        "b_norm": b_norm,
-        "fdot_norm": fdot_norm,
-        "loss_decay": loss_decay,
-        "sensitivity": sensitivity,
-        "lr": eta,
-        "grad_sq": grad_sq,
+        **_per_layer_summary(m, b_norm, fdot_norm, inner, eta, grad_sq),
         "f": [t.numpy() for t in f],
         "b": [t.numpy() for t in b],
         "fdot": [t.numpy() for t in fdot],

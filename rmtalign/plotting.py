@@ -5,13 +5,7 @@ import numpy as np
 
 
 def _pyplot():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        try:
-            import matplotlib.pyplot as plt  # noqa: F401
-        except Exception:  # pragma: no cover - headless machine without a GUI toolkit
-            matplotlib.use("Agg")
+    # Imported on use: matplotlib falls back to a non-GUI backend on headless machines.
     import matplotlib.pyplot as plt
 
     return plt

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import sys
 from dataclasses import dataclass, field, fields
 
@@ -363,7 +362,7 @@ def sample_bfk(family, layers=None, samples=1, seed=None, mode="exact", *, keep_
     check_mode(mode)
     layers = _resolve_layers(layers, family)
     ss, idx, keys = _sample_keys(seed, samples)
-    L, m = family.depth, family.width
+    m = family.width
     n, nl = len(idx), len(layers)
     eig = np.empty((n, nl, m)); ck = np.empty((n, nl))
     kernels = {}

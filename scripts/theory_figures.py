@@ -1,5 +1,4 @@
 """Figures for docs/theory.md (saved to docs/img/theory_*.png)."""
-import math
 import os
 
 import matplotlib
@@ -8,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rmtalign import theory as T  # noqa: E402
-from rmtalign.families import MLP, ResNet  # noqa: E402
+from rmtalign.families import MLP  # noqa: E402
 
 out = os.path.join(os.path.dirname(__file__), "..", "docs", "img")
 os.makedirs(out, exist_ok=True)

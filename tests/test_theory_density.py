@@ -1,6 +1,5 @@
 """Densities by inverse subordination (rmtalign/theory/_chain.py): textbook laws, exactness checks
 (normalisation, moments), agreement with the previous fixed-point implementation, deep layers."""
-import math
 
 import numpy as np
 import pytest

@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from . import _config  # noqa: F401  (threading layer)
+from . import _config  # noqa: F401  (side effect: threading layer)
 
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .free import Atoms, free_multiplicative_moments, shift_moments
+from .free import free_multiplicative_moments, shift_moments
 from .layer import LayerLaw, layer_law, rational
 from .signal import mean_field
 from ._chain import chain_density

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from numbers import Rational
 
 import numpy as np
 
