@@ -165,3 +165,33 @@ def test_against_sampled_spectrum_resnet():
         emp = np.searchsorted(np.sort(eig), d.x, side="right") / eig.size
         dists.append(np.max(np.abs(emp - cdf)))
     assert dists[1] < dists[0] and dists[1] < 0.05
+
+
+@pytest.mark.parametrize("family, mode, stop", [
+    (ResNet.scaled(10, 64, 1.0), "free", 9),
+    pytest.param(MLP(10, 64), "exact", 5, marks=pytest.mark.xfail(
+        reason="open: the continuous part stays ~0.05 away at m = 1024 (0.055 at m = 64); "
+               "slow rank fluctuations or a real gap near 0, not yet diagnosed", strict=False)),
+])
+def test_jacobian_density_against_sampled_singular_values(family, mode, stop):
+    """Squared singular values of df_stop/df_1: the Kolmogorov distance between the limiting law
+    and the sampled spectrum shrinks as the width grows. (For ReLU ResNets the law is the free
+    model's; their own masks are correlated across depth, see docs/theory.md.)"""
+    from rmtalign.sampling import sample_jacobian
+
+    d = T.jacobian_density(family, 1, stop)
+    # Compare the continuous parts: the mass of the atom at 0 (ReLU MLP: the mask's rank) has
+    # its own O(m^-1/2) fluctuation that would dominate the distance.
+    atom = d.atoms.get(0.0, 0.0)
+    keep = d.x > 0
+    cdf = (d.cdf()[keep] - atom) / (1 - atom)
+    dists = []
+    for m, n in ((64, 8), (1024, 2)):
+        s2 = sample_jacobian(family.replace(width=m), 1, stop, samples=n, seed=1, mode=mode)
+        s2 = s2.sq_singular_values().ravel()
+        s2 = np.sort(s2[s2 > 0])
+        emp = np.searchsorted(s2, d.x[keep], side="right") / s2.size
+        dists.append(np.max(np.abs(emp - cdf)))
+    # The masks' ranks fluctuate by O(m^-1/2) (a product's rank is the least of them): the
+    # distance shrinks slowly, so the bound is loose.
+    assert dists[1] < 0.8 * dists[0] and dists[1] < 0.05, dists
