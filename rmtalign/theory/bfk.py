@@ -64,6 +64,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from .free import free_multiplicative_moments, shift_moments
@@ -117,64 +118,41 @@ def _weights_normalised(family):
 
 def moment_recursion(c, t1, t2):
     """Free-model ``M1, M2`` of ``K_v`` for weights ``c[0..n-1]`` (layer 1..n), ``tau(Y) = t1``,
-    ``tau(Y^2) = t2``; vectorised as a linear recursion (O(n), numba-free)."""
+    ``tau(Y^2) = t2``; an O(n) loop compiled by numba."""
     c = np.asarray(c, dtype=float)
     n = c.size
     return _recursion(c, float(t1), float(t2 - t1 * t1), np.empty(n), np.empty(n))
 
 
-try:
-    import numba
+@numba.njit(cache=True)
+def _recursion(c, t1, var, M1, M2):  # pragma: no cover - compiled
+    m1 = 0.0
+    m2 = 0.0
+    for v in range(c.size):
+        cv = c[v]
+        new1 = cv + t1 * m1
+        new2 = cv * cv + 2.0 * cv * t1 * m1 + t1 * t1 * m2 + var * m1 * m1
+        m1, m2 = new1, new2
+        M1[v] = m1
+        M2[v] = m2
+    return M1, M2
 
-    @numba.njit(cache=True)
-    def _recursion(c, t1, var, M1, M2):  # pragma: no cover - compiled
-        m1 = 0.0
-        m2 = 0.0
-        for v in range(c.size):
-            cv = c[v]
-            new1 = cv + t1 * m1
-            new2 = cv * cv + 2.0 * cv * t1 * m1 + t1 * t1 * m2 + var * m1 * m1
-            m1, m2 = new1, new2
-            M1[v] = m1
-            M2[v] = m2
-        return M1, M2
-    @numba.njit(cache=True)
-    def _alpha_loop(M1, conv, c0, a2, g2, p, e, r):  # pragma: no cover - compiled
-        n = M1.size
-        M2 = np.empty(n)
-        M2[0] = c0 * c0
-        alpha = 0.0
-        gsum = 0.0
-        for i in range(1, n):
-            delta = M1[i - 1]
-            S = a2 * g2 * conv[i - 2] if i >= 2 else 0.0
-            alpha = (a2 * a2 * alpha + a2 * g2 * (2 * p * alpha + 2 * S)
-                     + g2 * g2 * (p * delta * delta + p * p * alpha + 2 * p * S - e * p * p * delta * delta))
-            gsum = r * gsum + a2 * g2 * delta * delta
-            M2[i] = M1[i] ** 2 + alpha + 2 * p * gsum
-        return M2
-except ImportError:  # pragma: no cover
-    def _alpha_loop(M1, conv, c0, a2, g2, p, e, r):
-        n = M1.size
-        M2 = np.empty(n)
-        M2[0] = c0 * c0
-        alpha = gsum = 0.0
-        for i in range(1, n):
-            delta = M1[i - 1]
-            S = a2 * g2 * conv[i - 2] if i >= 2 else 0.0
-            alpha = (a2 * a2 * alpha + a2 * g2 * (2 * p * alpha + 2 * S)
-                     + g2 * g2 * (p * delta * delta + p * p * alpha + 2 * p * S - e * p * p * delta * delta))
-            gsum = r * gsum + a2 * g2 * delta * delta
-            M2[i] = M1[i] ** 2 + alpha + 2 * p * gsum
-        return M2
 
-    def _recursion(c, t1, var, M1, M2):
-        m1 = m2 = 0.0
-        for v in range(c.size):
-            cv = c[v]
-            m1, m2 = cv + t1 * m1, cv * cv + 2 * cv * t1 * m1 + t1 * t1 * m2 + var * m1 * m1
-            M1[v], M2[v] = m1, m2
-        return M1, M2
+@numba.njit(cache=True)
+def _alpha_loop(M1, conv, c0, a2, g2, p, e, r):  # pragma: no cover - compiled
+    n = M1.size
+    M2 = np.empty(n)
+    M2[0] = c0 * c0
+    alpha = 0.0
+    gsum = 0.0
+    for i in range(1, n):
+        delta = M1[i - 1]
+        S = a2 * g2 * conv[i - 2] if i >= 2 else 0.0
+        alpha = (a2 * a2 * alpha + a2 * g2 * (2 * p * alpha + 2 * S)
+                 + g2 * g2 * (p * delta * delta + p * p * alpha + 2 * p * S - e * p * p * delta * delta))
+        gsum = r * gsum + a2 * g2 * delta * delta
+        M2[i] = M1[i] ** 2 + alpha + 2 * p * gsum
+    return M2
 
 
 def _causal_convs(x, kernels, head=2048):
