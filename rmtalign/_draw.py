@@ -71,19 +71,22 @@ class Weights:
         self._keep = self.orthogonal and total <= memory_budget
         self._cache = {}
 
-    def dense(self, l: int, rows=None) -> np.ndarray:
-        """The dense matrix ``W_l``, or only its rows ``rows`` (Gaussian weights generate just those)."""
-        if l in self._cache:
-            W = self._cache[l]
-            return W if rows is None else W[rows]
-        n_rows, cols = self.shapes[l - 1]
-        if not self.orthogonal:
-            W = np.empty((n_rows if rows is None else len(rows), cols))
-            rng.fill_normal(self.keys[l - 1], W, rows)
+    def dense(self, l: int, rows=None, cols=None) -> np.ndarray:
+        """The dense matrix ``W_l``, or its block ``W_l[rows][:, cols]`` (Gaussian weights generate
+        only that block)."""
+        if l not in self._cache and not self.orthogonal:
+            n_rows, n_cols = self.shapes[l - 1]
+            W = np.empty((n_rows if rows is None else len(rows), n_cols if cols is None else len(cols)))
+            rng.fill_normal(self.keys[l - 1], W, rows, cols)
             W *= self.stds[l - 1]
             return W
+        W = self._cache[l] if l in self._cache else self._haar(l)
         if rows is not None:
-            return self.dense(l)[rows]
+            W = W[rows]
+        return W if cols is None else W[:, cols]
+
+    def _haar(self, l: int) -> np.ndarray:
+        n_rows, cols = self.shapes[l - 1]
         tall = n_rows >= cols
         G = np.empty((n_rows, cols) if tall else (cols, n_rows))
         rng.fill_normal(self.keys[l - 1], G)
@@ -95,21 +98,23 @@ class Weights:
             self._cache[l] = W
         return W
 
-    def matvecs(self, l: int, V: np.ndarray) -> np.ndarray:
-        """Rows of ``V @ W_l.T`` (``V`` is ``P x cols``)."""
-        rows, cols = self.shapes[l - 1]
+    def matvecs(self, l: int, V: np.ndarray, cols=None) -> np.ndarray:
+        """Rows of ``V @ W_l[:, cols].T`` (``V`` is ``P x len(cols)``; ``cols`` default all)."""
+        rows, n_cols = self.shapes[l - 1]
         if self.orthogonal:
-            return V @ self.dense(l).T
+            return V @ self.dense(l, cols=cols).T
         out = np.empty((V.shape[0], rows))
-        matfree.gauss_matvecs(self.keys[l - 1], rows, self.stds[l - 1], np.ascontiguousarray(V), out)
+        matfree.gauss_matvecs(self.keys[l - 1], rows, rng.index_array(cols, n_cols), self.stds[l - 1],
+                              np.ascontiguousarray(V), out)
         return out
 
-    def rmatvecs(self, l: int, U: np.ndarray) -> np.ndarray:
-        """Rows of ``U @ W_l`` (``U`` is ``P x rows``)."""
-        rows, cols = self.shapes[l - 1]
+    def rmatvecs(self, l: int, U: np.ndarray, cols=None) -> np.ndarray:
+        """Rows of ``U @ W_l[:, cols]`` (``U`` is ``P x rows``; ``cols`` default all)."""
+        rows, n_cols = self.shapes[l - 1]
         if self.orthogonal:
-            return U @ self.dense(l)
-        out = np.empty((U.shape[0], cols))
+            return U @ self.dense(l, cols=cols)
+        cols = rng.index_array(cols, n_cols)
+        out = np.empty((U.shape[0], cols.size))
         matfree.gauss_rmatvecs(self.keys[l - 1], cols, self.stds[l - 1], np.ascontiguousarray(U), out)
         return out
 
@@ -169,7 +174,8 @@ def forward(family, weights: Weights, x: np.ndarray, rnd=None, rescale=False) ->
                 prev *= 2.0 ** -math.frexp(amax)[1]
         if l == L:
             break
-        h = weights.matvecs(l, _phi(act, prev)[None])[0]
+        S = np.flatnonzero(prev > 0) if act == "relu" else None  # phi(f) vanishes elsewhere
+        h = weights.matvecs(l, (prev if S is None else prev[S])[None], cols=S)[0]
         f[l - 1] = a * prev + beta * h if a else beta * h
     return f
 
@@ -224,8 +230,14 @@ def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.
     P = b_top.shape[0]
     b = np.empty((L - 1, P, m))
     b[L - 2] = rnd(readout_mask * b_top)
-    for l in range(L - 1, 1, -1):  # b_{l-1} from b_l through W_l
-        back = beta * masks[l - 2] * W.rmatvecs(l, b[l - 1])
+    support = [np.flatnonzero(mk) if act == "relu" else None for mk in masks]  # of f_1 .. f_{L-1}
+    for l in range(L - 1, 1, -1):  # b_{l-1} from b_l through W_l: D_{l-1} W_l^T b_l
+        S = support[l - 2]
+        if S is None:
+            back = beta * W.rmatvecs(l, b[l - 1])
+        else:
+            back = np.zeros((P, m))
+            back[:, S] = beta * W.rmatvecs(l, b[l - 1], cols=S)
         b[l - 2] = rnd(a * b[l - 1] + back if a else back)
     _check_finite(b, "backward pass", family)
     betas = family.branch_scales
@@ -256,7 +268,8 @@ def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.
         prev = fdot[l - 2]
         step = -c[:, l - 1:l] * b[l - 1]
         if np.any(prev):
-            step = step + beta * W.matvecs(l, masks[l - 2] * prev)
+            S = support[l - 2]
+            step = step + beta * W.matvecs(l, prev if S is None else prev[:, S], cols=S)
             if a:
                 step = step + a * prev
         fdot[l - 1] = rnd(step)
@@ -283,9 +296,8 @@ def bfk_step(family, weights: Weights, masks: np.ndarray, K: np.ndarray, l: int)
     of the ``4 m^3`` of two dense GEMMs: ReLU masks keep about half the columns.
     """
     a, beta = family.skip, family.branch_scale
-    mask = masks[l - 2]
-    S = np.flatnonzero(mask)
-    Ws = weights.dense(l)[:, S]
+    S = np.flatnonzero(masks[l - 2])
+    Ws = weights.dense(l, cols=S)
     Ws *= beta
     if not a:
         return (Ws @ K[np.ix_(S, S)]) @ Ws.T

@@ -436,7 +436,7 @@ def sample_jacobian(family, start, stop, samples=1, seed=None, mode="exact", *,
             # W_l[S_l, S_{l-1}] keeps the masks' exact zero singular values exactly zero (-inf).
             active = {l: np.flatnonzero(masks[l - 1]) for l in range(start, stop)}
             active[stop] = np.arange(m)
-            factors = (family.branch_scale * W.dense(l, rows=active[l])[:, active[l - 1]]
+            factors = (family.branch_scale * W.dense(l, rows=active[l], cols=active[l - 1])
                        for l in range(start + 1, stop + 1))
             width = len(active[start])
         else:

@@ -66,25 +66,56 @@ def test_matrix_free_products_match_dense(rows, cols, P):
     W = std * _normals(77, rows, cols)
     V = gen.standard_normal((P, cols))
     U = gen.standard_normal((P, rows))
+    every = np.arange(cols)
     out = np.empty((P, rows))
-    matfree.gauss_matvecs(key, rows, std, V, out)
+    matfree.gauss_matvecs(key, rows, every, std, V, out)
     np.testing.assert_allclose(out, V @ W.T, rtol=1e-12, atol=1e-13)
     out2 = np.empty((P, cols))
-    matfree.gauss_rmatvecs(key, cols, std, U, out2)
+    matfree.gauss_rmatvecs(key, every, std, U, out2)
     np.testing.assert_allclose(out2, U @ W, rtol=1e-12, atol=1e-13)
+
+
+def test_entries_are_addressable_by_row_and_column():
+    """Any block of the matrix, generated alone, equals that block of the whole matrix: what lets
+    the passes skip the columns a ReLU mask zeroes."""
+    W = _normals(5, 40, 3000)
+    rows = np.array([39, 0, 17])
+    cols = np.array([2999, 5, 6, 1000, 0])
+    block = np.empty((3, 5))
+    rng.fill_normal(5, block, rows, cols)
+    np.testing.assert_array_equal(block, W[np.ix_(rows, cols)])
+    # rejected entries (their words fail the rectangle test) are found the same way
+    k = [rng._mix64_int((5 + (r + 1) * rng.GOLDEN) & rng.MASK64) for r in range(40)]
+    bad = [(r, j) for r in range(40) for j in range(3000)
+           if (((w := rng._mix64_int((k[r] + (j + 1) * rng.GOLDEN) & rng.MASK64)) >> 9) & 0x000FFFFFFFFFFFFF)
+           >= int(rng._KI[w & 0xFF])][:20]
+    assert len(bad) == 20
+    one = np.empty((1, 1))
+    for r, j in bad:
+        rng.fill_normal(5, one, [r], [j])
+        assert one[0, 0] == W[r, j]
+    V = np.random.default_rng(0).standard_normal((2, 5))
+    out = np.empty((2, 40))
+    matfree.gauss_matvecs(np.uint64(5), 40, cols, 0.5, V, out)
+    np.testing.assert_allclose(out, V @ (0.5 * W[:, cols]).T, rtol=1e-12)
+    out2 = np.empty((2, 5))
+    U = np.random.default_rng(1).standard_normal((2, 40))
+    matfree.gauss_rmatvecs(np.uint64(5), cols, 0.5, U, out2)
+    np.testing.assert_allclose(out2, U @ (0.5 * W[:, cols]), rtol=1e-12)
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
 def test_kernels_do_not_depend_on_thread_count():
     key = np.uint64(3)
     V = np.random.default_rng(1).standard_normal((2, 300))
+    every = np.arange(300)
     outs = []
     for t in (1, 2):
         numba.set_num_threads(t)
         try:
             a, b, c = np.empty((2, 300)), np.empty((2, 300)), np.empty((50, 300))
-            matfree.gauss_matvecs(key, 300, 0.1, V, a)
-            matfree.gauss_rmatvecs(key, 300, 0.1, V, b)
+            matfree.gauss_matvecs(key, 300, every, 0.1, V, a)
+            matfree.gauss_rmatvecs(key, every, 0.1, V, b)
             rng.fill_normal(key, c)
             outs.append((a, b, c))
         finally:

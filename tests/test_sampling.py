@@ -204,7 +204,7 @@ def test_long_jacobian_products_stay_finite():
     s = jac.log_sq_singular_values[0]
     # ReLU masks make J exactly rank-deficient: those singular values are exactly zero (-inf).
     finite = s[np.isfinite(s)]
-    assert np.all(s[finite.size:] == -np.inf) and 8 <= finite.size < 32
+    assert np.all(s[finite.size:] == -np.inf) and 1 <= finite.size < 32  # rank = least mask size
     assert finite[0] > 1000 and np.isfinite(finite).all()  # far beyond float64 (e^709)
     with pytest.raises(OverflowError, match="log_sq_singular_values"):
         jac.sq_singular_values()

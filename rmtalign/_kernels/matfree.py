@@ -1,9 +1,11 @@
 """Matrix-free products with Gaussian matrices regenerated from their counter-based streams.
 
-``W = std * Z`` where row ``r`` of ``Z`` is stream ``row_key(key, r)`` (see :mod:`.rng`). Vectors are
-stored as rows (``P x n``, C order) so that each dot product and axpy runs over contiguous memory.
-Rows are split into fixed chunks of ``_CHUNK``: the transpose product sums the chunks' partial
-results in chunk order, so the result does not depend on the number of threads.
+``W = std * Z`` where entry ``(r, j)`` of ``Z`` is a pure function of ``(key, r, j)`` (see
+:mod:`.rng`). Only the columns ``cols`` of ``W`` take part: a ReLU mask zeroes the others in all
+three passes (forward ``W phi(f)``, backward ``D W^T b``, tangent ``W D fdot``), so they are never
+generated. Vectors are stored as rows (``P x n``, C order) so that each dot product and axpy runs
+over contiguous memory. Rows are split into fixed chunks of ``_CHUNK``: the transpose product sums
+the chunks' partial results in chunk order, so the result does not depend on the thread count.
 """
 import numpy as np
 from numba import njit, prange
@@ -15,41 +17,42 @@ _FASTMATH = {"contract", "reassoc"}  # vectorised dot products; no nnan/ninf ass
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def gauss_matvecs(key, rows, std, V, out):
-    """``out[p, r] = std * sum_j W[r, j] V[p, j]`` for ``W`` of shape ``(rows, V.shape[1])``."""
-    P, cols = V.shape
+def gauss_matvecs(key, rows, cols, std, V, out):
+    """``out[p, r] = std * sum_k W[r, cols[k]] V[p, k]`` for ``r < rows``."""
+    P, n = V.shape
     nchunks = (rows + _CHUNK - 1) // _CHUNK
     for c in prange(nchunks):
-        z = np.empty(cols)
-        words = np.empty(cols, np.uint64)
+        z = np.empty(n)
+        words = np.empty(n, np.uint64)
         for r in range(c * _CHUNK, min(rows, (c + 1) * _CHUNK)):
-            row_normals(row_key(key, r), words, z)
+            row_normals(row_key(key, r), cols, words, z)
             for p in range(P):
                 acc = 0.0
-                for j in range(cols):
-                    acc += z[j] * V[p, j]
+                for k in range(n):
+                    acc += z[k] * V[p, k]
                 out[p, r] = std * acc
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def gauss_rmatvecs(key, cols, std, U, out):
-    """``out[p, j] = std * sum_r W[r, j] U[p, r]`` for ``W`` of shape ``(U.shape[1], cols)``."""
+    """``out[p, k] = std * sum_r W[r, cols[k]] U[p, r]`` for ``r < U.shape[1]``."""
     P, rows = U.shape
+    n = cols.shape[0]
     nchunks = (rows + _CHUNK - 1) // _CHUNK
-    partial = np.zeros((nchunks, P, cols))
+    partial = np.zeros((nchunks, P, n))
     for c in prange(nchunks):
-        z = np.empty(cols)
-        words = np.empty(cols, np.uint64)
+        z = np.empty(n)
+        words = np.empty(n, np.uint64)
         acc = partial[c]
         for r in range(c * _CHUNK, min(rows, (c + 1) * _CHUNK)):
-            row_normals(row_key(key, r), words, z)
+            row_normals(row_key(key, r), cols, words, z)
             for p in range(P):
                 u = U[p, r]
-                for j in range(cols):
-                    acc[p, j] += u * z[j]
+                for k in range(n):
+                    acc[p, k] += u * z[k]
     for p in range(P):
-        for j in range(cols):
+        for k in range(n):
             s = 0.0
             for c in range(nchunks):
-                s += partial[c, p, j]
-            out[p, j] = std * s
+                s += partial[c, p, k]
+            out[p, k] = std * s

@@ -1,14 +1,16 @@
-"""Counter-based Gaussian generator: SplitMix64 streams + a 256-level ziggurat.
+"""Counter-based Gaussian generator: SplitMix64 words + a 256-level ziggurat.
 
-Every random matrix row has its own stream, keyed by ``(seed, sample, kind, layer, row)``: the
-``c``-th 64-bit word of a row is ``mix64(row_key + (c + 1) * GOLDEN)`` (SplitMix64's output function on
-a Weyl sequence). A row can therefore be regenerated anywhere, by any thread, in any order, which is
-what lets the matrix-free passes recompute a layer's weights instead of storing them.
+Every entry of a random matrix is a pure function of ``(key, row, column)``. Row ``r`` has the key
+``row_key(key, r) = mix64(key + (r + 1) * GOLDEN)``; entry ``(r, j)`` starts from the word
+``mix64(row_key + (j + 1) * GOLDEN)`` (SplitMix64's output function on a Weyl sequence). In 98.8% of
+cases that word alone gives the normal (the ziggurat's rectangle test). Otherwise the attempt goes
+on with uniforms from an overflow stream private to the entry, ``overflow_key(row_key, j)``, as
+the sequential :func:`normal` does. Any entry, any subset of columns, can therefore be regenerated
+anywhere, by any thread, in any order: the matrix-free passes recompute a layer's weights instead
+of storing them, and skip the columns a ReLU mask zeroes.
 
-Normals come from the ziggurat of Marsaglia & Tsang (2000) in the 64-bit layout numpy uses
-(8 index bits, 1 sign bit, 52 mantissa bits); 98.8% of draws take one word and a compare.
-
-``_reference_*`` functions are the plain-Python/numpy oracle of the kernels (bit-identical).
+Ziggurat of Marsaglia & Tsang (2000) in the 64-bit layout numpy uses (8 index bits, 1 sign bit,
+52 mantissa bits). ``_reference_*`` functions are the plain-Python oracle (bit-identical).
 """
 from __future__ import annotations
 
@@ -79,80 +81,103 @@ def _next_double(key, ctr):
     return np.float64(_word(key, ctr) >> _B11) * _TO_DOUBLE
 
 
+_SALT = np.uint64(0xD1B54A32D192ED03)
+
+
+@njit(inline="always")
+def overflow_key(k, j):
+    """Key of entry ``j``'s private overflow stream (row key ``k``)."""
+    return mix64((k ^ _SALT) + np.uint64(j + 1) * _G)
+
+
+@njit(inline="always")
+def _decode(w):
+    """One ziggurat attempt from a 64-bit word: (layer index, signed x, rabs)."""
+    idx = np.intp(w & _FF)
+    w = w >> _B8
+    rabs = (w >> _ONE) & _U52
+    x = np.float64(rabs) * _WI[idx]
+    if (w & _ONE) != 0:
+        x = -x
+    return idx, x, rabs
+
+
+@njit(inline="always")
+def _slow(key, ctr, idx, x, rabs):
+    """Finish an attempt that failed the rectangle test, with uniforms from stream ``key`` at
+    ``ctr``: returns (accepted, value, new ctr)."""
+    if idx == 0:  # the base strip: Marsaglia's tail beyond r
+        while True:
+            xx = -_ZIG_INV_R * math.log1p(-_next_double(key, ctr))
+            yy = -math.log1p(-_next_double(key, ctr + 1))
+            ctr += 2
+            if yy + yy > xx * xx:
+                if ((rabs >> _B8) & _ONE) != 0:
+                    return True, -(_ZIG_R + xx), ctr
+                return True, _ZIG_R + xx, ctr
+    u = _next_double(key, ctr)
+    ctr += 1
+    if (_FI[idx - 1] - _FI[idx]) * u + _FI[idx] < math.exp(-0.5 * x * x):
+        return True, x, ctr
+    return False, 0.0, ctr
+
+
 @njit(inline="always")
 def normal(key, ctr):
-    """The next standard normal of stream ``key`` at counter ``ctr``; returns (z, new ctr)."""
+    """The next standard normal of the sequential stream ``key`` at ``ctr``: (z, new ctr)."""
     while True:
-        r = _word(key, ctr)
+        idx, x, rabs = _decode(_word(key, ctr))
         ctr += 1
-        idx = np.intp(r & _FF)
-        r = r >> _B8
-        neg = (r & _ONE) != 0
-        rabs = (r >> _ONE) & _U52
-        x = np.float64(rabs) * _WI[idx]
-        if neg:
-            x = -x
         if rabs < _KI[idx]:
             return x, ctr
-        if idx == 0:
-            while True:
-                xx = -_ZIG_INV_R * math.log1p(-_next_double(key, ctr))
-                yy = -math.log1p(-_next_double(key, ctr + 1))
-                ctr += 2
-                if yy + yy > xx * xx:
-                    if ((rabs >> _B8) & _ONE) != 0:
-                        return -(_ZIG_R + xx), ctr
-                    return _ZIG_R + xx, ctr
-        else:
-            u = _next_double(key, ctr)
-            ctr += 1
-            if (_FI[idx - 1] - _FI[idx]) * u + _FI[idx] < math.exp(-0.5 * x * x):
-                return x, ctr
+        ok, z, ctr = _slow(key, ctr, idx, x, rabs)
+        if ok:
+            return z, ctr
+
+
+@njit
+def _entry_slow(k, j, idx, x, rabs):
+    """Entry ``j`` of row key ``k`` after its word failed the rectangle test (rare, not inlined)."""
+    ko = overflow_key(k, j)
+    ok, z, ctr = _slow(ko, 0, idx, x, rabs)
+    if ok:
+        return z
+    return normal(ko, ctr)[0]
 
 
 @njit(inline="always")
-def row_normals(k, words, out):
-    """Fill ``out`` with the first ``len(out)`` normals of stream ``k``.
-
-    The fast path reads words computed in one vectorised sweep (``words``, a scratch buffer of
-    the same length); a rejected draw falls back to :func:`normal`, which continues the same
-    stream, so the output is identical to calling :func:`normal` ``len(out)`` times."""
-    n = out.shape[0]
-    for c in range(n):
-        words[c] = mix64(k + np.uint64(c + 1) * _G)
-    j = 0
-    ctr = 0
-    while j < n:
-        if ctr < n:
-            w = words[ctr]
-            idx = np.intp(w & _FF)
-            w = w >> _B8
-            rabs = (w >> _ONE) & _U52
-            if rabs < _KI[idx]:
-                x = np.float64(rabs) * _WI[idx]
-                out[j] = -x if (w & _ONE) != 0 else x
-                ctr += 1
-                j += 1
-                continue
-        z, ctr = normal(k, ctr)
-        out[j] = z
-        j += 1
+def row_normals(k, cols, words, out):
+    """``out[i]`` = entry ``cols[i]`` of the row with key ``k``. The words are computed in one
+    vectorisable sweep; the rare rejected entries are finished one by one."""
+    n = cols.shape[0]
+    for i in range(n):
+        words[i] = mix64(k + np.uint64(cols[i] + 1) * _G)
+    for i in range(n):
+        idx, x, rabs = _decode(words[i])
+        if rabs < _KI[idx]:
+            out[i] = x
+        else:
+            out[i] = _entry_slow(k, cols[i], idx, x, rabs)
 
 
 @njit(parallel=True, cache=True)
-def _fill_rows(key, rows, out):
-    cols = out.shape[1]
+def _fill(key, rows, cols, out):
     for i in prange(rows.shape[0]):
-        words = np.empty(cols, np.uint64)
-        row_normals(row_key(key, rows[i]), words, out[i])
+        words = np.empty(cols.shape[0], np.uint64)
+        row_normals(row_key(key, rows[i]), cols, words, out[i])
 
 
-def fill_normal(key, out, rows=None):
-    """``out[i, :]`` = the first ``out.shape[1]`` normals of row stream ``rows[i]`` of ``key``
-    (``rows`` defaults to ``0 .. out.shape[0]-1``): any subset of a matrix's rows, exactly."""
-    if rows is None:
-        rows = np.arange(out.shape[0])
-    _fill_rows(np.uint64(key), np.ascontiguousarray(rows, dtype=np.int64), out)
+def index_array(idx, n):
+    """``idx`` as a contiguous int64 array; ``None`` means ``0 .. n-1``."""
+    if idx is None:
+        return np.arange(n, dtype=np.int64)
+    return np.ascontiguousarray(idx, dtype=np.int64)
+
+
+def fill_normal(key, out, rows=None, cols=None):
+    """``out[i, k]`` = entry ``(rows[i], cols[k])`` of the standard-normal matrix ``key``
+    (``rows``/``cols`` default to ``0 .. n-1``): any sub-block of a matrix, exactly."""
+    _fill(np.uint64(key), index_array(rows, out.shape[0]), index_array(cols, out.shape[1]), out)
 
 
 def derive_key(key: int, *path: int) -> int:
@@ -178,30 +203,43 @@ def uniform_bits(key: int, n: int) -> np.ndarray:
 
 # -- reference (oracle) -------------------------------------------------------------------------
 def _reference_normals(key: int, row: int, n: int) -> np.ndarray:
-    """Plain-Python ziggurat over the same stream: the test oracle of :func:`fill_normal`."""
+    """Plain-Python ziggurat over the same streams: the test oracle of :func:`fill_normal`
+    (entries ``0 .. n-1`` of row ``row``)."""
     k = _mix64_int((key + (row + 1) * GOLDEN) & MASK64)
-    word = lambda c: _mix64_int((k + (c + 1) * GOLDEN) & MASK64)  # noqa: E731
-    dbl = lambda c: (word(c) >> 11) * _TO_DOUBLE  # noqa: E731
-    out, ctr = [], 0
-    while len(out) < n:
-        r = word(ctr)
-        ctr += 1
-        idx, r = r & 0xFF, r >> 8
-        rabs = (r >> 1) & 0x000FFFFFFFFFFFFF
-        x = float(rabs) * _WI[idx] * (-1.0 if r & 1 else 1.0)
-        if rabs < int(_KI[idx]):
-            out.append(x)
-        elif idx == 0:
+    word = lambda kk, c: _mix64_int((kk + (c + 1) * GOLDEN) & MASK64)  # noqa: E731
+    dbl = lambda kk, c: (word(kk, c) >> 11) * _TO_DOUBLE  # noqa: E731
+
+    def attempt(w):
+        idx, w = w & 0xFF, w >> 8
+        rabs = (w >> 1) & 0x000FFFFFFFFFFFFF
+        return idx, float(rabs) * _WI[idx] * (-1.0 if w & 1 else 1.0), rabs
+
+    def finish(kk, ctr, idx, x, rabs):  # -> (accepted, value, ctr)
+        if idx == 0:
             while True:
-                xx = -_ZIG_INV_R * math.log1p(-dbl(ctr))
-                yy = -math.log1p(-dbl(ctr + 1))
+                xx = -_ZIG_INV_R * math.log1p(-dbl(kk, ctr))
+                yy = -math.log1p(-dbl(kk, ctr + 1))
                 ctr += 2
                 if yy + yy > xx * xx:
-                    out.append(-(_ZIG_R + xx) if (rabs >> 8) & 1 else _ZIG_R + xx)
-                    break
-        else:
-            u = dbl(ctr)
+                    return True, (-(_ZIG_R + xx) if (rabs >> 8) & 1 else _ZIG_R + xx), ctr
+        u = dbl(kk, ctr)
+        ok = (_FI[idx - 1] - _FI[idx]) * u + _FI[idx] < math.exp(-0.5 * x * x)
+        return ok, x, ctr + 1
+
+    out = []
+    for j in range(n):
+        idx, x, rabs = attempt(word(k, j))
+        if rabs < int(_KI[idx]):
+            out.append(x)
+            continue
+        ko = _mix64_int(((k ^ 0xD1B54A32D192ED03) + (j + 1) * GOLDEN) & MASK64)
+        ok, z, ctr = finish(ko, 0, idx, x, rabs)
+        while not ok:
+            idx, x, rabs = attempt(word(ko, ctr))
             ctr += 1
-            if (_FI[idx - 1] - _FI[idx]) * u + _FI[idx] < math.exp(-0.5 * x * x):
-                out.append(x)
+            if rabs < int(_KI[idx]):
+                ok, z = True, x
+            else:
+                ok, z, ctr = finish(ko, ctr, idx, x, rabs)
+        out.append(z)
     return np.array(out)
