@@ -403,6 +403,39 @@ def _bfk_recursion(family, W, passes, layers, bar=None):
             bar.update()
 
 
+def _relu_mlp_factors(family, W, key, start, stop):
+    """Active blocks ``beta W_l[S_l, S_{l-1}]`` of an exact ReLU MLP's Jacobian chain, with the
+    forward pass that finds the masks fused in: ``W_l[:, S_{l-1}]`` is generated once, gives
+    ``f_l`` (by BLAS) and, sliced to the rows ``S_l``, the factor. Features are rescaled by powers
+    of two (signs unchanged: every layer is positively homogeneous), so nothing overflows.
+    Returns the factor generator and the width ``|S_start|`` of the first factor."""
+    beta = family.branch_scale
+
+    def rescaled(f):
+        amax = np.abs(f).max()
+        return f * 2.0 ** -math.frexp(amax)[1] if amax > 0 else f
+
+    x = family.input_vector(lambda d: draw_input(key, d))
+    f = rescaled(W.matvecs(1, x[None])[0])
+    for l in range(2, start + 1):
+        S = np.flatnonzero(f > 0)
+        f = rescaled(W.matvecs(l, f[S][None], cols=S)[0])
+    first = np.flatnonzero(f > 0)
+
+    def factors(f, S_prev):
+        for l in range(start + 1, stop + 1):
+            Wl = W.dense(l, cols=S_prev)
+            Wl *= beta
+            if l == stop:
+                yield Wl
+                return
+            f = rescaled(Wl @ f[S_prev])
+            S_prev = np.flatnonzero(f > 0)
+            yield Wl[S_prev]
+
+    return factors(f, first), first.size
+
+
 def sample_jacobian(family, start, stop, samples=1, seed=None, mode="exact", *,
                     progress=None) -> JacobianResult:
     """Squared singular values of the layer-to-layer Jacobian ``df_stop/df_start``.
@@ -426,12 +459,11 @@ def sample_jacobian(family, start, stop, samples=1, seed=None, mode="exact", *,
     bar = _progress(len(idx), progress, "sample_jacobian", len(idx) * (stop - start) * m**3 * 4)
     for i, key in enumerate(keys):
         W = Weights(family, key)
-        if mode == "exact":  # only the signs of the features matter: rescaled, never overflows
-            x = family.input_vector(lambda d: draw_input(key, d))
-            masks = exact_masks(family, forward(family, W, x, rescale=True))
-        else:
+        relu_mlp = family.skip == 0 and family.activation == "relu"
+        if relu_mlp and mode == "exact":
+            factors, width = _relu_mlp_factors(family, W, key, start, stop)
+        elif relu_mlp:
             masks = free_masks(family, key)
-        if family.skip == 0 and family.activation == "relu":
             # J = W_stop D_{stop-1} ... W_{start+1} D_start. Multiplying only the active blocks
             # W_l[S_l, S_{l-1}] keeps the masks' exact zero singular values exactly zero (-inf).
             active = {l: np.flatnonzero(masks[l - 1]) for l in range(start, stop)}
@@ -440,6 +472,11 @@ def sample_jacobian(family, start, stop, samples=1, seed=None, mode="exact", *,
                        for l in range(start + 1, stop + 1))
             width = len(active[start])
         else:
+            if mode == "exact":  # only the signs of the features matter: rescaled, never overflows
+                x = family.input_vector(lambda d: draw_input(key, d))
+                masks = exact_masks(family, forward(family, W, x, rescale=True))
+            else:
+                masks = free_masks(family, key)
             factors = (layer_jacobian(family, W, masks, l) for l in range(start + 1, stop + 1))
             width = m
         # The chain alternates weight generation (numba) and small LAPACK calls: one BLAS thread
