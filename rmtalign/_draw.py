@@ -153,6 +153,15 @@ def draw_input(key: int, d: int) -> np.ndarray:
     return _normals(key, _INPUT, (1, d))[0]
 
 
+def rescale_pow2(v: np.ndarray) -> np.ndarray:
+    """Divide ``v`` in place by the power of two nearest above its max-abs (exact: signs and
+    ratios are unchanged) and return it."""
+    amax = np.abs(v).max() if v.size else 0.0
+    if amax > 0:
+        v *= 2.0 ** -math.frexp(amax)[1]
+    return v
+
+
 def forward(family, weights: Weights, x: np.ndarray, rnd=None, rescale=False) -> np.ndarray:
     """Features ``f_1 .. f_{L-1}`` as an ``(L-1, m)`` array.
 
@@ -169,9 +178,7 @@ def forward(family, weights: Weights, x: np.ndarray, rnd=None, rescale=False) ->
         if rnd is not None:
             prev[:] = rnd(prev)
         if rescale:
-            amax = np.abs(prev).max()
-            if amax > 0:
-                prev *= 2.0 ** -math.frexp(amax)[1]
+            rescale_pow2(prev)
         if l == L:
             break
         S = np.flatnonzero(prev > 0) if act == "relu" else None  # phi(f) vanishes elsewhere

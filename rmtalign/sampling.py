@@ -21,7 +21,7 @@ import numpy as np
 
 from . import alignment
 from ._draw import (Weights, bfk_step, check_mode, draw_input, exact_masks, forward, free_masks,
-                    layer_jacobian, resolve_samples, resolve_seed, run_passes)
+                    layer_jacobian, rescale_pow2, resolve_samples, resolve_seed, run_passes)
 from ._kernels import rng
 from ._kernels._config import single_thread
 from threadpoolctl import threadpool_limits
@@ -410,16 +410,11 @@ def _relu_mlp_factors(family, W, key, start, stop):
     of two (signs unchanged: every layer is positively homogeneous), so nothing overflows.
     Returns the factor generator and the width ``|S_start|`` of the first factor."""
     beta = family.branch_scale
-
-    def rescaled(f):
-        amax = np.abs(f).max()
-        return f * 2.0 ** -math.frexp(amax)[1] if amax > 0 else f
-
     x = family.input_vector(lambda d: draw_input(key, d))
-    f = rescaled(W.matvecs(1, x[None])[0])
+    f = rescale_pow2(W.matvecs(1, x[None])[0])
     for l in range(2, start + 1):
         S = np.flatnonzero(f > 0)
-        f = rescaled(W.matvecs(l, f[S][None], cols=S)[0])
+        f = rescale_pow2(W.matvecs(l, f[S][None], cols=S)[0])
     first = np.flatnonzero(f > 0)
 
     def factors(f, S_prev):
@@ -429,7 +424,7 @@ def _relu_mlp_factors(family, W, key, start, stop):
             if l == stop:
                 yield Wl
                 return
-            f = rescaled(Wl @ f[S_prev])
+            f = rescale_pow2(Wl @ f[S_prev])
             S_prev = np.flatnonzero(f > 0)
             yield Wl[S_prev]
 

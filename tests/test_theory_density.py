@@ -158,12 +158,9 @@ def test_against_sampled_spectrum_resnet():
     from rmtalign.sampling import sample_bfk
     f = ResNet.scaled(6, 64, 1.0)
     d = T.bfk_density(f, 5)
-    cdf = d.cdf()
-    dists = []
-    for m in (64, 256):
-        eig = sample_bfk(f.replace(width=m), [5], samples=2, seed=11, mode="free").eigenvalues.ravel()
-        emp = np.searchsorted(np.sort(eig), d.x, side="right") / eig.size
-        dists.append(np.max(np.abs(emp - cdf)))
+    dists = [d.kolmogorov_distance(sample_bfk(f.replace(width=m), [5], samples=2, seed=11,
+                                              mode="free").eigenvalues)
+             for m in (64, 256)]
     assert dists[1] < dists[0] and dists[1] < 0.05
 
 
@@ -182,16 +179,9 @@ def test_jacobian_density_against_sampled_singular_values(family, mode, stop, si
     d = T.jacobian_density(family, 1, stop)
     # Compare the continuous parts: the mass of the atom at 0 (ReLU MLP: the mask's rank) has
     # its own O(m^-1/2) fluctuation that would dominate the distance.
-    atom = d.atoms.get(0.0, 0.0)
-    keep = d.x > 0
-    cdf = (d.cdf()[keep] - atom) / (1 - atom)
-    dists = []
-    for m, n in sizes:
-        s2 = sample_jacobian(family.replace(width=m), 1, stop, samples=n, seed=1, mode=mode)
-        s2 = s2.sq_singular_values().ravel()
-        s2 = np.sort(s2[s2 > 0])
-        emp = np.searchsorted(s2, d.x[keep], side="right") / s2.size
-        dists.append(np.max(np.abs(emp - cdf)))
+    dists = [d.kolmogorov_distance(sample_jacobian(family.replace(width=m), 1, stop, samples=n, seed=1,
+                                                   mode=mode).sq_singular_values(), continuous=True)
+             for m, n in sizes]
     # The masks' ranks fluctuate by O(m^-1/2) (a product's rank is the least of them): the
     # distance shrinks slowly, so the bound is loose.
     assert dists[1] < 0.8 * dists[0] and dists[1] < 0.05, dists

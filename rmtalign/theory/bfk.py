@@ -396,6 +396,22 @@ class Density:
             out = out + mass * (x >= loc)
         return out
 
+    def kolmogorov_distance(self, samples, continuous=False) -> float:
+        """``max |F_empirical - cdf|`` over the grid ``x`` for sampled eigenvalues.
+
+        ``continuous=True`` compares the absolutely continuous parts only: the atom at 0 and the
+        exact zeros among ``samples`` are removed and both sides renormalised (an atom's sampled
+        mass, e.g. a ReLU mask's rank, has fluctuations of its own)."""
+        s = np.sort(np.ravel(np.asarray(samples, dtype=float)))
+        x, cdf = np.asarray(self.x, float), self.cdf()
+        if continuous:
+            atom = self.atoms.get(0.0, 0.0)
+            keep = x > 0
+            x, cdf = x[keep], (cdf[keep] - atom) / (1.0 - atom)
+            s = s[s > 0]
+        emp = np.searchsorted(s, x, side="right") / s.size
+        return float(np.max(np.abs(emp - cdf)))
+
     def to_dict(self):
         return {"x": self.x.tolist(), "density": self.density.tolist(),
                 "atoms": {float(k): float(v) for k, v in self.atoms.items()},
