@@ -57,11 +57,15 @@ def check_mode(mode):
 class Weights:
     """``W_1 .. W_L`` of one draw as linear operators (layers are 1-based).
 
-    Gaussian weights are never stored: products regenerate them from their streams. Orthogonal
-    (Haar) weights need a QR factorisation, so they are kept while they fit ``memory_budget``.
+    Gaussian weights are regenerated from their streams by every product, unless ``keep_blocks``:
+    then the first column block ``W_l[:, cols]`` each layer is asked for is generated once and
+    kept (read-only) for the later products with the same columns, while the kept blocks fit
+    ``memory_budget``; the dense kernel recursion reuses the forward pass's blocks this way.
+    Orthogonal (Haar) weights need a QR factorisation, so they are kept while they fit.
     """
 
-    def __init__(self, family, key: int, memory_budget: int = DEFAULT_MEMORY_BUDGET):
+    def __init__(self, family, key: int, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                 keep_blocks: bool = False):
         self.family = family
         self.shapes = family.shapes
         self.stds = family.stds
@@ -70,20 +74,46 @@ class Weights:
         total = sum(r * c for r, c in self.shapes) * 8
         self._keep = self.orthogonal and total <= memory_budget
         self._cache = {}
+        self._room = memory_budget if keep_blocks and not self.orthogonal else 0
+        self._blocks = {}  # l -> (cols or None, read-only W_l[:, cols])
 
     def dense(self, l: int, rows=None, cols=None) -> np.ndarray:
         """The dense matrix ``W_l``, or its block ``W_l[rows][:, cols]`` (Gaussian weights generate
-        only that block)."""
+        only that block). Read-only when it is a kept block: multiply out of place."""
         if l not in self._cache and not self.orthogonal:
-            n_rows, n_cols = self.shapes[l - 1]
-            W = np.empty((n_rows if rows is None else len(rows), n_cols if cols is None else len(cols)))
-            rng.fill_normal(self.keys[l - 1], W, rows, cols)
-            W *= self.stds[l - 1]
-            return W
+            if rows is None and self._room:
+                kept = self._kept_block(l, cols)
+                if kept is not None:
+                    return kept
+            return self._generate(l, rows, cols)
         W = self._cache[l] if l in self._cache else self._haar(l)
         if rows is not None:
             W = W[rows]
         return W if cols is None else W[:, cols]
+
+    def _generate(self, l, rows, cols):
+        n_rows, n_cols = self.shapes[l - 1]
+        W = np.empty((n_rows if rows is None else len(rows), n_cols if cols is None else len(cols)))
+        rng.fill_normal(self.keys[l - 1], W, rows, cols)
+        W *= self.stds[l - 1]
+        return W
+
+    def _kept_block(self, l, cols):
+        """``W_l[:, cols]`` if it is, or can now be, kept; None otherwise."""
+        hit = self._blocks.get(l)
+        if hit is not None:
+            same = hit[0] is None if cols is None else (
+                hit[0] is not None and np.array_equal(hit[0], cols))
+            return hit[1] if same else None
+        n_rows, n_cols = self.shapes[l - 1]
+        size = n_rows * (n_cols if cols is None else len(cols)) * 8
+        if size > self._room:
+            return None
+        self._room -= size
+        W = self._generate(l, None, cols)
+        W.flags.writeable = False
+        self._blocks[l] = (None if cols is None else np.array(cols), W)
+        return W
 
     def _haar(self, l: int) -> np.ndarray:
         n_rows, cols = self.shapes[l - 1]
@@ -101,6 +131,9 @@ class Weights:
     def matvecs(self, l: int, V: np.ndarray, cols=None) -> np.ndarray:
         """Rows of ``V @ W_l[:, cols].T`` (``V`` is ``P x len(cols)``; ``cols`` default all)."""
         rows, n_cols = self.shapes[l - 1]
+        kept = self._kept_block(l, cols) if self._room or self._blocks else None
+        if kept is not None:
+            return V @ kept.T
         if self.orthogonal:
             return V @ self.dense(l, cols=cols).T
         out = np.empty((V.shape[0], rows))
@@ -111,6 +144,9 @@ class Weights:
     def rmatvecs(self, l: int, U: np.ndarray, cols=None) -> np.ndarray:
         """Rows of ``U @ W_l[:, cols]`` (``U`` is ``P x rows``; ``cols`` default all)."""
         rows, n_cols = self.shapes[l - 1]
+        kept = self._kept_block(l, cols) if self._room or self._blocks else None
+        if kept is not None:
+            return U @ kept
         if self.orthogonal:
             return U @ self.dense(l, cols=cols)
         cols = rng.index_array(cols, n_cols)
@@ -304,12 +340,15 @@ def bfk_step(family, weights: Weights, masks: np.ndarray, K: np.ndarray, l: int)
     """
     a, beta = family.skip, family.branch_scale
     S = np.flatnonzero(masks[l - 2])
-    Ws = weights.dense(l, cols=S)
-    Ws *= beta
+    Ws = weights.dense(l, cols=S)  # may be a kept, read-only block: beta goes elsewhere
     if not a:
-        return (Ws @ K[np.ix_(S, S)]) @ Ws.T
+        K_SS = K.take(S, axis=0).take(S, axis=1)  # twice as fast as K[np.ix_(S, S)]
+        K_SS *= beta * beta
+        return (Ws @ K_SS) @ Ws.T
     T = Ws @ K[S, :]
+    T *= beta
     out = T[:, S] @ Ws.T
+    out *= beta
     out += a * (T + T.T)
     out += (a * a) * K
     return out

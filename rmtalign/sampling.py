@@ -130,7 +130,7 @@ class BFKResult(_Result):
     ``eigenvalues`` is ``(samples, layers, m)``, descending. ``cos_spectrum = M1/sqrt(M2)`` is the
     width-limit prediction of Thm 3.2; ``cos_kernel`` is Eq. (6) evaluated with the draw's own
     ``b_v`` (it equals the sampled BFA); ``lower_bound = lambda_min / lambda_max``.
-    ``kernels`` holds the matrices when ``keep_kernels=True``.
+    ``kernels`` maps ``v`` to the ``(samples, m, m)`` matrices when ``keep_kernels`` is set.
     """
 
     family: Family
@@ -356,26 +356,34 @@ def sample_bfk(family, layers=None, samples=1, seed=None, mode="exact", *, keep_
     ``A_v = df_v/df_{v-1}`` and ``c_v = eta_v beta_v^2 |phi(f_{v-1})|^2``: two GEMMs a layer,
     ``O(L m^3)`` for all layers. Same draws as :func:`sample_bfa` with the same seed, so that
     ``-K_v b_v`` equals its ``fdot_v`` and ``b_v^T K_v b_v`` its loss decay, to round-off.
-    ``layers``: which ``v`` in ``1..L-1`` to return (default all).
+    ``layers``: which ``v`` in ``1..L-1`` get spectra (default all). ``keep_kernels``: also
+    return the matrices, at those layers (``True``) or at every layer the recursion passes
+    (``"all"``: ``1..max(layers)``, ``8 m^2`` bytes each per sample); they are symmetric up to
+    round-off (about ``1e-16`` relative).
     """
     _check_family(family)
     check_mode(mode)
     layers = _resolve_layers(layers, family)
+    if keep_kernels not in (False, True, "all"):
+        raise ValueError(f"keep_kernels must be False, True or 'all', got {keep_kernels!r}")
     ss, idx, keys = _sample_keys(seed, samples)
     m = family.width
     n, nl = len(idx), len(layers)
     eig = np.empty((n, nl, m)); ck = np.empty((n, nl))
+    at = {int(v): j for j, v in enumerate(layers)}
     kernels = {}
     bar = _progress(n * (layers[-1]), progress, "sample_bfk", n * layers[-1] * m**3 * 4)
     for i, key in enumerate(keys):
-        W = Weights(family, key)
+        W = Weights(family, key, keep_blocks=True)  # the passes' blocks serve the recursion
         p = run_passes(family, key, mode=mode, probes=1, weights=W, tangent=False)
         with single_thread():  # the recursion alternates weight generation and GEMMs
-            for j, (v, K) in enumerate(_bfk_recursion(family, W, p, layers, bar)):
-                eig[i, j] = np.linalg.eigvalsh(K)[::-1]
-                ck[i, j] = alignment.cos_from_kernel(K, p.b[v - 1, 0])
-                if keep_kernels:
-                    kernels.setdefault(int(v), []).append(K)
+            for v, K in _bfk_recursion(family, W, p, layers[-1], bar):
+                j = at.get(v)
+                if j is not None:  # eigvalsh reads one triangle: K is symmetric to round-off
+                    eig[i, j] = np.linalg.eigvalsh(K)[::-1]
+                    ck[i, j] = alignment.cos_from_kernel(K, p.b[v - 1, 0])
+                if keep_kernels == "all" or (keep_kernels and j is not None):
+                    kernels.setdefault(v, []).append(K)  # never modified once yielded
     if bar is not None:
         bar.close()
     kernels = {v: np.stack(k) for v, k in kernels.items()}
@@ -385,20 +393,20 @@ def sample_bfk(family, layers=None, samples=1, seed=None, mode="exact", *, keep_
                      alignment.cos_from_spectrum(lam), ck, low, kernels)
 
 
-def _bfk_recursion(family, W, passes, layers, bar=None):
-    """Yield ``(v, K_v)`` for the requested layers: ``K_1 = c_1 I``, ``K_v = c_v I + A_v K A_v^T``."""
+def _bfk_recursion(family, W, passes, last, bar=None):
+    """Yield ``(v, K_v)`` for ``v = 1..last``: ``K_1 = c_1 I``, ``K_v = c_v I + A_v K A_v^T``.
+
+    Each ``K_v`` is a new array, symmetric up to round-off, that the recursion does not touch
+    again."""
     m = family.width
     c = passes.weights_c[0]
-    want = set(layers.tolist())
     K = np.zeros((m, m))
     K[np.diag_indices(m)] = c[0]
-    for v in range(1, layers[-1] + 1):
+    for v in range(1, last + 1):
         if v > 1:
             K = bfk_step(family, W, passes.masks, K, v)
             K[np.diag_indices(m)] += c[v - 1]
-        if v in want:
-            K = 0.5 * (K + K.T)  # the product is symmetric only up to round-off
-            yield v, K
+        yield v, K
         if bar is not None:
             bar.update()
 

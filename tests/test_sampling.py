@@ -83,6 +83,41 @@ def test_bfk_against_term_by_term_sum():
         np.testing.assert_allclose(got.kernels[v][0], K, rtol=1e-10, atol=1e-14 * np.abs(K).max())
 
 
+def test_bfk_keeps_every_kernel_on_request():
+    fam = MLP(7, 16)
+    some = ra.sample_bfk(fam, layers=[2, 5], seed=4, keep_kernels=True)
+    every = ra.sample_bfk(fam, layers=[2, 5], seed=4, keep_kernels="all")
+    assert sorted(some.kernels) == [2, 5] and sorted(every.kernels) == [1, 2, 3, 4, 5]
+    for v in (2, 5):
+        np.testing.assert_array_equal(every.kernels[v], some.kernels[v])
+    np.testing.assert_array_equal(every.eigenvalues, some.eigenvalues)
+    full = ra.sample_bfk(fam, layers=[3], seed=4, keep_kernels=True)
+    np.testing.assert_allclose(every.kernels[3], full.kernels[3], rtol=1e-13,
+                               atol=1e-15 * np.abs(full.kernels[3]).max())
+    with pytest.raises(ValueError, match="keep_kernels"):
+        ra.sample_bfk(fam, keep_kernels="some")
+
+
+def test_kept_weight_blocks_change_nothing_and_are_read_only():
+    from rmtalign._draw import Weights
+
+    fam = MLP(5, 24)
+    kept, plain = Weights(fam, 11, keep_blocks=True), Weights(fam, 11)
+    S = np.array([1, 4, 5, 9, 20])
+    V = np.random.default_rng(0).standard_normal((2, S.size))
+    U = np.random.default_rng(1).standard_normal((2, 24))
+    np.testing.assert_allclose(kept.matvecs(3, V, cols=S), plain.matvecs(3, V, cols=S), rtol=1e-13)
+    np.testing.assert_allclose(kept.rmatvecs(3, U, cols=S), plain.rmatvecs(3, U, cols=S), rtol=1e-13)
+    block = kept.dense(3, cols=S)
+    np.testing.assert_array_equal(block, plain.dense(3, cols=S))
+    with pytest.raises(ValueError, match="read-only"):
+        block *= 2.0
+    # Other columns of a kept layer, or a budget too small, fall back to regeneration.
+    np.testing.assert_array_equal(kept.dense(3, cols=S[:3]), plain.dense(3, cols=S[:3]))
+    tiny = Weights(fam, 11, memory_budget=8, keep_blocks=True)
+    assert tiny.dense(3, cols=S).flags.writeable
+
+
 def test_orthogonal_linear_mlp_is_perfectly_aligned():
     for trained in ("all", "all-but-first"):
         fam = MLP(8, 32, activation="linear", weights="orthogonal", trained=trained)
