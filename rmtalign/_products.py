@@ -40,6 +40,8 @@ import numpy as np
 from scipy.linalg import blas as _blas
 from scipy.linalg import lapack as _lapack
 
+from ._kernels import graded as _graded
+
 __all__ = [
     "ProductSpectrum",
     "product_log_singular_values",
@@ -51,15 +53,13 @@ _LN2 = math.log(2.0)
 _EPS = np.finfo(np.float64).eps
 # Exponent of an exactly zero row of the graded representation: far below anything real,
 # still far from int64 overflow when differences of exponents are formed.
-_ZERO_EXP = -(2**40)
+_ZERO_EXP = _graded.ZERO_EXP
 # A graded block is formed explicitly only if its exponents span at most this many bits:
 # entries then lie in [2**-_SPAN_BITS, 1) and the Jacobi SVD's inner products stay normal.
 _SPAN_BITS = 600
 # Shifts passed to ldexp are clipped to this range (anything below -1100 underflows to 0
 # anyway, and the int64 -> int conversion of ldexp must not overflow).
 _SHIFT_MIN, _SHIFT_MAX = -1100, 1100
-# Rows of one band of _row_graded have row exponents within this many bits.
-_BAND_BITS = 400
 
 
 @dataclass(frozen=True)
@@ -336,40 +336,9 @@ def _close_block(W, w_exp, T, e, first, last, enough=math.inf):
     return (qr, tau), Tn, e_new, log2_cond
 
 
-def _row_graded(R, e):
-    """Write ``triu(R) diag(2**e)`` as ``diag(2**s) Rs`` with ``s_i = max_{j>=i} e_j``.
-
-    Only the upper triangle of the returned ``Rs`` is meaningful. ``|Rs_ij| <= |R_ij|``
-    (the shifts ``e_j - s_i`` are <= 0 on and above the diagonal), so nothing overflows;
-    contributions far below ``2**s_i`` underflow, which loses nothing unless a whole row is
-    tiny, which the caller detects and redoes with :func:`_row_graded_exact`.
-    """
-    k, r = R.shape
-    e_live = np.where(e == _ZERO_EXP, np.iinfo(np.int64).min // 4, e)
-    s = np.maximum.accumulate(e_live[::-1])[::-1][:k].copy()  # non-increasing
-    s[s < _ZERO_EXP] = _ZERO_EXP
-    # 2**(e_j - s_i) = 2**(e_j - c) * 2**(c - s_i) within a band of rows whose s_i lie
-    # within _BAND_BITS of c = s_{first row}: both factors are then representable (column
-    # factors far below 2**-1000 underflow, dropping only negligible contributions), and
-    # multiplying by floats that are powers of two is exact and far faster than ldexp.
-    Rs = np.zeros((k, r), order="F")
-    i0 = 0
-    while i0 < k:
-        c = int(s[i0])
-        i1 = i0 + int(np.searchsorted(-s[i0:], -(c - _BAND_BITS), side="right"))
-        i1 = max(i1, i0 + 1)
-        if c == _ZERO_EXP:
-            break  # the remaining rows only meet exact zero rows of T
-        with np.errstate(under="ignore"):
-            colf = np.ldexp(1.0, np.maximum(e[i0:] - c, -1100))
-            rowf = np.ldexp(1.0, c - s[i0:i1])
-        Rs[i0:i1, i0:] = np.triu(R[i0:i1, i0:]) * colf[None, :] * rowf[:, None]
-        i0 = i1
-    return Rs, s
-
-
 def _row_graded_exact(R, e):
-    """As :func:`_row_graded` but with the exact row maxima (R is already triangular)."""
+    """As :func:`rmtalign._kernels.graded.row_graded` but with the exact row maxima (R is
+    already triangular)."""
     mant, ex = np.frexp(R)
     E = ex.astype(np.int64) + e[None, :]
     E[mant == 0.0] = _ZERO_EXP
@@ -381,37 +350,30 @@ def _row_graded_exact(R, e):
 def _normalise_rows(X):
     """Scale each row of X by a power of two to max-abs in [0.5, 1), in place.
 
-    Returns the exponents removed (``_ZERO_EXP`` for zero rows). Rows whose maximum was
+    Returns ``(X, exponents removed)`` (``_ZERO_EXP`` for zero rows). Rows whose maximum was
     below ``2**-900`` are scaled too, but they may have lost precision to subnormals or
     cancellation: callers that can, recompute them (exponent ``< -900``).
     """
-    amax = np.abs(X).max(axis=1) if X.shape[1] else np.zeros(X.shape[0])
-    _, ex = np.frexp(amax)
-    ex = ex.astype(np.int64)
-    tiny = (ex < -900) & (amax > 0.0)
-    X *= np.ldexp(1.0, np.where(tiny, 0, -ex))[:, None]
-    if tiny.any():
-        X[tiny] = np.ldexp(X[tiny], -ex[tiny, None])  # 2**-ex alone would overflow
-    return X, np.where(amax == 0.0, _ZERO_EXP, ex)
+    return X, _graded.normalise_rows(X)
 
 
 def _regrade(R, e, T):
     """``triu(R) diag(2**e) T = diag(2**e_new) T_new`` with T_new rows in [0.5, 1).
 
     ``R`` is k x r (upper part used), ``T`` is r x n upper trapezoidal or None for the
-    identity. Fast path: :func:`_row_graded` scales rows by the suffix maxima of ``e``; the
-    rare rows that come out tiny or zero (``e`` increasing along the row, or cancellation)
+    identity. Fast path: :func:`~rmtalign._kernels.graded.row_graded` scales rows by the suffix
+    maxima of ``e``; the rare rows that come out tiny or zero (``e`` increasing along the row, or cancellation)
     are recomputed with exact per-row exponents, and a row that is still zero is an exact
     zero row of the product.
     """
     k, r = R.shape
-    Rs, s = _row_graded(R, e)
+    Rs, s = _graded.row_graded(R, e, k)
     if T is None:
-        Tn = np.triu(Rs)
+        Tn = Rs
     elif k == r:
         Tn = _blas.dtrmm(1.0, Rs, T)  # reads the upper triangle only; half a GEMM
     else:
-        Tn = _gemm(np.triu(Rs), T)
+        Tn = _gemm(Rs, T)  # Rs is zero below its diagonal
     Tn, shift = _normalise_rows(Tn)
     bad = shift < -900  # includes exact zero rows (_ZERO_EXP)
     if bad.any():

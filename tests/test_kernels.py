@@ -122,3 +122,55 @@ def test_kernels_do_not_depend_on_thread_count():
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     for x, y in zip(*outs):
         np.testing.assert_array_equal(x, y)
+
+
+def test_in_background_yields_everything_in_order_and_generates_off_thread():
+    import threading
+
+    from rmtalign._kernels._config import in_background
+
+    where = []
+
+    def blocks():
+        for i in range(7):
+            where.append(threading.current_thread().name)
+            out = np.empty((4, 5))
+            rng.fill_normal(np.uint64(i), out)
+            yield out
+
+    got = list(in_background(blocks(), depth=2))
+    want = list(blocks())
+    assert len(got) == 7
+    for x, y in zip(got, want):
+        np.testing.assert_array_equal(x, y)
+    assert set(where[:7]) == {"rmtalign-prefetch"}
+    assert not any(t.name == "rmtalign-prefetch" for t in threading.enumerate())
+
+
+def test_in_background_reraises_and_stops_when_closed():
+    import threading
+
+    from rmtalign._kernels._config import in_background
+
+    def failing():
+        yield 1
+        raise FloatingPointError("stage 2 overflowed")
+
+    with pytest.raises(FloatingPointError, match="stage 2"):
+        list(in_background(failing()))
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    it = in_background(endless(), depth=3)
+    assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
+    it.close()  # the caller gives up (e.g. its own error): the helper must end, not spin
+    n = len(produced)
+    assert not any(t.name == "rmtalign-prefetch" for t in threading.enumerate())
+    assert len(produced) == n and n <= 5 + 3 + 2

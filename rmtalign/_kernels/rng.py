@@ -160,7 +160,7 @@ def row_normals(k, cols, words, out):
             out[i] = _entry_slow(k, cols[i], idx, x, rabs)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _fill(key, rows, cols, out):
     for i in prange(rows.shape[0]):
         words = np.empty(cols.shape[0], np.uint64)
