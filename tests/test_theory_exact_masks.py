@@ -122,3 +122,18 @@ def test_bfa_exact_masks_against_width_limit(family, samples, seed):
         # spectral M1/sqrt(M2), i.e. b independent of K_v, is rejected at 3 SE somewhere)
         assert np.max((th.cos_spectrum[sl] - th.cos[sl]) / se) > 4
         assert np.any(np.abs(est - th.cos_spectrum[sl]) > 3 * se)
+
+
+def test_depth_limit_inside_the_network_is_the_bfa_not_the_spectrum():
+    L = 20000
+    for c in (0.5, 2.0):
+        lim = T.depth_limit(0.5, c, position=0.5)
+        r = T.bfa(ResNet.scaled(L, 100, c))
+        v = L // 2  # f_v at depth fraction 1/2: index v - 1
+        assert lim.cos == pytest.approx(r.cos[v - 1], abs=5e-4)
+        assert lim.cos_spectrum == pytest.approx(r.cos_spectrum[v - 1], abs=5e-4)
+        assert lim.cos < lim.cos_spectrum - 1e-3  # the mask-correlated b_v lowers it
+        out = T.depth_limit(0.5, c)
+        assert out.cos == out.cos_spectrum  # at the output the two agree
+    free = T.depth_limit(0.5, 2.0, masks="free", position=0.5)
+    assert free.cos == free.cos_spectrum == pytest.approx((1 + 2 * 4 * 0.5 / 3) ** -0.5, rel=1e-15)

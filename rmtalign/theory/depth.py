@@ -21,8 +21,10 @@ Exact ReLU masks (ResNet): the masks of a neuron are correlated across depth (AR
     Phi(T) = ∫_0^T e^-t arcsin(e^(-t/2)) dt = pi/4 - 2 F(e^(-T/2)),
     F(y) = (y^2/2 - 1/4) arcsin(y) + y sqrt(1 - y^2) / 4,
 
-so ``cos -> s / sqrt(M2(s))``; for large ``c``, ``cos ~ 1/(c sqrt s)`` (free model:
-``sqrt(3/2)/(c sqrt s)``).
+so the spectral prediction is ``s / sqrt(M2(s))``; for large ``c``, ``~ 1/(c sqrt s)`` (free model:
+``sqrt(3/2)/(c sqrt s)``). The network's own BFA at ``s < 1`` is lower, because ``b_v`` carries
+the masks of the layers above ``v``: ``cos -> s / sqrt(M2b(s))`` with ``Phi(c^2 (s - u)) +
+Phi(c^2 (1 - u))`` in place of ``2 Phi(c^2 (s - u))`` (equal at the output, ``s = 1``).
 """
 from __future__ import annotations
 
@@ -54,11 +56,18 @@ def _Phi(T):
     return np.pi / 4 - 2 * _F(np.exp(-np.asarray(T, float) / 2))
 
 
-def _exact_mask_m2(c, s, n=4001):
+def _exact_mask_m2(c, s, backward=False):
+    """``M2(s)`` of the kernel spectrum, or with ``backward=True`` the ``M2b(s)`` that sets the
+    network's BFA: ``b_v`` carries the masks of layers ``v..L-1``, so one of the two
+    ``Phi(c^2 (s - u))`` becomes ``Phi(c^2 (1 - u))`` (the two agree at ``s = 1``)."""
     from scipy.integrate import quad
 
-    extra, _ = quad(lambda u: u * u * _Phi(c * c * (s - u)), 0.0, s, limit=200, epsabs=1e-13, epsrel=1e-12)
-    return s * s + 2 * c * c * s**3 / 3 + 4 * c * c / np.pi * extra
+    if backward:
+        f = lambda u: u * u * (_Phi(c * c * (s - u)) + _Phi(c * c * (1.0 - u)))  # noqa: E731
+    else:
+        f = lambda u: 2.0 * u * u * _Phi(c * c * (s - u))  # noqa: E731
+    extra, _ = quad(f, 0.0, s, limit=200, epsabs=1e-13, epsrel=1e-12)
+    return s * s + 2 * c * c * s**3 / 3 + 2 * c * c / np.pi * extra
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,8 @@ class DepthLimit:
     regime: str
     rate: float | None
     formula: str
+    cos_spectrum: float | None = None  # M1/sqrt(M2) of the kernel; differs from cos only for
+    # exact ReLU masks inside the network (position < 1), where b_v is mask-correlated
 
     @property
     def angle(self) -> float:
@@ -110,11 +121,13 @@ def depth_limit(alpha, c, activation="relu", weights="gaussian", masks="exact", 
                           "cos ~ C / (c sqrt(s)) L^(alpha - 1/2), C = sqrt(3/2) (free) or 1 (exact ReLU masks)"
                           if alpha > 0 else "cos = Theta(L^-1/2) (fixed beta: MLP-like)")
     if masks == "exact" and activation == "relu":
-        m2 = _exact_mask_m2(c, s)
-        return DepthLimit(alpha, c, s / math.sqrt(m2), "critical", None,
-                          "s / sqrt(s^2 + 2c^2 s^3/3 + (4c^2/pi) int_0^s u^2 Phi(c^2(s-u)) du)")
-    return DepthLimit(alpha, c, 1.0 / math.sqrt(1 + kappa * c * c * s / 3), "critical", None,
-                      "(1 + 2 c^2 s / 3)^(-1/2)")
+        spectral = s / math.sqrt(_exact_mask_m2(c, s))
+        cos = spectral if s == 1.0 else s / math.sqrt(_exact_mask_m2(c, s, backward=True))
+        return DepthLimit(alpha, c, cos, "critical", None,
+                          "s / sqrt(s^2 + 2c^2 s^3/3 + (2c^2/pi) int_0^s u^2 [Phi(c^2(s-u)) + "
+                          "Phi(c^2(1-u))] du)", spectral)
+    cos = 1.0 / math.sqrt(1 + kappa * c * c * s / 3)
+    return DepthLimit(alpha, c, cos, "critical", None, "(1 + 2 c^2 s / 3)^(-1/2)", cos)
 
 
 def phase_diagram(alphas=None, c=1.0, depths=(10**2, 10**3, 10**4, 10**5), activation="relu",
