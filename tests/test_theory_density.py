@@ -1,6 +1,8 @@
 """Densities by inverse subordination (rmtalign/theory/_chain.py): textbook laws, exactness checks
 (normalisation, moments), agreement with the previous fixed-point implementation, deep layers."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -185,3 +187,16 @@ def test_jacobian_density_against_sampled_singular_values(family, mode, stop, si
     # The masks' ranks fluctuate by O(m^-1/2) (a product's rank is the least of them): the
     # distance shrinks slowly, so the bound is loose.
     assert dists[1] < 0.8 * dists[0] and dists[1] < 0.05, dists
+
+
+def test_orthogonal_linear_jacobian_is_an_exact_atom():
+    from rmtalign.sampling import sample_jacobian
+
+    fam = MLP(10, 32, activation="linear", weights="orthogonal", hidden_std=0.5 / math.sqrt(32))
+    d = T.jacobian_density(fam, 2, 8, x=[0.1, 1.0])
+    y = 0.25**6  # A^T A = (m s^2) I at every layer
+    (loc, mass), = d.atoms.items()
+    assert loc == pytest.approx(y, rel=1e-15) and mass == 1.0 and not d.density.any()
+    np.testing.assert_allclose(d.cdf(), [1.0, 1.0])
+    got = sample_jacobian(fam, 2, 8, seed=0).log_sq_singular_values
+    np.testing.assert_allclose(got, math.log(y), atol=1e-12)

@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from .free import free_multiplicative_moments, shift_moments
+from .free import Atoms, free_multiplicative_moments, shift_moments
 from .layer import LayerLaw, layer_law, rational
 from .signal import mean_field
 from ._chain import chain_density
@@ -460,6 +460,12 @@ def jacobian_density(family, start, stop, x=None, eps=None) -> Density:
     start = _check_layer("start", start, 1, L - 1)
     stop = _check_layer("stop", stop, start + 1, L - 1)
     law = layer_law(family)
+    single = law.law()
+    if isinstance(single, Atoms) and len(single.values) == 1:
+        # A^T A = y I in the limit (orthogonal linear layers, or no branch): J^T J = y^n I exactly.
+        y = float(single.values[0]) ** (stop - start)
+        xs = np.asarray([y] if x is None else x, float)
+        return Density(xs, np.zeros(xs.shape), {y: 1.0}, (y, y), 0.0)
     cs = [1.0] + [0.0] * (stop - start)
     cand = [0.0] if (family.activation == "relu" and family.skip == 0.0) else []
     return _density(cs, law, x, eps, atom_candidates=cand)
