@@ -141,13 +141,30 @@ def _ours(name):
     return fn, None
 
 
-def _run_ours(notes, fn):
-    """Run ``fn`` (which times ours and fills ``out``), turning a failure of the lead's code in
-    progress into a note and ``ours_s = null`` instead of losing the peers' numbers."""
-    try:
-        fn()
-    except Exception as err:  # noqa: BLE001
-        notes.append(f"ours failed: {type(err).__name__}: {err}")
+def _time_ours(out, notes, args, name, compile_with, call, **bench_kw):
+    """Time ``call(fn)`` for ``fn = rmtalign.sampling.<name>`` after ``compile_with(fn)`` (the
+    kernels compiled on a tiny family); ``bench_kw`` go to :func:`_bench`. Fills ``ours_s``, ``runs_ours``, ``ours_peak_rss_mb``.
+
+    Returns the last result, or None when ours is missing or fails: a failure of the code in
+    progress becomes a note and ``ours_s = null`` instead of losing the peers' numbers.
+    """
+    fn, why = _ours(name)
+    res = {}
+    if fn is None:
+        notes.append(why)
+    else:
+        def ours():
+            res["r"] = call(fn)
+
+        try:
+            compile_with(fn)
+            out["ours_s"], out["runs_ours"], _ = _bench(ours, bench_kw.pop("repeat", args.repeat),
+                                                        budget_s=args.budget, **bench_kw)
+        except Exception as err:  # noqa: BLE001
+            notes.append(f"ours failed: {type(err).__name__}: {err}")
+            res.clear()
+    out["ours_peak_rss_mb"] = _rss_mb()
+    return res.get("r")
 
 
 def _time_torch(out, fn, args, key="torch"):
@@ -202,23 +219,10 @@ def _case_bfa_exact_mlp(args, out):
     out.update(L=L, m=m, samples=1)
     notes = []
 
-    sample_bfa, why = _ours("sample_bfa")
-    res = {}
-    if sample_bfa is not None:
-        def timed():
-            # Warm-up on a tiny family compiles the kernels without paying a full-size run.
-            sample_bfa(MLP(4, 8), samples=1, seed=0)
-
-            def ours():
-                res["r"] = sample_bfa(fam, samples=1, seed=0)
-
-            out["ours_s"], out["runs_ours"], _ = _bench(ours, args.repeat, budget_s=args.budget)
-            out["ours_cos_last"] = float(np.asarray(res["r"].cos)[0, -1])
-
-        _run_ours(notes, timed)
-    else:
-        notes.append(why)
-    out["ours_peak_rss_mb"] = _rss_mb()
+    ours = _time_ours(out, notes, args, "sample_bfa", lambda f: f(MLP(4, 8), samples=1, seed=0),
+                      lambda f: f(fam, samples=1, seed=0))
+    if ours is not None:
+        out["ours_cos_last"] = float(np.asarray(ours.cos)[0, -1])
 
     def numpy_peer():
         t0 = time.perf_counter()
@@ -231,7 +235,7 @@ def _case_bfa_exact_mlp(args, out):
     out["numpy_phases_s"] = ph
     out["numpy_cos_last"] = float(numpy_peer.r["cos"][-1])
     del numpy_peer.r
-    if "r" in res:
+    if ours is not None:
         # Correctness beside speed: the numpy peer on ours' own draw (sample_network) must agree.
         from rmtalign.sampling import sample_network
 
@@ -240,8 +244,8 @@ def _case_bfa_exact_mlp(args, out):
         del w
         ok = ~np.isnan(r["cos"])
         out["ours_vs_numpy_same_draw_max_abs_dcos"] = float(
-            np.max(np.abs(np.asarray(res["r"].cos)[0][ok] - r["cos"][ok])))
-    res.clear()
+            np.max(np.abs(np.asarray(ours.cos)[0][ok] - r["cos"][ok])))
+        del ours
     out["gemm_gflops"] = _gemm_gflops()
 
     if _have_torch() and not args.no_torch:
@@ -270,27 +274,14 @@ def _case_bfa_exact_big(args, out):
     fam = MLP(L, m)
     out.update(L=L, m=m, samples=1, stored_weights_gib=round(8 * (m * m * (L - 2) + m * 11) / 2**30, 2))
     notes = ["peers store every weight matrix (would need stored_weights_gib): not run, null"]
-    sample_bfa, why = _ours("sample_bfa")
-    if sample_bfa is not None:
-        def timed():
-            sample_bfa(MLP(4, 8), samples=1, seed=0)  # compile on a tiny family
-            res = {}
-
-            def ours():
-                res["r"] = sample_bfa(fam, samples=1, seed=0)
-
-            # Full size is slow (~L m^2 normals per pass): fewer runs, but still a median.
-            out["ours_s"], out["runs_ours"], _ = _bench(
-                ours, min(args.repeat, 3), warmup=0, budget_s=args.budget, min_runs=min(args.repeat, 3)
-            )
-            cos = np.asarray(res["r"].cos)
-            out["ours_cos_last"] = float(cos[0, -1])
-            out["ours_finite"] = bool(np.all(np.isfinite(cos[0, 1:])))
-
-        _run_ours(notes, timed)
-    else:
-        notes.append(why)
-    out["ours_peak_rss_mb"] = _rss_mb()
+    # Full size is slow (~L m^2 normals per pass): fewer runs, but still a median.
+    runs = min(args.repeat, 3)
+    ours = _time_ours(out, notes, args, "sample_bfa", lambda f: f(MLP(4, 8), samples=1, seed=0),
+                      lambda f: f(fam, samples=1, seed=0), repeat=runs, warmup=0, min_runs=runs)
+    if ours is not None:
+        cos = np.asarray(ours.cos)
+        out["ours_cos_last"] = float(cos[0, -1])
+        out["ours_finite"] = bool(np.all(np.isfinite(cos[0, 1:])))
     out["gemm_gflops"] = _gemm_gflops()
     return notes
 
@@ -315,21 +306,12 @@ def _case_bfk_dense(args, out):
     out.update(L=L, m=m, layers=layers.tolist(), flops_recursion=flops_gemm, flops_eigvalsh=flops_eig)
     notes = []
 
-    sample_bfk, why = _ours("sample_bfk")
-    res = {}
-    if sample_bfk is not None:
-        def timed():
-            sample_bfk(MLP(4, 8), layers=[2, 3], samples=1, seed=0)
-
-            def ours():  # the case's output: every K_v, spectra at the 8 layers
-                res["r"] = sample_bfk(fam, layers=layers, samples=1, seed=0, keep_kernels="all")
-
-            out["ours_s"], out["runs_ours"], _ = _bench(ours, args.repeat, budget_s=args.budget)
-
-        _run_ours(notes, timed)
-    else:
-        notes.append(why)
-    out["ours_peak_rss_mb"] = _rss_mb()
+    # The case's output: every K_v, spectra at the 8 layers.
+    ours = _time_ours(out, notes, args, "sample_bfk",
+                      lambda f: f(MLP(4, 8), layers=[2, 3], samples=1, seed=0),
+                      lambda f: f(fam, layers=layers, samples=1, seed=0, keep_kernels="all"))
+    ours_eig = None if ours is None else np.asarray(ours.eigenvalues)[0]
+    del ours  # the kept kernels: 8 m^2 bytes a layer
 
     # The case, "all layers' kernels and their spectra at 8 layers": the peer sums the
     # Jacobian products term by term for every K_v (O(v) GEMMs each), then eigvalsh at the 8.
@@ -355,7 +337,7 @@ def _case_bfk_dense(args, out):
     out["numpy_8_layers_s"], out["runs_numpy_8_layers"], _ = _bench(
         numpy_same_layers, args.repeat, budget_s=args.budget
     )
-    if "r" in res:
+    if ours_eig is not None:
         # Correctness beside speed: the peer's spectra on ours' own draw.
         from rmtalign.sampling import sample_network
 
@@ -370,10 +352,8 @@ def _case_bfk_dense(args, out):
         out["flops_recursion_actual"] = float(per.sum())
         K = ref.bfk_termwise(fam, w, x, layers=layers)["K"]
         eig = np.stack([np.linalg.eigvalsh(Kv)[::-1] for Kv in K])
-        ours_eig = np.asarray(res["r"].eigenvalues)[0]
         out["ours_vs_numpy_same_draw_max_rel_deig"] = float(
             np.max(np.abs(ours_eig - eig)) / np.max(np.abs(eig)))
-        res.clear()
     out["gemm_gflops"] = _gemm_gflops()
     if out.get("ours_s"):
         out["ours_gflops"] = flops_gemm / out["ours_s"] / 1e9
@@ -404,30 +384,16 @@ def _case_jacobian_long(args, out):
     out.update(L=L, m=m, start=start, stop=stop, factors=n_fac)
     notes = []
 
-    sample_jacobian, why = _ours("sample_jacobian")
-    res = {}
-    if sample_jacobian is not None:
-        def timed():
-            sample_jacobian(MLP(6, 8), 1, 5, samples=1, seed=0)
-
-            def ours():
-                res["r"] = sample_jacobian(fam, start, stop, samples=1, seed=0)
-
-            out["ours_s"], out["runs_ours"], _ = _bench(ours, args.repeat, budget_s=args.budget)
-            r = res.pop("r")
-            floats = [np.asarray(v) for v in vars(r).values()
-                      if isinstance(v, np.ndarray) and v.dtype.kind == "f"]
-            # "Finite": no NaN and no +inf; -inf is an honest log of an exactly zero singular value
-            # (ReLU masks make the Jacobian rank deficient).
-            out["ours_finite"] = bool(all(not np.any(np.isnan(v) | (v == np.inf)) for v in floats))
-            logs = np.asarray(r.log_sq_singular_values)
-            out["ours_log10_sq_sv_max"] = float(np.max(logs) / math.log(10))
-            res["logs"] = logs[0]
-
-        _run_ours(notes, timed)
-    else:
-        notes.append(why)
-    out["ours_peak_rss_mb"] = _rss_mb()
+    ours = _time_ours(out, notes, args, "sample_jacobian", lambda f: f(MLP(6, 8), 1, 5, samples=1, seed=0),
+                      lambda f: f(fam, start, stop, samples=1, seed=0))
+    if ours is not None:
+        floats = [np.asarray(v) for v in vars(ours).values()
+                  if isinstance(v, np.ndarray) and v.dtype.kind == "f"]
+        # "Finite": no NaN and no +inf; -inf is an honest log of an exactly zero singular value
+        # (ReLU masks make the Jacobian rank deficient).
+        out["ours_finite"] = bool(all(not np.any(np.isnan(v) | (v == np.inf)) for v in floats))
+        logs = np.asarray(ours.log_sq_singular_values)
+        out["ours_log10_sq_sv_max"] = float(np.max(logs) / math.log(10))
 
     def numpy_peer():
         t0 = time.perf_counter()
@@ -444,7 +410,7 @@ def _case_jacobian_long(args, out):
     )
     lsv = numpy_peer.log_sq_sv
     out["numpy_log10_sq_sv_max"] = float(lsv.max() / math.log(10))
-    if "logs" in res:
+    if ours is not None:
         # Correctness beside speed: the explicit product on ours' own draw. It keeps only the top
         # of the spectrum (the rest drowns in round-off), so compare the 4 largest log sv^2.
         from rmtalign.sampling import sample_network
@@ -453,7 +419,7 @@ def _case_jacobian_long(args, out):
         J, log_s = ref.jacobian_product(fam, w, x, start, stop, return_log_scale=True)
         del w
         top = 2 * (np.log(np.linalg.svd(J, compute_uv=False)[:4]) + log_s)
-        ours_top = np.sort(res.pop("logs"))[::-1][:4]
+        ours_top = np.sort(logs[0])[::-1][:4]
         out["ours_vs_numpy_same_draw_top4_abs_dlog_sv2"] = float(np.max(np.abs(ours_top - top)))
     out["gemm_gflops"] = _gemm_gflops()
 
