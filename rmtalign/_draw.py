@@ -75,7 +75,7 @@ class Weights:
         self._keep = self.orthogonal and total <= memory_budget
         self._cache = {}
         self._room = memory_budget if keep_blocks and not self.orthogonal else 0
-        self._blocks = {}  # l -> (cols or None, read-only W_l[:, cols])
+        self._blocks = {}  # l -> (column indices, read-only W_l[:, cols])
 
     def dense(self, l: int, rows=None, cols=None) -> np.ndarray:
         """The dense matrix ``W_l``, or its block ``W_l[rows][:, cols]`` (Gaussian weights generate
@@ -100,19 +100,18 @@ class Weights:
 
     def _kept_block(self, l, cols):
         """``W_l[:, cols]`` if it is, or can now be, kept; None otherwise."""
+        n_rows, n_cols = self.shapes[l - 1]
+        idx = rng.index_array(cols, n_cols)  # all columns: None and arange(n) are the same block
         hit = self._blocks.get(l)
         if hit is not None:
-            same = hit[0] is None if cols is None else (
-                hit[0] is not None and np.array_equal(hit[0], cols))
-            return hit[1] if same else None
-        n_rows, n_cols = self.shapes[l - 1]
-        size = n_rows * (n_cols if cols is None else len(cols)) * 8
+            return hit[1] if np.array_equal(hit[0], idx) else None
+        size = n_rows * idx.size * 8
         if size > self._room:
             return None
         self._room -= size
-        W = self._generate(l, None, cols)
+        W = self._generate(l, None, idx)
         W.flags.writeable = False
-        self._blocks[l] = (None if cols is None else np.array(cols), W)
+        self._blocks[l] = (idx, W)
         return W
 
     def _haar(self, l: int) -> np.ndarray:

@@ -116,6 +116,10 @@ def test_kept_weight_blocks_change_nothing_and_are_read_only():
     np.testing.assert_array_equal(kept.dense(3, cols=S[:3]), plain.dense(3, cols=S[:3]))
     tiny = Weights(fam, 11, memory_budget=8, keep_blocks=True)
     assert tiny.dense(3, cols=S).flags.writeable
+    # All columns (a linear network's mask keeps every one): cols=None and arange are one block.
+    full = kept.matvecs(4, V[:, :1].repeat(24, axis=1))
+    assert not kept.dense(4, cols=np.arange(24)).flags.writeable
+    np.testing.assert_allclose(full, plain.matvecs(4, V[:, :1].repeat(24, axis=1)), rtol=1e-13)
 
 
 def test_orthogonal_linear_mlp_is_perfectly_aligned():
