@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import math
 import sys
+from contextlib import closing
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -429,7 +430,8 @@ def _relu_mlp_factors(family, W, key, start, stop):
     def factors(f, S_prev):
         for l in range(start + 1, stop + 1):
             Wl = W.dense(l, cols=S_prev)
-            Wl *= beta
+            if beta != 1.0:
+                Wl *= beta
             if l == stop:
                 yield Wl
                 return
@@ -493,9 +495,9 @@ def sample_jacobian(family, start, stop, samples=1, seed=None, mode="exact", *,
         # The chain alternates weight generation (numba) and small LAPACK calls. Each gets one
         # core: factors are generated on a helper thread while LAPACK works on the previous ones
         # (one BLAS thread also leaves no OpenBLAS worker spinning against numba's).
-        with threadpool_limits(1, user_api="blas"):
-            s = product_log_singular_values(in_background(factors), width,
-                                            block_cond=_JACOBIAN_BLOCK_COND)
+        # closing(): an error in the chain stops the helper now, not when the traceback dies.
+        with threadpool_limits(1, user_api="blas"), closing(in_background(factors)) as stream:
+            s = product_log_singular_values(stream, width, block_cond=_JACOBIAN_BLOCK_COND)
         out[i, : len(s)] = s
         if bar is not None:
             bar.update()
