@@ -81,7 +81,7 @@ class Weights:
         """The dense matrix ``W_l``, or its block ``W_l[rows][:, cols]`` (Gaussian weights generate
         only that block). Read-only when it is a kept block: multiply out of place."""
         if l not in self._cache and not self.orthogonal:
-            if rows is None and self._room:
+            if rows is None and (self._room or self._blocks):
                 kept = self._kept_block(l, cols)
                 if kept is not None:
                     return kept
