@@ -81,11 +81,8 @@ class Weights:
         """The dense matrix ``W_l``, or its block ``W_l[rows][:, cols]`` (Gaussian weights generate
         only that block). Read-only when it is a kept block: multiply out of place."""
         if l not in self._cache and not self.orthogonal:
-            if rows is None and (self._room or self._blocks):
-                kept = self._kept_block(l, cols)
-                if kept is not None:
-                    return kept
-            return self._generate(l, rows, cols)
+            kept = self._kept_block(l, cols) if rows is None else None
+            return kept if kept is not None else self._generate(l, rows, cols)
         W = self._cache[l] if l in self._cache else self._haar(l)
         if rows is not None:
             W = W[rows]
@@ -100,6 +97,8 @@ class Weights:
 
     def _kept_block(self, l, cols):
         """``W_l[:, cols]`` if it is, or can now be, kept; None otherwise."""
+        if not (self._room or self._blocks):
+            return None
         n_rows, n_cols = self.shapes[l - 1]
         idx = rng.index_array(cols, n_cols)  # all columns: None and arange(n) are the same block
         hit = self._blocks.get(l)
@@ -130,7 +129,7 @@ class Weights:
     def matvecs(self, l: int, V: np.ndarray, cols=None) -> np.ndarray:
         """Rows of ``V @ W_l[:, cols].T`` (``V`` is ``P x len(cols)``; ``cols`` default all)."""
         rows, n_cols = self.shapes[l - 1]
-        kept = self._kept_block(l, cols) if self._room or self._blocks else None
+        kept = self._kept_block(l, cols)
         if kept is not None:
             return V @ kept.T
         if self.orthogonal:
@@ -143,7 +142,7 @@ class Weights:
     def rmatvecs(self, l: int, U: np.ndarray, cols=None) -> np.ndarray:
         """Rows of ``U @ W_l[:, cols]`` (``U`` is ``P x rows``; ``cols`` default all)."""
         rows, n_cols = self.shapes[l - 1]
-        kept = self._kept_block(l, cols) if self._room or self._blocks else None
+        kept = self._kept_block(l, cols)
         if kept is not None:
             return U @ kept
         if self.orthogonal:

@@ -59,7 +59,8 @@ _ZERO_EXP = _graded.ZERO_EXP
 _SPAN_BITS = 600
 # Shifts passed to ldexp are clipped to this range (anything below -1100 underflows to 0
 # anyway, and the int64 -> int conversion of ldexp must not overflow).
-_SHIFT_MIN, _SHIFT_MAX = -1100, 1100
+_SHIFT_MIN = _graded.SHIFT_MIN
+_SHIFT_MAX = -_SHIFT_MIN
 
 
 @dataclass(frozen=True)
@@ -347,24 +348,14 @@ def _row_graded_exact(R, e):
     return np.asfortranarray(np.ldexp(R, shift)), s
 
 
-def _normalise_rows(X):
-    """Scale each row of X by a power of two to max-abs in [0.5, 1), in place.
-
-    Returns ``(X, exponents removed)`` (``_ZERO_EXP`` for zero rows). Rows whose maximum was
-    below ``2**-900`` are scaled too, but they may have lost precision to subnormals or
-    cancellation: callers that can, recompute them (exponent ``< -900``).
-    """
-    return X, _graded.normalise_rows(X)
-
-
 def _regrade(R, e, T):
     """``triu(R) diag(2**e) T = diag(2**e_new) T_new`` with T_new rows in [0.5, 1).
 
     ``R`` is k x r (upper part used), ``T`` is r x n upper trapezoidal or None for the
     identity. Fast path: :func:`~rmtalign._kernels.graded.row_graded` scales rows by the suffix
-    maxima of ``e``; the rare rows that come out tiny or zero (``e`` increasing along the row, or cancellation)
-    are recomputed with exact per-row exponents, and a row that is still zero is an exact
-    zero row of the product.
+    maxima of ``e``; the rare rows that come out tiny or zero (``e`` increasing along the row,
+    or cancellation) are recomputed with exact per-row exponents, and a row that is still zero
+    is an exact zero row of the product.
     """
     k, r = R.shape
     Rs, s = _graded.row_graded(R, e, k)
@@ -374,12 +365,12 @@ def _regrade(R, e, T):
         Tn = _blas.dtrmm(1.0, Rs, T)  # reads the upper triangle only; half a GEMM
     else:
         Tn = _gemm(Rs, T)  # Rs is zero below its diagonal
-    Tn, shift = _normalise_rows(Tn)
+    shift = _graded.normalise_rows(Tn)  # in place
     bad = shift < -900  # includes exact zero rows (_ZERO_EXP)
     if bad.any():
         Rx, sx = _row_graded_exact(np.triu(R)[bad], e)
-        Tb = Rx if T is None else _gemm(Rx, T)
-        Tb, shb = _normalise_rows(np.ascontiguousarray(Tb))
+        Tb = np.ascontiguousarray(Rx if T is None else _gemm(Rx, T))
+        shb = _graded.normalise_rows(Tb)
         Tn[bad], s[bad], shift[bad] = Tb, sx, shb
     e_new = np.where((shift == _ZERO_EXP) | (s == _ZERO_EXP), _ZERO_EXP, s + shift)
     return Tn, e_new

@@ -379,7 +379,8 @@ def sample_bfk(family, layers=None, samples=1, seed=None, mode="exact", *, keep_
     for i, key in enumerate(keys):
         W = Weights(family, key, keep_blocks=True)  # the passes' blocks serve the recursion
         p = run_passes(family, key, mode=mode, probes=1, weights=W, tangent=False)
-        with single_thread():  # the recursion alternates weight generation and GEMMs
+        # Blocks beyond the memory budget are generated between GEMMs: on one numba thread.
+        with single_thread():
             for v, K in _bfk_recursion(family, W, p, layers[-1], bar):
                 j = at.get(v)
                 if j is not None:  # eigvalsh reads one triangle: K is symmetric to round-off

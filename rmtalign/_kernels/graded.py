@@ -13,10 +13,11 @@ from numba import njit
 # Exponent of an exactly zero row; shared with rmtalign._products.
 ZERO_EXP = -(2**40)
 # Shifts below this only produce zeros (2**-1100 * 1 underflows); clipping keeps ints small.
-_SHIFT_MIN = -1100
-# 2**-k for k = 0 .. -_SHIFT_MIN (subnormal, then 0, at the end): x * _POW2_NEG[k] rounds exactly
+# Shared with rmtalign._products.
+SHIFT_MIN = -1100
+# 2**-k for k = 0 .. -SHIFT_MIN (subnormal, then 0, at the end): x * _POW2_NEG[k] rounds exactly
 # as ldexp(x, -k) does, and a table lookup is several times cheaper than an ldexp call.
-_POW2_NEG = np.ldexp(1.0, -np.arange(-_SHIFT_MIN + 1))
+_POW2_NEG = np.ldexp(1.0, -np.arange(-SHIFT_MIN + 1))
 
 
 @njit(cache=True, nogil=True)
@@ -46,7 +47,7 @@ def row_graded(R, e, k):
             if si == ZERO_EXP:
                 break  # s is non-increasing: the rows below meet only zero rows too
             d = si - ej  # >= 0: e_j <= s_i on and above the diagonal
-            if d <= -_SHIFT_MIN:
+            if d <= -SHIFT_MIN:
                 Rs[i, j] = R[i, j] * _POW2_NEG[d]
     return Rs, s
 
