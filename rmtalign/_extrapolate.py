@@ -13,11 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as _stats
 
+from .results import Result
+
 __all__ = ["WidthFit", "fit_width_limit"]
 
 
-@dataclass(frozen=True)
-class WidthFit:
+@dataclass(frozen=True, repr=False)
+class WidthFit(Result):
     """Result of :func:`fit_width_limit`; arrays have the trailing (layer) shape ``S``.
 
     Attributes
@@ -53,18 +55,10 @@ class WidthFit:
     widths: np.ndarray
     order: int
 
-    def to_dict(self) -> dict:
-        return {
-            "c0": self.c0.tolist(),
-            "c0_se": self.c0_se.tolist(),
-            "coef": self.coef.tolist(),
-            "cov": self.cov.tolist(),
-            "chi2": self.chi2.tolist(),
-            "dof": self.dof.tolist(),
-            "pvalue": self.pvalue.tolist(),
-            "widths": self.widths.tolist(),
-            "order": self.order,
-        }
+    def _table(self):
+        """One row per fitted point (the trailing shape ``S`` flattened in C order)."""
+        return {"point": np.arange(np.size(self.c0)), "c0": self.c0, "c0_se": self.c0_se,
+                "chi2": self.chi2, "dof": self.dof, "pvalue": self.pvalue}
 
 
 def fit_width_limit(widths, means, sems=None, order: int = 1) -> WidthFit:

@@ -41,6 +41,7 @@ from scipy.linalg import blas as _blas
 from scipy.linalg import lapack as _lapack
 
 from ._kernels import graded as _graded
+from .results import Result
 
 __all__ = [
     "ProductSpectrum",
@@ -63,8 +64,8 @@ _SHIFT_MIN = _graded.SHIFT_MIN
 _SHIFT_MAX = -_SHIFT_MIN
 
 
-@dataclass(frozen=True)
-class ProductSpectrum:
+@dataclass(frozen=True, repr=False)
+class ProductSpectrum(Result):
     """Singular values of a matrix product, in log scale.
 
     Attributes
@@ -89,14 +90,8 @@ class ProductSpectrum:
     n_qr: int
     n_sweeps: int
 
-    def to_dict(self) -> dict:
-        return {
-            "log_sv2": self.log_sv2.tolist(),
-            "log_cond": self.log_cond,
-            "n_factors": self.n_factors,
-            "n_qr": self.n_qr,
-            "n_sweeps": self.n_sweeps,
-        }
+    def _table(self):
+        return {"index": np.arange(self.log_sv2.size), "log_sv2": self.log_sv2}
 
 
 def log_condition_number(log_sv2) -> float:

@@ -12,6 +12,7 @@ import numpy as np
 __all__ = [
     "cos_between",
     "bfa_cos",
+    "angle_deg",
     "spectral_moments",
     "cos_from_spectrum",
     "cos_from_kernel",
@@ -34,6 +35,11 @@ def cos_between(u, v, axis=-1):
 def bfa_cos(b, fdot, axis=-1):
     """``cos(theta_v) = -b_v . fdot_v / (|b_v| |fdot_v|)``: the BFA's cosine (Sec. 2.1)."""
     return cos_between(np.negative(b), fdot, axis=axis)
+
+
+def angle_deg(cos):
+    """The angle ``arccos(cos)`` in degrees (``cos`` clipped to ``[-1, 1]`` against round-off)."""
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
 def spectral_moments(eigenvalues, orders=(1, 2), axis=-1):

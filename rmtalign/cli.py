@@ -6,8 +6,6 @@ scale ``1/sqrt(L)`` and ``1/L``, written as CSV and PNG.
 from __future__ import annotations
 
 import argparse
-import csv
-import math
 import sys
 import time
 from pathlib import Path
@@ -37,48 +35,53 @@ def _positive_ints(text):
     return vals
 
 
+def _depth_curves_table(curves, args) -> dict:
+    cols = {k: [] for k in ("family", "branch_scale", "depth", "width", "layer", "samples",
+                            "cos_mean", "cos_sem", "angle_deg_mean", "angle_deg_sem",
+                            "cos_theory_width_limit")}
+    for c in curves.values():
+        for L, r, th in zip(c["depths"], c["results"], c["theory"]):
+            n = len(r.layers)
+            for name, vals in (("family", [c["kind"]] * n), ("branch_scale", [r.family.branch_scale] * n),
+                               ("depth", [L] * n), ("width", [args.width] * n), ("layer", r.layers),
+                               ("samples", [args.samples] * n), ("cos_mean", r.mean("cos")),
+                               ("cos_sem", r.sem("cos")), ("angle_deg_mean", r.mean("angle_deg")),
+                               ("angle_deg_sem", r.sem("angle_deg")), ("cos_theory_width_limit", th)):
+                cols[name].extend(vals)
+    return cols
+
+
 def depth_curves(args) -> int:
     from tqdm.auto import tqdm
 
     from . import theory
     from .plotting import plot_depth_curves
+    from .results import write_csv
     from .sampling import sample_bfa
+    from .seeds import point_seed, resolve_seed
 
     depths = sorted(set(args.depths))
-    if depths[0] < 3:
-        raise SystemExit(f"rmtalign depth-curves: depths must be >= 3, got {depths[0]}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    seeds = np.random.SeedSequence(args.seed).spawn(len(args.kinds))
-    tasks = [(k, L) for k in args.kinds for L in depths]
-    work = {t: t[1] for t in tasks}  # cost ~ L m^2 per sample
+    grid_seed, _ = resolve_seed(args.seed)
     curves = {}
     t0 = time.perf_counter()
-    with tqdm(total=sum(work.values()) * args.samples, unit="layer", desc="depth-curves",
+    with tqdm(total=sum(depths) * len(args.kinds) * args.samples, unit="layer", desc="depth-curves",
               disable=args.quiet) as bar:
-        for kind, ss in zip(args.kinds, seeds):
+        for kind in args.kinds:
             label, make = _KINDS[kind]
             results = []
-            for L, child in zip(depths, ss.spawn(len(depths))):
+            for L in depths:
                 bar.set_postfix_str(f"{kind} L={L}")
-                results.append(sample_bfa(make(L, args.width), samples=args.samples, seed=child))
+                fam = make(L, args.width)
+                # seeded by content: reordering or extending --kinds/--depths changes no point
+                results.append(sample_bfa(fam, samples=args.samples,
+                                          seed=point_seed(grid_seed, fam, "bfa-exact")))
                 bar.update(L * args.samples)
             curves[label] = {"kind": kind, "depths": np.array(depths), "results": results,
                              "theory": [theory.bfa(r.family).cos for r in results]}
 
-    csv_path = out / "depth_curves.csv"
-    with open(csv_path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["family", "branch_scale", "depth", "width", "layer", "samples", "cos_mean",
-                    "cos_sem", "angle_deg_mean", "angle_deg_sem", "cos_theory_width_limit"])
-        for label, c in curves.items():
-            for L, r, th in zip(c["depths"], c["results"], c["theory"]):
-                mu, se = r.mean("cos"), r.sem("cos")
-                amu, ase = r.mean("angle_deg"), r.sem("angle_deg")
-                for i, v in enumerate(r.layers):
-                    vals = (mu[i], se[i], amu[i], ase[i], th[i])
-                    w.writerow([c["kind"], f"{r.family.branch_scale:.6g}", L, args.width, v, args.samples]
-                               + ["" if not math.isfinite(x) else f"{x:.6g}" for x in vals])
+    csv_path = write_csv(out / "depth_curves.csv", _depth_curves_table(curves, args))
     fig, _ = plot_depth_curves(curves, title=f"Backward-feature angle at init, width m={args.width}, "
                                              f"{args.samples} samples")
     png_path = out / "depth_curves.png"
@@ -111,6 +114,11 @@ def main(argv=None) -> int:
             parser.error(f"--kinds: unknown {bad}; choose among {list(_KINDS)}")
         if args.width < 1 or args.samples < 1:
             parser.error("--width and --samples must be positive")
+        if min(args.depths) < 3:
+            parser.error(f"--depths must be >= 3, got {min(args.depths)}")
+        if args.seed < 0:
+            parser.error(f"--seed must be a non-negative integer, got {args.seed}")
+        args.kinds = list(dict.fromkeys(args.kinds))
         return depth_curves(args)
     return 2  # pragma: no cover
 

@@ -16,49 +16,32 @@ The loss is linear, ``mean(f_L)``, so ``b_L = 1/k`` in every coordinate.
 """
 from __future__ import annotations
 
+import functools
 import math
-import numbers
+import warnings
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
+from . import rules
+from ._validate import check_choice, check_int, check_real
+
 __all__ = ["MLP", "ResNet", "Family"]
 
-_ACTIVATIONS = ("relu", "linear")
 _WEIGHTS = ("gaussian", "orthogonal")
-_LR_RULES = ("balanced", "uniform")
 _INPUTS = ("fixed", "random")
 _TRAINED = ("all-but-first", "all")
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_real(name, value, *, low=None, high=None, low_open=False, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if low is not None and (value < low or (low_open and value == low)):
-        bound = f"> {low}" if low_open else f">= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value!r}")
-    return value
-
-
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
-    return value
+def _renamed_lr(kwargs):
+    """Accept the keyword ``lr`` (renamed ``lr_rule``) with a DeprecationWarning."""
+    if "lr" in kwargs:
+        if "lr_rule" in kwargs:
+            raise TypeError("give lr_rule only (lr is its deprecated old name)")
+        warnings.warn("the family keyword 'lr' is deprecated: it names a rule, use lr_rule=",
+                      DeprecationWarning, stacklevel=3)
+        kwargs["lr_rule"] = kwargs.pop("lr")
+    return kwargs
 
 
 @dataclass(frozen=True)
@@ -74,21 +57,23 @@ class Family:
     in_dim, out_dim : int
         Input dimension ``d`` and output dimension ``k``.
     activation : {"relu", "linear"}
+        The name of an :class:`rmtalign.rules.Activation` (the record is ``family.phi``).
     weights : {"gaussian", "orthogonal"}
         iid ``N(0, std^2)`` entries (H1), or Haar (semi-)orthogonal matrices scaled so that the
         entries have the same second moment.
     hidden_std : float, optional
-        Std of the hidden weights ``W_2 .. W_{L-1}``; default ``sqrt(2/m)`` for ReLU (He),
-        ``sqrt(1/m)`` for linear.
+        Std of the hidden weights ``W_2 .. W_{L-1}``; default ``sqrt(he_gain/m)`` of the
+        activation: ``sqrt(2/m)`` for ReLU (He), ``sqrt(1/m)`` for linear.
     input_std, output_std : float, optional
         Std of ``W_1`` and ``W_L``; defaults ``1/sqrt(d)`` and ``1/sqrt(m)``.
     trained : {"all-but-first", "all"} or sequence of int
         Which weight matrices the gradient step updates. The default leaves ``W_1`` frozen,
         as in the paper's figures.
-    lr : {"balanced", "uniform"}
+    lr_rule : {"balanced", "uniform"}
         ``"balanced"``: ``eta_l = 1 / (n ||grad_l||^2)`` over the ``n`` trained layers, so every
         trained layer contributes ``1/n`` to the loss decay (Eq. 8). ``"uniform"``: one common
-        ``eta`` chosen so that the total loss decay is 1.
+        ``eta`` chosen so that the total loss decay is 1 (:func:`rmtalign.rules.learning_rates`).
+        The old keyword ``lr`` still works, with a ``DeprecationWarning``.
     input : {"fixed", "random"}
         ``"fixed"``: ``x = (1, .., 1)``; ``"random"``: a Gaussian direction drawn from the seed.
         Both have norm ``sqrt(d)`` (unit RMS).
@@ -104,28 +89,28 @@ class Family:
     input_std: float | None = None
     output_std: float | None = None
     trained: str | tuple = "all-but-first"
-    lr: str = "balanced"
+    lr_rule: str = "balanced"
     input: str = "fixed"
 
     def __post_init__(self):
         s = lambda name, v: object.__setattr__(self, name, v)  # noqa: E731  (frozen dataclass)
-        s("depth", _check_int("depth", self.depth, 3))
-        s("width", _check_int("width", self.width, 1))
-        s("in_dim", _check_int("in_dim", self.in_dim, 1))
-        s("out_dim", _check_int("out_dim", self.out_dim, 1))
-        _check_choice("activation", self.activation, _ACTIVATIONS)
-        _check_choice("weights", self.weights, _WEIGHTS)
-        _check_choice("lr", self.lr, _LR_RULES)
-        _check_choice("input", self.input, _INPUTS)
+        s("depth", check_int("depth", self.depth, 3))
+        s("width", check_int("width", self.width, 1))
+        s("in_dim", check_int("in_dim", self.in_dim, 1))
+        s("out_dim", check_int("out_dim", self.out_dim, 1))
+        rules.activation(self.activation)
+        check_choice("weights", self.weights, _WEIGHTS)
+        check_choice("lr_rule", self.lr_rule, rules.LR_RULES)
+        check_choice("input", self.input, _INPUTS)
         for name in ("hidden_std", "input_std", "output_std"):
-            s(name, _check_real(name, getattr(self, name), low=0.0, low_open=True, allow_none=True))
+            s(name, check_real(name, getattr(self, name), low=0.0, low_open=True, allow_none=True))
         s("trained", self._normalise_trained(self.trained))
 
     def _normalise_trained(self, trained):
         if isinstance(trained, str):
-            return _check_choice("trained", trained, _TRAINED)
+            return check_choice("trained", trained, _TRAINED)
         try:
-            layers = tuple(sorted({_check_int("trained layer", v, 1) for v in trained}))
+            layers = tuple(sorted({check_int("trained layer", v, 1) for v in trained}))
         except TypeError as err:
             if "integer" in str(err):
                 raise
@@ -139,6 +124,23 @@ class Family:
         return layers
 
     # -- the law, resolved ---------------------------------------------------------------------
+    @property
+    def phi(self) -> rules.Activation:
+        """The activation's record (:mod:`rmtalign.rules`)."""
+        return rules.ACTIVATIONS[self.activation]
+
+    @property
+    def psi(self) -> rules.Activation:
+        """The readout's record: ``phi`` for an MLP, the identity for a ResNet."""
+        return rules.ACTIVATIONS[self.readout]
+
+    @property
+    def lr(self) -> str:
+        """Deprecated name of :attr:`lr_rule`."""
+        warnings.warn("Family.lr is deprecated: it names a rule, use Family.lr_rule",
+                      DeprecationWarning, stacklevel=2)
+        return self.lr_rule
+
     @property
     def branch_scale(self) -> float:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -159,7 +161,7 @@ class Family:
         m, d = self.width, self.in_dim
         hid = self.hidden_std
         if hid is None:
-            hid = math.sqrt((2.0 if self.activation == "relu" else 1.0) / m)
+            hid = math.sqrt(float(self.phi.he_gain) / m)
         out = np.full(self.depth, hid)
         out[0] = self.input_std if self.input_std is not None else 1.0 / math.sqrt(d)
         out[-1] = self.output_std if self.output_std is not None else 1.0 / math.sqrt(m)
@@ -207,7 +209,7 @@ class Family:
 
     def replace(self, **changes) -> "Family":
         """A copy with some fields changed (validated again)."""
-        return replace(self, **changes)
+        return replace(self, **_renamed_lr(changes))
 
     def to_dict(self) -> dict:
         out = {"family": type(self).__name__}
@@ -238,6 +240,16 @@ class MLP(Family):
         return f"MLP {self.activation} L={self.depth} m={self.width}"
 
 
+def _accept_renamed_lr(init):
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **_renamed_lr(kwargs))
+    return __init__
+
+
+MLP.__init__ = _accept_renamed_lr(MLP.__init__)
+
+
 @dataclass(frozen=True)
 class ResNet(Family):
     """ResNet of Eq. (12): ``f_l = a f_{l-1} + beta W_l phi(f_{l-1})``, readout ``W_L f_{L-1}``.
@@ -252,27 +264,27 @@ class ResNet(Family):
     def __init__(self, depth, width, branch_scale, *args, skip_scale=None, **kwargs):
         object.__setattr__(self, "branch_scale", branch_scale)
         object.__setattr__(self, "skip_scale", skip_scale)
-        Family.__init__(self, depth, width, *args, **kwargs)
+        Family.__init__(self, depth, width, *args, **_renamed_lr(kwargs))
 
     def __post_init__(self):
         super().__post_init__()
-        skip = _check_real("skip_scale", self.skip_scale, allow_none=True)
+        skip = check_real("skip_scale", self.skip_scale, allow_none=True)
         if skip is None:
-            beta = _check_real("branch_scale", self.branch_scale, low=0.0)
+            beta = check_real("branch_scale", self.branch_scale, low=0.0)
             if beta > 1.0:
                 raise ValueError(f"branch_scale must be <= 1 (so that a = sqrt(1 - beta^2) exists) "
                                  f"unless skip_scale is given; got {beta!r}")
         else:
-            beta = _check_real("branch_scale", self.branch_scale)
+            beta = check_real("branch_scale", self.branch_scale)
         object.__setattr__(self, "branch_scale", beta)
         object.__setattr__(self, "skip_scale", skip)
 
     @classmethod
     def scaled(cls, depth, width, c, alpha=0.5, **kwargs) -> "ResNet":
         """ResNet with ``beta = c * depth**(-alpha)``."""
-        c = _check_real("c", c, low=0.0)
-        alpha = _check_real("alpha", alpha)
-        depth = _check_int("depth", depth, 3)
+        c = check_real("c", c, low=0.0)
+        alpha = check_real("alpha", alpha)
+        depth = check_int("depth", depth, 3)
         beta = c * depth ** (-alpha)
         if kwargs.get("skip_scale") is None and beta > 1.0:
             raise ValueError(

@@ -12,94 +12,38 @@ Bernoulli(1/2) diagonals, the BFK weights set to their width limits, and Gaussia
 """
 from __future__ import annotations
 
-import csv
-import math
-import sys
+import warnings
 from contextlib import closing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import alignment
-from ._draw import (Weights, bfk_step, check_mode, draw_input, exact_masks, forward, free_masks,
-                    layer_jacobian, rescale_pow2, resolve_samples, resolve_seed, run_passes)
-from ._kernels import rng
-from ._kernels._config import in_background, single_thread
-from threadpoolctl import threadpool_limits
+from . import alignment, seeds
+from ._chains import bfk_kernels, jacobian_factors
+from ._passes import network_input, run_passes
+from ._runtime import in_background, one_blas_thread, single_thread
+from ._runtime import progress as _progress  # the samplers' keyword is called progress
+from ._validate import check_family, check_int, check_layers, check_mode
+from ._weights import Weights
 from .families import Family
+from .results import Result, SampleStatistics
 
 __all__ = ["sample_bfa", "sample_bfk", "sample_jacobian", "width_limit", "sample_network",
-           "BFAResult", "BFKResult", "JacobianResult", "WidthLimit"]
+           "SampledBFA", "SampledBFK", "SampledJacobian", "WidthLimit"]
 
 
 # -- results ------------------------------------------------------------------------------------
-class _Result:
-    """Shared export: ``to_dict()`` (JSON-ready) and a tidy table (one row per sample x layer)."""
-
-    _per_layer: tuple = ()  # names of (samples, layers) arrays exported by to_table
-
-    def to_dict(self) -> dict:
-        out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, Family):
-                v = v.to_dict()
-            elif isinstance(v, np.ndarray):
-                v = np.where(np.isfinite(v), v, None).tolist() if v.dtype.kind == "f" else v.tolist()
-            elif isinstance(v, dict):
-                continue  # optional bulky vectors are not exported
-            out[f.name] = v
-        return out
-
-    def to_table(self) -> dict:
-        """Tidy columns: ``sample``, ``layer`` and one column per per-layer quantity."""
-        n, nl = len(self.sample), len(self.layers)
-        cols = {"sample": np.repeat(self.sample, nl), "layer": np.tile(self.layers, n)}
-        for name in self._per_layer:
-            cols[name] = np.asarray(getattr(self, name)).reshape(n * nl)
-        return cols
-
-    def to_csv(self, path) -> None:
-        """Write :meth:`to_table` as CSV (empty cells for NaN)."""
-        cols = self.to_table()
-        with open(path, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(cols)
-            for row in zip(*cols.values()):
-                w.writerow(["" if isinstance(v, float) and not math.isfinite(v) else v
-                            for v in (x.item() if hasattr(x, "item") else x for x in row)])
-
-    def _column(self, quantity):
-        if quantity not in self._per_layer:
-            raise ValueError(f"quantity must be one of {', '.join(self._per_layer)}; got {quantity!r}")
-        return np.asarray(getattr(self, quantity), dtype=float)
-
-    def mean(self, quantity: str = "cos") -> np.ndarray:
-        """Per-layer mean over samples (NaN entries ignored)."""
-        x = self._column(quantity)
-        with np.errstate(invalid="ignore"):
-            cnt = np.sum(np.isfinite(x), axis=0)
-            return np.where(cnt > 0, np.nansum(x, axis=0) / np.maximum(cnt, 1), np.nan)
-
-    def sem(self, quantity: str = "cos") -> np.ndarray:
-        """Per-layer standard error of :meth:`mean` (NaN with fewer than 2 finite samples)."""
-        x = self._column(quantity)
-        cnt = np.sum(np.isfinite(x), axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mu = self.mean(quantity)
-            var = np.nansum((x - mu) ** 2, axis=0) / (cnt - 1)
-            return np.where(cnt > 1, np.sqrt(var / cnt), np.nan)
-
-
-@dataclass
-class BFAResult(_Result):
-    """Backward-feature angle at every hidden layer ``v = 1 .. L-1`` (arrays: samples x layers).
+@dataclass(repr=False)
+class SampledBFA(SampleStatistics, Result):
+    """Sampled backward-feature angle at every hidden layer ``v = layers = 1 .. L-1`` (arrays:
+    samples x layers; ``sample`` holds the sample indices).
 
     ``cos`` is NaN where the feature does not move (e.g. ``v = 1`` when ``W_1`` is frozen). In free
     mode each entry is the mean over the draw's probes. ``loss_decay`` is the upstream
     contribution ``sum_{l <= v} eta_l |grad_l|^2``; ``lr`` and ``grad_sq`` are per weight layer
-    ``1 .. L``. ``vectors`` (only with ``keep_vectors=True``) holds ``b``, ``fdot`` and ``f`` as
-    ``(samples, layers, m)`` arrays (``f`` in exact mode only).
+    ``1 .. L`` (:attr:`weight_layers`). ``vectors`` (only with ``keep_vectors=True``) holds ``b``,
+    ``fdot`` and ``f`` as ``(samples, layers, m)`` arrays (``f`` in exact mode only).
+    The width limit of the same quantity is :class:`rmtalign.theory.TheoryBFA`.
     """
 
     family: Family
@@ -117,15 +61,24 @@ class BFAResult(_Result):
     vectors: dict = field(default_factory=dict, repr=False)
 
     _per_layer = ("cos", "angle_deg", "b_norm", "fdot_norm", "loss_decay", "sensitivity")
+    _bulky = ("vectors",)
 
     @property
     def angle_deg(self) -> np.ndarray:
         """``theta_v`` in degrees (samples x layers)."""
-        return np.degrees(np.arccos(np.clip(self.cos, -1.0, 1.0)))
+        return alignment.angle_deg(self.cos)
+
+    @property
+    def weight_layers(self) -> np.ndarray:
+        """Index ``l = 1 .. L`` of ``lr`` and ``grad_sq``."""
+        return np.arange(1, self.family.depth + 1)
+
+    def _table(self):
+        return self._sample_layer_table()
 
 
-@dataclass
-class BFKResult(_Result):
+@dataclass(repr=False)
+class SampledBFK(SampleStatistics, Result):
     """Spectra of the dense BFK ``K_v`` at the requested layers.
 
     ``eigenvalues`` is ``(samples, layers, m)``, descending. ``cos_spectrum = M1/sqrt(M2)`` is the
@@ -146,6 +99,10 @@ class BFKResult(_Result):
     kernels: dict = field(default_factory=dict, repr=False)
 
     _per_layer = ("cos_spectrum", "cos_kernel", "lower_bound")
+    _bulky = ("kernels",)
+
+    def _table(self):
+        return self._sample_layer_table()
 
     def moments(self, order: int = 4) -> np.ndarray:
         """``M_1 .. M_order`` as an array ``(order, samples, layers)``."""
@@ -154,8 +111,8 @@ class BFKResult(_Result):
         return alignment.spectral_moments(self.eigenvalues, range(1, order + 1))
 
 
-@dataclass
-class JacobianResult(_Result):
+@dataclass(repr=False)
+class SampledJacobian(Result):
     """Squared singular values of ``J = df_stop/df_start`` per sample, kept on the log scale.
 
     ``log_sq_singular_values`` is ``(samples, m)``, descending (``-inf`` for exact zeros); each
@@ -194,21 +151,26 @@ class JacobianResult(_Result):
                 "outside float64; use log_sq_singular_values")
         return np.exp(s)
 
-    def to_table(self) -> dict:
+    def _table(self):
         n, m = self.log_sq_singular_values.shape
         return {"sample": np.repeat(self.sample, m), "index": np.tile(np.arange(m), n),
                 "log_sq_singular_value": self.log_sq_singular_values.reshape(-1)}
 
 
-@dataclass
-class WidthLimit(_Result):
+@dataclass(repr=False)
+class WidthLimit(Result):
     """Per-layer estimates at several widths and their ``m -> infinity`` extrapolation.
 
     ``means``/``sems`` are ``(widths, layers)``; ``limit`` and ``limit_se`` the fitted ``c0`` and its
     standard error; ``coef`` is ``(layers, order+1)`` for ``c0 + c1/m (+ c2/m^2)``; ``chi2``,
-    ``dof`` and ``pvalue`` (per layer) judge whether that series fits the data.
+    ``dof`` and ``pvalue`` (per layer) judge whether that series fits the data. ``family`` is
+    the family at the first width, ``seed`` the grid's seed (each width's own is
+    :func:`rmtalign.seeds.point_seed` of it).
     """
 
+    family: Family
+    mode: str
+    seed: object
     quantity: str
     widths: np.ndarray
     layers: np.ndarray
@@ -221,39 +183,25 @@ class WidthLimit(_Result):
     dof: np.ndarray
     pvalue: np.ndarray
 
-    _per_layer = ("limit", "limit_se")
-
-    def to_table(self) -> dict:
+    def _table(self):
+        """Rows ``(layer, width, mean, sem)`` for every width, then the extrapolated limit as
+        rows with ``width = inf`` (``mean = limit``, ``sem = limit_se``)."""
         nw, nl = self.means.shape
-        return {"width": np.repeat(self.widths, nl), "layer": np.tile(self.layers, nw),
-                "mean": self.means.reshape(-1), "sem": self.sems.reshape(-1)}
+        widths = np.append(np.asarray(self.widths, dtype=float), np.inf)
+        return {"layer": np.tile(self.layers, nw + 1), "width": np.repeat(widths, nl),
+                "mean": np.concatenate([self.means.reshape(-1), self.limit]),
+                "sem": np.concatenate([self.sems.reshape(-1), self.limit_se])}
 
 
-# -- helpers ------------------------------------------------------------------------------------
-def _check_family(family):
-    if not isinstance(family, Family):
-        raise TypeError(f"family must be an rmtalign MLP or ResNet, got {type(family).__name__}")
-    return family
+_RENAMED = {"BFAResult": "SampledBFA", "BFKResult": "SampledBFK", "JacobianResult": "SampledJacobian"}
 
 
-def _progress(total, enabled, desc, work):
-    """A tqdm bar when asked (``True``), or when ``None`` and the job is long on a terminal."""
-    if enabled is None:
-        enabled = work > 3e8 and sys.stderr.isatty()
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, leave=False)
-
-
-def _sample_keys(seed, samples):
-    ss, base = resolve_seed(seed)
-    idx = resolve_samples(samples)
-    return ss, idx, [rng.derive_key(base, int(i)) for i in idx]
-
-
-def _seed_repr(ss):
-    return {"entropy": ss.entropy, "spawn_key": list(ss.spawn_key)}
+def __getattr__(name):
+    if name in _RENAMED:
+        warnings.warn(f"rmtalign.sampling.{name} is renamed {_RENAMED[name]}", DeprecationWarning,
+                      stacklevel=2)
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module 'rmtalign.sampling' has no attribute {name!r}")
 
 
 # -- public API ---------------------------------------------------------------------------------
@@ -263,15 +211,14 @@ def sample_network(family, seed=None, sample=0):
     These are the very matrices the samplers regenerate on the fly for the same ``seed`` and
     sample index, e.g. to load a draw into another framework. Memory ``O(L m^2)``.
     """
-    _check_family(family)
-    _, idx, keys = _sample_keys(seed, [sample])
+    check_family(family)
+    _, _, keys = seeds.sample_keys(seed, [check_int("sample", sample, 0)])
     W = Weights(family, keys[0])
-    x = family.input_vector(lambda d: draw_input(keys[0], d))
-    return x, [W.dense(l) for l in range(1, family.depth + 1)]
+    return network_input(family, keys[0]), [W.copy(l) for l in range(1, family.depth + 1)]
 
 
 def sample_bfa(family, samples=1, seed=None, mode="exact", dtype=np.float64, *, probes=8,
-               keep_vectors=False, progress=None) -> BFAResult:
+               keep_vectors=False, progress=None) -> SampledBFA:
     """Sample the backward-feature angle ``theta_v`` at every hidden layer.
 
     Parameters
@@ -295,14 +242,14 @@ def sample_bfa(family, samples=1, seed=None, mode="exact", dtype=np.float64, *, 
 
     Cost: three matrix-free passes, ``O(L m^2)`` time and ``O(L m)`` memory per sample.
     """
-    _check_family(family)
+    check_family(family)
     check_mode(mode)
     dtype = np.dtype(dtype)
     if dtype not in (np.float64, np.float32):
         raise ValueError(f"dtype must be float64 or float32, got {dtype}")
-    if mode == "free" and (not isinstance(probes, (int, np.integer)) or probes < 1):
-        raise ValueError(f"probes must be a positive integer, got {probes!r}")
-    ss, idx, keys = _sample_keys(seed, samples)
+    if mode == "free":
+        check_int("probes", probes, 1)
+    ss, idx, keys = seeds.sample_keys(seed, samples)
     L, m = family.depth, family.width
     n = len(idx)
     P = probes if mode == "free" else 1
@@ -335,24 +282,12 @@ def sample_bfa(family, samples=1, seed=None, mode="exact", dtype=np.float64, *, 
     rest = fn == 0
     cos[rest] = np.nan
     sens[rest] = np.nan
-    return BFAResult(family, mode, _seed_repr(ss), idx, np.arange(1, L), cos, bn, fn, decay, sens,
-                     lr, gsq, vecs)
-
-
-def _resolve_layers(layers, family):
-    L = family.depth
-    if layers is None:
-        return np.arange(1, L)
-    arr = np.atleast_1d(np.asarray(layers))
-    if arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"layers must be integers in [1, {L - 1}], got {layers!r}")
-    if arr.min() < 1 or arr.max() > L - 1:
-        raise ValueError(f"layers must lie in [1, {L - 1}] (depth={L}), got {layers!r}")
-    return np.unique(arr)
+    return SampledBFA(family, mode, seeds.seed_record(ss), idx, np.arange(1, L), cos, bn, fn, decay,
+                      sens, lr, gsq, vecs)
 
 
 def sample_bfk(family, layers=None, samples=1, seed=None, mode="exact", *, keep_kernels=False,
-               progress=None) -> BFKResult:
+               progress=None) -> SampledBFK:
     """Dense backward-to-feature kernels ``K_v`` (Def. 3.1) and their spectra.
 
     Built with the recursion ``K_1 = c_1 I``, ``K_v = c_v I + A_v K_{v-1} A_v^T`` where
@@ -364,12 +299,12 @@ def sample_bfk(family, layers=None, samples=1, seed=None, mode="exact", *, keep_
     (``"all"``: ``1..max(layers)``, ``8 m^2`` bytes each per sample); they are symmetric up to
     round-off (about ``1e-16`` relative).
     """
-    _check_family(family)
+    check_family(family)
     check_mode(mode)
-    layers = _resolve_layers(layers, family)
+    layers = check_layers("layers", layers, 1, family.depth - 1, family.depth)
     if keep_kernels not in (False, True, "all"):
         raise ValueError(f"keep_kernels must be False, True or 'all', got {keep_kernels!r}")
-    ss, idx, keys = _sample_keys(seed, samples)
+    ss, idx, keys = seeds.sample_keys(seed, samples)
     m = family.width
     n, nl = len(idx), len(layers)
     eig = np.empty((n, nl, m)); ck = np.empty((n, nl))
@@ -381,7 +316,7 @@ def sample_bfk(family, layers=None, samples=1, seed=None, mode="exact", *, keep_
         p = run_passes(family, key, mode=mode, probes=1, weights=W, tangent=False)
         # Blocks beyond the memory budget are generated between GEMMs: on one numba thread.
         with single_thread():
-            for v, K in _bfk_recursion(family, W, p, layers[-1], bar):
+            for v, K in bfk_kernels(family, W, p.masks, p.weights_c[0], layers[-1], bar):
                 j = at.get(v)
                 if j is not None:  # eigvalsh reads one triangle: K is symmetric to round-off
                     eig[i, j] = np.linalg.eigvalsh(K)[::-1]
@@ -393,55 +328,8 @@ def sample_bfk(family, layers=None, samples=1, seed=None, mode="exact", *, keep_
     kernels = {v: np.stack(k) for v, k in kernels.items()}
     lam = np.clip(eig, 0.0, None)  # psd: negative values are round-off
     low, _ = alignment.spectral_bounds(lam)
-    return BFKResult(family, mode, _seed_repr(ss), idx, layers, eig,
-                     alignment.cos_from_spectrum(lam), ck, low, kernels)
-
-
-def _bfk_recursion(family, W, passes, last, bar=None):
-    """Yield ``(v, K_v)`` for ``v = 1..last``: ``K_1 = c_1 I``, ``K_v = c_v I + A_v K A_v^T``.
-
-    Each ``K_v`` is a new array, symmetric up to round-off, that the recursion does not touch
-    again."""
-    m = family.width
-    c = passes.weights_c[0]
-    K = np.zeros((m, m))
-    K[np.diag_indices(m)] = c[0]
-    for v in range(1, last + 1):
-        if v > 1:
-            K = bfk_step(family, W, passes.masks, K, v)
-            K[np.diag_indices(m)] += c[v - 1]
-        yield v, K
-        if bar is not None:
-            bar.update()
-
-
-def _relu_mlp_factors(family, W, key, start, stop):
-    """Active blocks ``beta W_l[S_l, S_{l-1}]`` of an exact ReLU MLP's Jacobian chain, with the
-    forward pass that finds the masks fused in: ``W_l[:, S_{l-1}]`` is generated once, gives
-    ``f_l`` (by BLAS) and, sliced to the rows ``S_l``, the factor. Features are rescaled by powers
-    of two (signs unchanged: every layer is positively homogeneous), so nothing overflows.
-    Returns the factor generator and the width ``|S_start|`` of the first factor."""
-    beta = family.branch_scale
-    x = family.input_vector(lambda d: draw_input(key, d))
-    f = rescale_pow2(W.matvecs(1, x[None])[0])
-    for l in range(2, start + 1):
-        S = np.flatnonzero(f > 0)
-        f = rescale_pow2(W.matvecs(l, f[S][None], cols=S)[0])
-    first = np.flatnonzero(f > 0)
-
-    def factors(f, S_prev):
-        for l in range(start + 1, stop + 1):
-            Wl = W.dense(l, cols=S_prev)
-            if beta != 1.0:
-                Wl *= beta
-            if l == stop:
-                yield Wl
-                return
-            f = rescale_pow2(Wl @ f[S_prev])
-            S_prev = np.flatnonzero(f > 0)
-            yield Wl[S_prev]
-
-    return factors(f, first), first.size
+    return SampledBFK(family, mode, seeds.seed_record(ss), idx, layers, eig,
+                      alignment.cos_from_spectrum(lam), ck, low, kernels)
 
 
 # Factors multiplied together between two QR steps may have a joint condition number up to this:
@@ -452,7 +340,7 @@ _JACOBIAN_BLOCK_COND = 1e6
 
 
 def sample_jacobian(family, start, stop, samples=1, seed=None, mode="exact", *,
-                    progress=None) -> JacobianResult:
+                    progress=None) -> SampledJacobian:
     """Squared singular values of the layer-to-layer Jacobian ``df_stop/df_start``.
 
     ``1 <= start < stop <= L-1``. The product ``A_stop ... A_{start+1}`` is accumulated in a
@@ -461,51 +349,30 @@ def sample_jacobian(family, start, stop, samples=1, seed=None, mode="exact", *,
     """
     from ._products import product_log_singular_values
 
-    _check_family(family)
+    check_family(family)
     check_mode(mode)
     L, m = family.depth, family.width
-    for name, v in (("start", start), ("stop", stop)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{name} must be an integer, got {v!r}")
+    start = check_int("start", start)
+    stop = check_int("stop", stop)
     if not 1 <= start < stop <= L - 1:
         raise ValueError(f"need 1 <= start < stop <= L-1 = {L - 1}; got start={start!r}, stop={stop!r}")
-    ss, idx, keys = _sample_keys(seed, samples)
+    ss, idx, keys = seeds.sample_keys(seed, samples)
     out = np.full((len(idx), m), -np.inf)
     bar = _progress(len(idx), progress, "sample_jacobian", len(idx) * (stop - start) * m**3 * 4)
     for i, key in enumerate(keys):
-        W = Weights(family, key)
-        relu_mlp = family.skip == 0 and family.activation == "relu"
-        if relu_mlp and mode == "exact":
-            factors, width = _relu_mlp_factors(family, W, key, start, stop)
-        elif relu_mlp:
-            masks = free_masks(family, key)
-            # J = W_stop D_{stop-1} ... W_{start+1} D_start. Multiplying only the active blocks
-            # W_l[S_l, S_{l-1}] keeps the masks' exact zero singular values exactly zero (-inf).
-            active = {l: np.flatnonzero(masks[l - 1]) for l in range(start, stop)}
-            active[stop] = np.arange(m)
-            factors = (family.branch_scale * W.dense(l, rows=active[l], cols=active[l - 1])
-                       for l in range(start + 1, stop + 1))
-            width = len(active[start])
-        else:
-            if mode == "exact":  # only the signs of the features matter: rescaled, never overflows
-                x = family.input_vector(lambda d: draw_input(key, d))
-                masks = exact_masks(family, forward(family, W, x, rescale=True))
-            else:
-                masks = free_masks(family, key)
-            factors = (layer_jacobian(family, W, masks, l) for l in range(start + 1, stop + 1))
-            width = m
+        factors, width = jacobian_factors(family, Weights(family, key), key, mode, start, stop)
         # The chain alternates weight generation (numba) and small LAPACK calls. Each gets one
         # core: factors are generated on a helper thread while LAPACK works on the previous ones
         # (one BLAS thread also leaves no OpenBLAS worker spinning against numba's).
         # closing(): an error in the chain stops the helper now, not when the traceback dies.
-        with threadpool_limits(1, user_api="blas"), closing(in_background(factors)) as stream:
+        with one_blas_thread(), closing(in_background(factors)) as stream:
             s = product_log_singular_values(stream, width, block_cond=_JACOBIAN_BLOCK_COND)
         out[i, : len(s)] = s
         if bar is not None:
             bar.update()
     if bar is not None:
         bar.close()
-    return JacobianResult(family, mode, _seed_repr(ss), idx, int(start), int(stop), out)
+    return SampledJacobian(family, mode, seeds.seed_record(ss), idx, start, stop, out)
 
 
 def width_limit(family, widths, quantity="cos", samples=16, seed=None, mode="exact", order=1,
@@ -514,20 +381,25 @@ def width_limit(family, widths, quantity="cos", samples=16, seed=None, mode="exa
 
     Samples ``family`` at each width (``family.replace(width=m)``, so default init scales follow
     ``m``), then fits ``c0 + c1/m`` (``order=1``) or ``c0 + c1/m + c2/m^2`` (``order=2``) per layer
-    by weighted least squares, returning ``c0`` with its standard error. Each width gets an
-    independent child of ``seed``.
+    by weighted least squares, returning ``c0`` with its standard error. Each width is sampled
+    with the seed :func:`rmtalign.seeds.point_seed` derives from ``seed`` and the family at that
+    width: adding, removing or reordering widths leaves the others' numbers unchanged.
     """
     from ._extrapolate import fit_width_limit
 
-    _check_family(family)
+    check_family(family)
+    if quantity not in SampledBFA._per_layer:
+        raise ValueError(f"quantity must be one of {', '.join(SampledBFA._per_layer)}; got {quantity!r}")
+    check_mode(mode)
     widths = np.asarray(widths)
     if widths.ndim != 1 or not np.issubdtype(widths.dtype, np.integer) or (widths < 1).any():
         raise ValueError(f"widths must be a sequence of positive integers, got {widths!r}")
-    ss, _ = resolve_seed(seed)
-    children = ss.spawn(len(widths))
+    ss, _ = seeds.resolve_seed(seed)
     means, sems = [], []
-    for w, child in zip(widths, children):
-        r = sample_bfa(family.replace(width=int(w)), samples, child, mode=mode, progress=progress)
+    for w in widths:
+        fam = family.replace(width=int(w))
+        r = sample_bfa(fam, samples, seeds.point_seed(ss, fam, f"bfa-{mode}"), mode=mode,
+                       progress=progress)
         means.append(r.mean(quantity))
         sems.append(r.sem(quantity))
     means, sems = np.array(means), np.array(sems)
@@ -548,5 +420,6 @@ def width_limit(family, widths, quantity="cos", samples=16, seed=None, mode="exa
         else:
             one = fit_width_limit(widths, means[:, j], order=order)
             c0[j], c0_se[j], coef[j], chi2[j] = one.c0, one.c0_se, one.coef, one.chi2
-    return WidthLimit(quantity, widths, np.arange(1, family.depth), means, sems, c0, c0_se, coef,
-                      chi2, fit.dof, pvalue)
+    return WidthLimit(family.replace(width=int(widths[0])), mode, seeds.seed_record(ss), quantity,
+                      widths, np.arange(1, family.depth), means, sems, c0, c0_se, coef, chi2,
+                      fit.dof, pvalue)

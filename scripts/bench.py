@@ -15,8 +15,8 @@ OpenBLAS's and torch's thread pools spin after a parallel region and slow whoeve
 (DESIGN.md). Each implementation gets a warm-up run (which also compiles numba kernels) and is timed
 as the median of several runs. One JSON object per case is printed on its own line.
 
-The peers live in ``rmtalign/_reference.py`` (numpy, also the test oracle) and
-``rmtalign/_reference_torch.py`` (torch autograd + ``torch.func.jvp``).
+The peers are the test oracles ``tests/oracles/numpy_ref.py`` (plain numpy) and
+``tests/oracles/torch_ref.py`` (torch autograd + ``torch.func.jvp``).
 """
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+for path in (ROOT, os.path.join(ROOT, "tests")):  # the package, and the oracles (tests/oracles)
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 import numpy as np  # noqa: E402
 
@@ -211,7 +212,7 @@ def _threads():
 
 # -- cases ---------------------------------------------------------------------------------------
 def _case_bfa_exact_mlp(args, out):
-    from rmtalign import _reference as ref
+    from oracles import numpy_ref as ref
     from rmtalign.families import MLP
 
     L, m = (32, 256) if args.quick else (128, 1024)
@@ -249,7 +250,7 @@ def _case_bfa_exact_mlp(args, out):
     out["gemm_gflops"] = _gemm_gflops()
 
     if _have_torch() and not args.no_torch:
-        from rmtalign._reference_torch import bfa_exact_torch, torch_weights
+        from oracles.torch_ref import bfa_exact_torch, torch_weights
 
         def torch_peer():
             t0 = time.perf_counter()
@@ -292,7 +293,7 @@ def _bfk_layers(L):
 
 
 def _case_bfk_dense(args, out):
-    from rmtalign import _reference as ref
+    from oracles import numpy_ref as ref
     from rmtalign.families import MLP
 
     L, m = (16, 128) if args.quick else (64, 512)
@@ -346,7 +347,7 @@ def _case_bfk_dense(args, out):
         # The flops ours really performs: bfk_step multiplies only the active columns S of W_v
         # (2 m |S|^2 + 2 m^2 |S| for an MLP, 4 m^2 |S| with a skip), so the nominal dense count
         # 4 m^3 a layer overstates its work by ~2.7x for ReLU. Both are reported.
-        act = np.array([np.count_nonzero(f[v - 2] > 0) if fam.activation == "relu" else m
+        act = np.array([np.count_nonzero(f[v - 2] > 0) if fam.phi.has_masks else m
                         for v in range(2, L)], dtype=float)
         per = 2 * m * act**2 + 2 * m * m * act if fam.skip == 0 else 4 * m * m * act
         out["flops_recursion_actual"] = float(per.sum())
@@ -374,7 +375,7 @@ def _case_bfk_dense(args, out):
 
 
 def _case_jacobian_long(args, out):
-    from rmtalign import _reference as ref
+    from oracles import numpy_ref as ref
     from rmtalign.families import MLP
 
     n_fac, m = (200, 128) if args.quick else (1000, 256)

@@ -35,7 +35,7 @@ cases += [
     ("ResNet a=1 c=4 L=16", ResNet.scaled(16, 64, 4.0, alpha=1.0), "exact", "exact"),
     ("ResNet a=0.5 c=2 L=32", ResNet.scaled(32, 64, 2.0), "exact", "exact"),
     ("ResNet a=0.5 c=2 orth", ResNet.scaled(16, 64, 2.0, weights="orthogonal"), "exact", "exact"),
-    ("ResNet a=0.5 c=2 uniform LR", ResNet.scaled(16, 64, 2.0, lr="uniform"), "exact", "exact"),
+    ("ResNet a=0.5 c=2 uniform LR", ResNet.scaled(16, 64, 2.0, lr_rule="uniform"), "exact", "exact"),
     ("ResNet a=0.5 c=2 all trained", ResNet.scaled(16, 64, 2.0, trained="all"), "exact", "exact"),
     ("ResNet beta=0.5 skip=0.8", ResNet(16, 64, 0.5, skip_scale=0.8), "exact", "exact"),
     ("ResNet a=0.5 c=2 free", ResNet.scaled(16, 64, 2.0), "free", "free"),
@@ -50,14 +50,14 @@ for i, (name, f, mode, masks) in enumerate(cases):
     t = time.time()
     n = orth_samples if f.weights == "orthogonal" else samples
     wl = width_limit(f, widths, samples=n, seed=2024 + i, mode=mode)
-    th = T.bfa(f, masks=masks)
+    th = T.bfa(f, mode=masks)
     sl = slice(2, None)  # layers 3..L-1 (layer 2: cos = 1 exactly when W_1 is frozen)
     est, se = wl.limit[sl], wl.limit_se[sl]
     ok = se > 0
     z = (est - th.cos[sl])[ok] / se[ok]
     zs = (est - th.cos_spectrum[sl])[ok] / se[ok]
     err = np.max(np.abs(est - th.cos[sl]))
-    show_spec = mode == "exact" and th.model == "exact" and f.skip != 0 and f.activation == "relu"
+    show_spec = mode == "exact" and th.mode == "exact" and f.skip != 0 and f.activation == "relu"
     zs_txt = f"{np.max(np.abs(zs)):.2f}" if show_spec else "="
     print(f"{name} | {n} | {err:.4f} | {np.max(np.abs(z)):.2f} | {zs_txt} | {th.cos[-1]:.4f} | "
           f"{wl.limit[-1]:.4f} +- {wl.limit_se[-1]:.4f} | {time.time() - t:.0f}s", flush=True)

@@ -49,7 +49,7 @@ def test_frozen_hashable_replace():
         (dict(depth=True, width=8), TypeError, ["depth"]),
         (dict(depth=5, width=8, activation="tanh"), ValueError, ["activation", "tanh", "relu"]),
         (dict(depth=5, width=8, weights="uniform"), ValueError, ["weights", "uniform", "orthogonal"]),
-        (dict(depth=5, width=8, lr="adam"), ValueError, ["lr", "adam", "balanced"]),
+        (dict(depth=5, width=8, lr_rule="adam"), ValueError, ["lr_rule", "adam", "balanced"]),
         (dict(depth=5, width=8, input="zeros"), ValueError, ["input", "zeros", "fixed"]),
         (dict(depth=5, width=8, trained="none"), ValueError, ["trained", "none", "all"]),
         (dict(depth=5, width=8, trained=[0]), ValueError, ["trained layer", "0"]),

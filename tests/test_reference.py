@@ -8,19 +8,19 @@ import math
 import numpy as np
 import pytest
 
-from rmtalign import _reference as ref
+from oracles import numpy_ref as ref
 from rmtalign.families import MLP, ResNet
 
 FAMILIES = [
     MLP(6, 16),
     MLP(5, 12, in_dim=7, out_dim=3, activation="linear"),
-    MLP(6, 16, trained="all", lr="uniform"),
+    MLP(6, 16, trained="all", lr_rule="uniform"),
     ResNet(7, 16, 0.5),
     ResNet(6, 12, 0.3, activation="linear", trained="all"),
     ResNet(6, 16, 0.8, skip_scale=1.1, out_dim=2, trained=(2, 4, 6)),
     ResNet(5, 10, 1.0, input="random", in_dim=4),
 ]
-IDS = [fam.label + f" {fam.trained} {fam.lr}" for fam in FAMILIES]
+IDS = [fam.label + f" {fam.trained} {fam.lr_rule}" for fam in FAMILIES]
 
 
 def _draw(fam, seed):
@@ -156,7 +156,7 @@ def test_jacobian_product(fam):
 @pytest.mark.parametrize("rule", ["balanced", "uniform"])
 def test_orthogonal_linear_mlp_is_aligned(trained, rule):
     # Orthogonal linear layers make every Jacobian an isometry, so K_v is a multiple of I: cos = 1.
-    fam = MLP(8, 24, activation="linear", weights="orthogonal", trained=trained, lr=rule)
+    fam = MLP(8, 24, activation="linear", weights="orthogonal", trained=trained, lr_rule=rule)
     w = ref.draw_weights(fam, np.random.default_rng(8))
     for W in w[1:-1]:
         np.testing.assert_allclose(W @ W.T, np.eye(fam.width), atol=1e-13)
@@ -198,7 +198,7 @@ def test_bad_weights_rejected():
 @pytest.mark.parametrize("fam", FAMILIES, ids=IDS)
 def test_torch_peer_matches_numpy(fam):
     pytest.importorskip("torch")
-    from rmtalign._reference_torch import bfa_exact_torch
+    from oracles.torch_ref import bfa_exact_torch
 
     w, x = _draw(fam, 9)
     r_np = ref.bfa_exact(fam, w, x)
@@ -215,7 +215,7 @@ def test_torch_peer_matches_numpy(fam):
 
 def test_torch_weights():
     torch = pytest.importorskip("torch")
-    from rmtalign._reference_torch import bfa_exact_torch, torch_weights
+    from oracles.torch_ref import bfa_exact_torch, torch_weights
 
     fam = ResNet(5, 200, 0.5, in_dim=100, out_dim=50)
     w = torch_weights(fam, seed=3)

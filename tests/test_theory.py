@@ -138,7 +138,7 @@ def test_mlp_bfa_closed_form(act, weights, var):
     assert np.array_equal(r.layers, np.arange(1, 40))
     assert np.isnan(r.cos[0])
     assert np.allclose(r.cos[1:], T.mlp_bfa_exact(r.layers[1:], var), rtol=1e-13)
-    assert np.allclose(T.bfa(f, masks="free").cos[1:], r.cos[1:], rtol=1e-13)
+    assert np.allclose(T.bfa(f, mode="free").cos[1:], r.cos[1:], rtol=1e-13)
 
 
 def test_mlp_asymptote_constant():
@@ -154,7 +154,7 @@ def test_exact_mask_recursion_reduces_to_free_with_independent_masks():
         c, law = _weights_normalised(f)
         P = np.full(c.size + 2, 0.25)
         M1, M2 = _exact_mask_recursion(c, law, P)
-        free = T.bfa(f, masks="free")
+        free = T.bfa(f, mode="free")
         assert np.allclose(M1, free.m1, rtol=1e-12) and np.allclose(M2, free.m2, rtol=1e-12)
 
 
@@ -176,10 +176,10 @@ def test_bfk_moments_exact_small_case():
 
 def test_bfk_moments_exact_masks_match_bfa():
     f = ResNet.scaled(20, 100, 2.0)
-    s = T.bfk_moments(f, 15, 2, masks="exact")
+    s = T.bfk_moments(f, 15, 2, mode="exact")
     assert s[0] / math.sqrt(s[1]) == pytest.approx(T.bfa(f).cos_spectrum[14], rel=1e-12)
     with pytest.raises(ValueError, match="order <= 2"):
-        T.bfk_moments(f, 15, 3, masks="exact")
+        T.bfk_moments(f, 15, 3, mode="exact")
 
 
 def test_jacobian_moments():
@@ -196,17 +196,17 @@ def test_jacobian_moments():
 def test_depth_limit_matches_long_recursion():
     for masks in ("free", "exact"):
         for c in (0.5, 2.0):
-            lim = T.depth_limit(0.5, c, masks=masks).cos
-            r = T.bfa(ResNet.scaled(20000, 100, c), masks=masks).cos[-1]
+            lim = T.depth_limit(0.5, c, mode=masks).cos
+            r = T.bfa(ResNet.scaled(20000, 100, c), mode=masks).cos[-1]
             assert r == pytest.approx(lim, abs=5e-4)
-    assert T.depth_limit(0.5, 1.0, masks="free").cos == pytest.approx(1 / math.sqrt(1 + 2 / 3), rel=1e-15)
+    assert T.depth_limit(0.5, 1.0, mode="free").cos == pytest.approx(1 / math.sqrt(1 + 2 / 3), rel=1e-15)
     assert T.depth_limit(0.7, 1.0).cos == 1.0 and T.depth_limit(0.3, 1.0).cos == 0.0
 
 
 def test_bad_input():
     f = MLP(6, 10)
     with pytest.raises(ValueError):
-        T.bfa(f, masks="nope")
+        T.bfa(f, mode="nope")
     with pytest.raises(ValueError):
         T.bfk_moments(f, 6, 2)
     with pytest.raises(ValueError):
@@ -280,7 +280,7 @@ def test_bfa_against_width_limit_resnet(mode, masks):
         means = np.array([r.mean("cos")[2:] for r in res])
         sems = np.array([r.sem("cos")[2:] for r in res])
     fit = fit_width_limit(widths, means, sems, order=1)
-    th = T.bfa(f, masks=masks).cos_spectrum[2:]
+    th = T.bfa(f, mode=masks).cos_spectrum[2:]
     assert np.all(np.abs(fit.c0 - th) <= 3 * fit.c0_se)
 
 

@@ -5,6 +5,7 @@ evaluation of the same sums written from the definitions (module docstring of
 import math
 
 import numpy as np
+from scipy import stats
 import pytest
 
 from rmtalign import theory as T
@@ -52,7 +53,7 @@ def _direct_m2b(family):
 @pytest.mark.parametrize("family", [
     ResNet.scaled(22, 100, 2.0),
     ResNet.scaled(25, 100, 0.7, weights="orthogonal"),
-    ResNet.scaled(20, 100, 1.0, alpha=0.25, lr="uniform"),
+    ResNet.scaled(20, 100, 1.0, alpha=0.25, lr_rule="uniform"),
     ResNet.scaled(20, 100, 3.0, alpha=1.0, trained="all"),
     ResNet(24, 100, 0.5, skip_scale=0.8),
 ], ids=["gauss", "orth", "alpha0.25-uniform", "alpha1-all", "skip0.8"])
@@ -60,7 +61,7 @@ def test_fast_correction_matches_direct_sums(family):
     r = T.bfa(family)
     ref = _direct_m2b(family)
     assert np.allclose(r.m2b[1:], ref[1:], rtol=1e-11, atol=0)
-    assert r.model == "exact"
+    assert r.mode == "exact"
 
 
 def test_structure_of_the_correction():
@@ -74,7 +75,7 @@ def test_structure_of_the_correction():
     assert r.cos[-1] == r.cos_spectrum[-1]
     assert T.depth_limit(0.5, 2.0).cos == pytest.approx(T.bfa(ResNet.scaled(20000, 100, 2.0)).cos[-1], abs=5e-4)
     # spectral part is the previous exact-mask recursion
-    m = T.bfk_moments(f, 20, 2, masks="exact")
+    m = T.bfk_moments(f, 20, 2, mode="exact")
     assert m[0] / math.sqrt(m[1]) == pytest.approx(r.cos_spectrum[19], rel=1e-12)
 
 
@@ -88,8 +89,8 @@ def test_no_correction_without_correlated_masks(family):
 
 def test_free_masks_have_no_correction():
     f = ResNet.scaled(12, 100, 2.0)
-    r = T.bfa(f, masks="free")
-    assert r.model == "free" and np.array_equal(r.cos, r.cos_spectrum, equal_nan=True)
+    r = T.bfa(f, mode="free")
+    assert r.mode == "free" and np.array_equal(r.cos, r.cos_spectrum, equal_nan=True)
 
 
 def test_large_depth_cost_and_finiteness():
@@ -107,7 +108,7 @@ def test_large_depth_cost_and_finiteness():
 # ---------------------------------------------------------------- against the sampler
 @pytest.mark.parametrize("family,samples,seed", [
     (ResNet.scaled(8, 64, 2.0), 48, 7),
-    (ResNet.scaled(8, 64, 1.0, alpha=0.25, lr="uniform"), 32, 8),
+    (ResNet.scaled(8, 64, 1.0, alpha=0.25, lr_rule="uniform"), 32, 8),
     (MLP(8, 64), 24, 9),
 ], ids=["resnet-c2", "resnet-alpha0.25-uniform", "mlp"])
 def test_bfa_exact_masks_against_width_limit(family, samples, seed):
@@ -116,7 +117,11 @@ def test_bfa_exact_masks_against_width_limit(family, samples, seed):
     sl = slice(2, None)  # layers 3 .. L-1 (layer 2 has cos = 1 exactly, SE 0)
     est, se = wl.limit[sl], wl.limit_se[sl]
     assert np.all(se > 0)
-    assert np.all(np.abs(est - th.cos[sl]) <= 3 * se)
+    # One test over all compared layers at the false-alarm rate of a single 3-SE test (0.27%):
+    # Bonferroni over the layers, z = 3.46 for 5 of them. (Checked calibrated: over 12 seeds the
+    # MLP's z-scores have mean 0.03 and SD 0.9 per layer.)
+    z_max = stats.norm.isf(0.0027 / 2 / est.size)
+    assert np.all(np.abs(est - th.cos[sl]) <= z_max * se)
     if family.skip != 0:
         # power: the mask correction exceeds 4 SE at some layer, and the data resolve it (the
         # spectral M1/sqrt(M2), i.e. b independent of K_v, is rejected at 3 SE somewhere)
@@ -135,5 +140,5 @@ def test_depth_limit_inside_the_network_is_the_bfa_not_the_spectrum():
         assert lim.cos < lim.cos_spectrum - 1e-3  # the mask-correlated b_v lowers it
         out = T.depth_limit(0.5, c)
         assert out.cos == out.cos_spectrum  # at the output the two agree
-    free = T.depth_limit(0.5, 2.0, masks="free", position=0.5)
+    free = T.depth_limit(0.5, 2.0, mode="free", position=0.5)
     assert free.cos == free.cos_spectrum == pytest.approx((1 + 2 * 4 * 0.5 / 3) ** -0.5, rel=1e-15)

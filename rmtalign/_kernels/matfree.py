@@ -10,14 +10,27 @@ the chunks' partial results in chunk order, so the result does not depend on the
 import numpy as np
 from numba import njit, prange
 
+from .._runtime import configure_numba
 from .rng import row_key, row_normals
 
 _CHUNK = 32
 _FASTMATH = {"contract", "reassoc"}  # vectorised dot products; no nnan/ninf assumptions
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def gauss_matvecs(key, rows, cols, std, V, out):
+    """``out[p, r] = std * sum_k W[r, cols[k]] V[p, k]`` for ``r < rows``."""
+    configure_numba()
+    _gauss_matvecs(key, rows, cols, std, V, out)
+
+
+def gauss_rmatvecs(key, cols, std, U, out):
+    """``out[p, k] = std * sum_r W[r, cols[k]] U[p, r]`` for ``r < U.shape[1]``."""
+    configure_numba()
+    _gauss_rmatvecs(key, cols, std, U, out)
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _gauss_matvecs(key, rows, cols, std, V, out):
     """``out[p, r] = std * sum_k W[r, cols[k]] V[p, k]`` for ``r < rows``."""
     P, n = V.shape
     nchunks = (rows + _CHUNK - 1) // _CHUNK
@@ -34,7 +47,7 @@ def gauss_matvecs(key, rows, cols, std, V, out):
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def gauss_rmatvecs(key, cols, std, U, out):
+def _gauss_rmatvecs(key, cols, std, U, out):
     """``out[p, k] = std * sum_r W[r, cols[k]] U[p, r]`` for ``r < U.shape[1]``."""
     P, rows = U.shape
     n = cols.shape[0]

@@ -10,7 +10,7 @@ anywhere, by any thread, in any order: the matrix-free passes recompute a layer'
 of storing them, and skip the columns a ReLU mask zeroes.
 
 Ziggurat of Marsaglia & Tsang (2000) in the 64-bit layout numpy uses (8 index bits, 1 sign bit,
-52 mantissa bits). ``_reference_*`` functions are the plain-Python oracle (bit-identical).
+52 mantissa bits). The plain-Python oracle, bit-identical, is ``tests/oracles/rng_ref.py``.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from . import _config  # noqa: F401  (side effect: threading layer)
+from .._runtime import configure_numba
 
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
@@ -177,6 +177,7 @@ def index_array(idx, n):
 def fill_normal(key, out, rows=None, cols=None):
     """``out[i, k]`` = entry ``(rows[i], cols[k])`` of the standard-normal matrix ``key``
     (``rows``/``cols`` default to ``0 .. n-1``): any sub-block of a matrix, exactly."""
+    configure_numba()
     _fill(np.uint64(key), index_array(rows, out.shape[0]), index_array(cols, out.shape[1]), out)
 
 
@@ -199,47 +200,3 @@ def uniform_bits(key: int, n: int) -> np.ndarray:
     z = (z ^ (z >> _S30)) * _M1
     z = (z ^ (z >> _S27)) * _M2
     return z ^ (z >> _S31)
-
-
-# -- reference (oracle) -------------------------------------------------------------------------
-def _reference_normals(key: int, row: int, n: int) -> np.ndarray:
-    """Plain-Python ziggurat over the same streams: the test oracle of :func:`fill_normal`
-    (entries ``0 .. n-1`` of row ``row``)."""
-    k = _mix64_int((key + (row + 1) * GOLDEN) & MASK64)
-    word = lambda kk, c: _mix64_int((kk + (c + 1) * GOLDEN) & MASK64)  # noqa: E731
-    dbl = lambda kk, c: (word(kk, c) >> 11) * _TO_DOUBLE  # noqa: E731
-
-    def attempt(w):
-        idx, w = w & 0xFF, w >> 8
-        rabs = (w >> 1) & 0x000FFFFFFFFFFFFF
-        return idx, float(rabs) * _WI[idx] * (-1.0 if w & 1 else 1.0), rabs
-
-    def finish(kk, ctr, idx, x, rabs):  # -> (accepted, value, ctr)
-        if idx == 0:
-            while True:
-                xx = -_ZIG_INV_R * math.log1p(-dbl(kk, ctr))
-                yy = -math.log1p(-dbl(kk, ctr + 1))
-                ctr += 2
-                if yy + yy > xx * xx:
-                    return True, (-(_ZIG_R + xx) if (rabs >> 8) & 1 else _ZIG_R + xx), ctr
-        u = dbl(kk, ctr)
-        ok = (_FI[idx - 1] - _FI[idx]) * u + _FI[idx] < math.exp(-0.5 * x * x)
-        return ok, x, ctr + 1
-
-    out = []
-    for j in range(n):
-        idx, x, rabs = attempt(word(k, j))
-        if rabs < int(_KI[idx]):
-            out.append(x)
-            continue
-        ko = _mix64_int(((k ^ 0xD1B54A32D192ED03) + (j + 1) * GOLDEN) & MASK64)
-        ok, z, ctr = finish(ko, 0, idx, x, rabs)
-        while not ok:
-            idx, x, rabs = attempt(word(ko, ctr))
-            ctr += 1
-            if rabs < int(_KI[idx]):
-                ok, z = True, x
-            else:
-                ok, z, ctr = finish(ko, ctr, idx, x, rabs)
-        out.append(z)
-    return np.array(out)

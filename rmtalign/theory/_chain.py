@@ -48,7 +48,7 @@ import numpy as np
 
 import numba
 
-from .._kernels import _config  # noqa: F401  (threading layer)
+from .._runtime import configure_numba
 
 _njit = numba.njit(cache=True, error_model="numpy")
 
@@ -419,6 +419,7 @@ def chain_cauchy(x, eps, cs, params, R=None, tol=1e-13, threads=None):
     # a chunk costs one continuation from the top (~20-40 chain evaluations) on top of ~2 a point
     nchunks = int(max(1, min(threads, xs.size // 64)))
     Wp = np.empty(xs.size, complex)
+    configure_numba()
     _solve(xs, es, R, cs, a2, g2, p, k, float(tol), G, Wp, res, info, nchunks)
     out = np.empty_like(G)
     out[order] = G

@@ -30,7 +30,7 @@ exact width limit of ``M1, M2`` (see ``docs/theory.md``):
 with ``g^2 = beta^2 m s^2``, ``p = 1/2``, ``e = 0`` (Gaussian) or ``1`` (orthogonal). Replacing
 ``P(j)`` by ``p^2`` gives back the free model. ``cos_spectrum = M1 / sqrt(M2)``.
 
-**The BFA with exact masks** (``BFAResult.cos``). Thm 3.2 needs ``b_v`` independent of ``K_v``.
+**The BFA with exact masks** (``TheoryBFA.cos``). Thm 3.2 needs ``b_v`` independent of ``K_v``.
 At pre-activations ``b_v = a b_{v+1} + beta D_v W_{v+1}^T b_{v+1}``: in the width limit, given
 the mask histories of all neurons, ``b_v`` is a centred Gaussian vector with independent entries
 of variance ``s_i`` (``W_{l}^T b_l``, ``l > v``, are fresh Gaussians: the readout is linear and
@@ -67,38 +67,20 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
+from .._validate import (check_family, check_int, check_layer, check_mode,
+                         renamed_keyword)
+from ..alignment import angle_deg
+from ..results import Result
 from .free import Atoms, free_multiplicative_moments, shift_moments
 from .layer import LayerLaw, layer_law, rational
 from .signal import mean_field
 from ._chain import chain_density
 
-__all__ = ["BFAResult", "Density", "bfa", "bfk_moments", "bfk_density", "jacobian_moments",
+__all__ = ["TheoryBFA", "Density", "bfa", "bfk_moments", "bfk_density", "jacobian_moments",
            "jacobian_density", "moment_recursion"]
-
-_MASKS = ("exact", "free")
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_family(family):
-    for attr in ("depth", "width", "skip", "branch_scale", "activation", "weights"):
-        if not hasattr(family, attr):
-            raise TypeError(f"family must be an rmtalign MLP or ResNet, got {family!r}")
-
-
-def _check_layer(name, v, lo, hi):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {v!r}")
-    if not lo <= v <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {v!r}")
-    return int(v)
-
-
-def _check_order(order):
-    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
-        raise ValueError(f"order must be an integer >= 1, got {order!r}")
-    return int(order)
-
-
 def _weights_normalised(family):
     """``c_v / t1^v`` for v = 1..L-1 (the recursion is run on ``Y / t1``, scale-free), and t1."""
     law = layer_law(family)
@@ -233,107 +215,94 @@ def _mask_correlation(law: LayerLaw, n):
     return 0.25 + np.arcsin(np.clip(corr, -1, 1)) / (2 * np.pi)
 
 
-def _uses_exact_masks(family, masks):
-    return masks == "exact" and family.activation == "relu" and family.skip != 0.0
+def _uses_exact_masks(family, mode):
+    return mode == "exact" and family.phi.has_masks and family.skip != 0.0
 
 
 # --------------------------------------------------------------------------- BFA
-@dataclass(frozen=True)
-class BFAResult:
+@dataclass(frozen=True, repr=False)
+class TheoryBFA(Result):
     """Width-limit BFA of a family: ``cos[i]`` is ``cos(theta_v)`` at ``v = layers[i]``.
 
     ``cos`` is the angle the network has, ``M1 / sqrt(M2b)``; ``cos_spectrum = M1 / sqrt(M2)``
     is Thm 3.2's spectral quantity (a backward vector independent of ``K_v``). They coincide
-    except for ReLU ResNets with the network's own masks (``model="exact"``, ``v < L-1``).
+    except for ReLU ResNets with the network's own masks (``mode="exact"``, ``v < L-1``).
     ``m1, m2`` are the first two spectral moments of ``K_v`` and ``m2b`` the backward-weighted
-    ``E_i[s_i (K_v^2)_ii] / E_i[s_i]``, all up to a common factor ``scale`` (``M_p = m_p scale^p``
-    in the units of ``mean_field``); ``model`` is ``"free"`` or ``"exact"``."""
+    ``E_i[s_i (K_v^2)_ii] / E_i[s_i]``, all up to a common factor (``M_p = m_p scale^p`` in the
+    units of ``mean_field``). The sampled counterpart is :class:`rmtalign.SampledBFA`."""
 
+    family: object
+    mode: str
     layers: np.ndarray
     cos: np.ndarray
+    cos_spectrum: np.ndarray
     m1: np.ndarray
     m2: np.ndarray
-    model: str
-    family: object = field(repr=False, default=None)
-    cos_spectrum: np.ndarray = field(default=None)
-    m2b: np.ndarray = field(default=None)
-
-    def __post_init__(self):
-        if self.cos_spectrum is None:
-            object.__setattr__(self, "cos_spectrum", self.cos)
-        if self.m2b is None:
-            object.__setattr__(self, "m2b", self.m2)
+    m2b: np.ndarray
 
     @property
-    def angle(self) -> np.ndarray:
-        return np.arccos(np.clip(self.cos, -1, 1))
+    def angle_deg(self) -> np.ndarray:
+        """``theta_v`` in degrees."""
+        return angle_deg(self.cos)
 
-    def to_dict(self) -> dict:
-        return {"layers": self.layers.tolist(), "cos": self.cos.tolist(),
-                "cos_spectrum": self.cos_spectrum.tolist(), "m1": self.m1.tolist(),
-                "m2": self.m2.tolist(), "m2b": self.m2b.tolist(), "model": self.model}
-
-    def to_rows(self) -> list[dict]:
-        return [{"layer": int(v), "cos": float(c), "cos_spectrum": float(s)}
-                for v, c, s in zip(self.layers, self.cos, self.cos_spectrum)]
+    def _table(self):
+        return {"layer": self.layers, "cos": self.cos, "angle_deg": self.angle_deg,
+                "cos_spectrum": self.cos_spectrum, "m1": self.m1, "m2": self.m2, "m2b": self.m2b}
 
 
-def bfa(family, masks="exact") -> BFAResult:
+def bfa(family, mode="exact", *, masks=None) -> TheoryBFA:
     """Width-limit ``cos(theta_v)`` at ``v = 1 .. L-1``: ``M1 / sqrt(M2b)`` (``.cos``) and the
     spectral ``M1 / sqrt(M2)`` of Thm 3.2 (``.cos_spectrum``).
 
-    ``masks="exact"``: the network's own ReLU masks. For ReLU ResNets the masks of one neuron are
+    ``mode="exact"``: the network's own ReLU masks. For ReLU ResNets the masks of one neuron are
     correlated across depth, both inside ``K_v`` and between ``K_v`` and ``b_v``, and ``.cos`` is
 
         cos(theta_v) = E_i[s_i K_ii] / sqrt(E_i[s_i (K^2)_ii] E_i[s_i]) = M1 / sqrt(M2 + C_v)
 
     (module docstring), which is what ``sample_bfa(mode="exact")`` measures as ``m -> inf``;
     ``C_{L-1} = 0`` (linear readout), so the output angle is the spectral one. For MLPs and
-    linear networks both are the free model. ``masks="free"``: ReLU masks replaced by free
+    linear networks both are the free model. ``mode="free"``: ReLU masks replaced by free
     Bernoulli(1/2) projections, independent across layers (``sample_bfa(mode="free")``), and
     ``cos = cos_spectrum``. Layers with ``K_v = 0`` (``v = 1`` when ``W_1`` is frozen) get
-    ``NaN``. Cost O(L) (O(L log L) for exact masks); ``L = 10^6`` takes well under a second."""
-    _check_family(family)
-    if masks not in _MASKS:
-        raise ValueError(f"masks must be one of {_MASKS}, got {masks!r}")
+    ``NaN``. Cost O(L) (O(L log L) for exact masks); ``L = 10^6`` takes well under a second.
+    (``masks=`` is the deprecated old name of ``mode=``.)"""
+    check_family(family)
+    mode = check_mode(renamed_keyword("masks", masks, "mode", mode, "exact"))
     c, law = _weights_normalised(family)
     norm = LayerLaw(law.a2 / rational(law.mean), law.g2 / rational(law.mean), law.p, law.weights)
-    if _uses_exact_masks(family, masks):
-        if family.readout != "linear":  # pragma: no cover - no such family today
+    if _uses_exact_masks(family, mode):
+        if not family.psi.is_identity:  # pragma: no cover - no such family today
             raise NotImplementedError("exact masks with a skip and a ReLU readout: b_{L-1} would "
                                       "carry the mask D_{L-1}; not implemented")
         M1, M2, M2b = _exact_mask_moments(c, norm, _mask_correlation(norm, c.size))
-        model = "exact"
     else:
         t1 = 1.0
         t2 = 1.0 + norm.variance
         M1, M2 = moment_recursion(c, t1, t2)
         M2b = M2
-        model = "free" if (family.activation == "relu" and family.skip != 0.0) else "exact"
     with np.errstate(invalid="ignore", divide="ignore"):
         cos_spec = np.where(M1 > 0, M1 / np.sqrt(M2), np.nan)
         cos = np.where(M1 > 0, M1 / np.sqrt(M2b), np.nan) if M2b is not M2 else cos_spec
-    return BFAResult(np.arange(1, family.depth), cos, M1, M2, model, family, cos_spec, M2b)
+    return TheoryBFA(family, mode, np.arange(1, family.depth), cos, cos_spec, M1, M2, M2b)
 
 
 # --------------------------------------------------------------------------- moments
-def bfk_moments(family, layer, order=4, exact=False, masks="free"):
+def bfk_moments(family, layer, order=4, exact=False, mode="free", *, masks=None):
     """Spectral moments ``M_1 .. M_order`` of ``K_layer`` (units of ``mean_field``'s ``c_v``).
 
     Free model: ``law(K_v) = c_v + law(K_{v-1}) ⊠ law(A^T A)`` on moment sequences through
     S-transforms. ``exact=True`` returns ``fractions.Fraction`` computed in exact arithmetic from
-    the rationalised inputs (see :func:`rmtalign.theory.layer.rational`). ``masks="exact"`` is
+    the rationalised inputs (see :func:`rmtalign.theory.layer.rational`). ``mode="exact"`` is
     available for ``order <= 2`` (mask-correlated recursion for ReLU ResNets)."""
-    _check_family(family)
-    v = _check_layer("layer", layer, 1, family.depth - 1)
-    order = _check_order(order)
-    if masks not in _MASKS:
-        raise ValueError(f"masks must be one of {_MASKS}, got {masks!r}")
+    check_family(family)
+    v = check_layer("layer", layer, 1, family.depth - 1, family.depth)
+    order = check_int("order", order, 1)
+    mode = check_mode(renamed_keyword("masks", masks, "mode", mode, "free"))
     c_float = mean_field(family).kernel_weights
-    if _uses_exact_masks(family, masks):
+    if _uses_exact_masks(family, mode):
         if order > 2 or exact:
-            raise ValueError("masks='exact' gives only M1, M2 (order <= 2, exact=False) for ReLU "
-                             "ResNets; higher moments are available in the free model (masks='free')")
+            raise ValueError("mode='exact' gives only M1, M2 (order <= 2, exact=False) for ReLU "
+                             "ResNets; higher moments are available in the free model (mode='free')")
         law = layer_law(family)
         t1 = law.mean
         norm = LayerLaw(law.a2 / rational(t1), law.g2 / rational(t1), law.p, law.weights)
@@ -354,11 +323,11 @@ def jacobian_moments(family, start, stop, order=4, exact=False):
     """Moments of the squared singular values of ``J = df_stop / df_start`` (free model):
     ``law(J J^T) = law(A^T A)^{⊠ (stop - start)}``. Exact in the width limit for MLPs and linear
     networks; for ReLU ResNets with the network's own masks it is the free-mask approximation."""
-    _check_family(family)
+    check_family(family)
     L = family.depth
-    start = _check_layer("start", start, 1, L - 1)
-    stop = _check_layer("stop", stop, start, L - 1)
-    order = _check_order(order)
+    start = check_layer("start", start, 1, L - 1, L)
+    stop = check_layer("stop", stop, start, L - 1, L)
+    order = check_int("order", order, 1)
     law = layer_law(family)
     ym = law.moments(order, exact=exact)
     one = rational(1) if exact else 1.0
@@ -369,10 +338,11 @@ def jacobian_moments(family, start, stop, order=4, exact=False):
 
 
 # --------------------------------------------------------------------------- densities
-@dataclass(frozen=True)
-class Density:
+@dataclass(frozen=True, repr=False)
+class Density(Result):
     """A limiting spectral law: density on ``x`` (absolutely continuous part), atoms
-    ``{location: mass}``, and an interval ``support`` containing the support."""
+    ``{location: mass}``, and an interval ``support`` containing the support; ``residual`` is the
+    largest Newton residual of the solver."""
 
     x: np.ndarray
     density: np.ndarray
@@ -412,10 +382,8 @@ class Density:
         emp = np.searchsorted(s, x, side="right") / s.size
         return float(np.max(np.abs(emp - cdf)))
 
-    def to_dict(self):
-        return {"x": self.x.tolist(), "density": self.density.tolist(),
-                "atoms": {float(k): float(v) for k, v in self.atoms.items()},
-                "support": list(self.support), "residual": self.residual}
+    def _table(self):
+        return {"x": self.x, "density": self.density, "cdf": self.cdf()}
 
 
 def _density(cs, law: LayerLaw, x, eps, atom_candidates):
@@ -437,8 +405,8 @@ def bfk_density(family, layer, x=None, eps=None) -> Density:
     MLPs have an atom of mass 1/2 at ``c_v``: ``W D K D W^T`` has rank ``m/2``) and their
     Poisson kernels removed from ``density``; ``residual`` is the largest Newton residual
     ``|log(zeta_v w)|``. Cost O(v len(x))."""
-    _check_family(family)
-    v = _check_layer("layer", layer, 1, family.depth - 1)
+    check_family(family)
+    v = check_layer("layer", layer, 1, family.depth - 1, family.depth)
     c = [float(t) for t in mean_field(family).kernel_weights[:v]]
     first = next((i for i, t in enumerate(c) if t > 0), None)
     if first is None:
@@ -455,10 +423,10 @@ def jacobian_density(family, start, stop, x=None, eps=None) -> Density:
     """Limiting density of the squared singular values of ``df_stop/df_start`` (free model):
     ``law(A^T A)^{⊠ (stop-start)}`` via the same subordination chain (bottom law ``delta_1``,
     ``c_k = 0``); conventions as in :func:`bfk_density`."""
-    _check_family(family)
+    check_family(family)
     L = family.depth
-    start = _check_layer("start", start, 1, L - 1)
-    stop = _check_layer("stop", stop, start + 1, L - 1)
+    start = check_layer("start", start, 1, L - 1, L)
+    stop = check_layer("stop", stop, start + 1, L - 1, L)
     law = layer_law(family)
     single = law.law()
     if isinstance(single, Atoms) and len(single.values) == 1:
@@ -467,5 +435,5 @@ def jacobian_density(family, start, stop, x=None, eps=None) -> Density:
         xs = np.asarray([y] if x is None else x, float)
         return Density(xs, np.zeros(xs.shape), {y: 1.0}, (y, y), 0.0)
     cs = [1.0] + [0.0] * (stop - start)
-    cand = [0.0] if (family.activation == "relu" and family.skip == 0.0) else []
+    cand = [0.0] if (family.phi.has_masks and family.skip == 0.0) else []
     return _density(cs, law, x, eps, atom_candidates=cand)

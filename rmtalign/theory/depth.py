@@ -29,11 +29,17 @@ Phi(c^2 (1 - u))`` in place of ``2 Phi(c^2 (s - u))`` (equal at the output, ``s 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DepthLimit", "depth_limit", "phase_diagram", "mlp_bfa_exact"]
+from .. import rules
+from .._validate import check_choice, check_mode, check_real, renamed_keyword
+from ..alignment import angle_deg
+from ..results import Result
+
+__all__ = ["DepthLimit", "PhaseDiagram", "depth_limit", "phase_diagram", "mlp_bfa_exact"]
 
 
 def mlp_bfa_exact(v, variance=2.0, first_trained=2):
@@ -70,8 +76,8 @@ def _exact_mask_m2(c, s, backward=False):
     return s * s + 2 * c * c * s**3 / 3 + 2 * c * c / np.pi * extra
 
 
-@dataclass(frozen=True)
-class DepthLimit:
+@dataclass(frozen=True, repr=False)
+class DepthLimit(Result):
     """``L -> infinity`` limit of ``cos(theta)`` at depth fraction ``position`` for
     ``beta = c L^-alpha``. ``cos`` is the limit, ``regime`` one of ``"trivial"`` (cos -> 1),
     ``"degenerate"`` (cos -> 0) or ``"critical"``; ``rate`` is the exponent ``r`` with
@@ -85,61 +91,94 @@ class DepthLimit:
     formula: str
     cos_spectrum: float | None = None  # M1/sqrt(M2) of the kernel; differs from cos only for
     # exact ReLU masks inside the network (position < 1), where b_v is mask-correlated
+    position: float = 1.0
 
     @property
-    def angle(self) -> float:
-        return math.acos(min(1.0, self.cos))
+    def angle_deg(self) -> float:
+        """The limiting angle in degrees."""
+        return float(angle_deg(self.cos))
+
+    def _table(self):
+        return {k: [v] for k, v in self.to_dict().items()} | {"angle_deg": [self.angle_deg]}
 
 
-def depth_limit(alpha, c, activation="relu", weights="gaussian", masks="exact", position=1.0):
+def _position(position):
+    position = check_real("position", position)
+    if not 0 < position <= 1:
+        raise ValueError(f"position must be in (0, 1], got {position!r}")
+    return position
+
+
+def depth_limit(alpha, c, activation="relu", weights="gaussian", mode="exact", position=1.0, *,
+                masks=None):
     """Limit of the BFA at layer ``v = position * L`` of a variance-preserving ResNet with
     ``beta = c L^-alpha`` (He/LeCun hidden init, ``W_1`` frozen, balanced or uniform LRs).
 
     Closed forms in the module docstring; the exact-mask ReLU case at ``alpha = 1/2`` uses one
-    1-d quadrature of an explicit integrand."""
-    for name, val in (("alpha", alpha), ("c", c), ("position", position)):
-        if isinstance(val, bool) or not isinstance(val, (int, float, np.floating, np.integer)) or not math.isfinite(val):
-            raise ValueError(f"{name} must be a finite real number, got {val!r}")
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
-    if c <= 0:
-        raise ValueError(f"c must be > 0, got {c!r}")
-    if not 0 < position <= 1:
-        raise ValueError(f"position must be in (0, 1], got {position!r}")
-    if activation not in ("relu", "linear"):
-        raise ValueError(f"activation must be 'relu' or 'linear', got {activation!r}")
-    if weights not in ("gaussian", "orthogonal"):
-        raise ValueError(f"weights must be 'gaussian' or 'orthogonal', got {weights!r}")
-    if masks not in ("exact", "free"):
-        raise ValueError(f"masks must be 'exact' or 'free', got {masks!r}")
+    1-d quadrature of an explicit integrand. (``masks=`` is the deprecated old name of
+    ``mode=``.)"""
+    alpha = check_real("alpha", alpha, low=0.0, high=1.0)
+    c = check_real("c", c, low=0.0, low_open=True)
+    position = _position(position)
+    phi = rules.activation(activation)
+    check_choice("weights", weights, ("gaussian", "orthogonal"))
+    mode = check_mode(renamed_keyword("masks", masks, "mode", mode, "exact"))
     kappa = 2.0
-    s = float(position)
+    s = position
     if alpha > 0.5:
-        return DepthLimit(alpha, c, 1.0, "trivial", 2 * alpha - 1, "1 - cos ~ kappa c^2 s L^(1-2 alpha) / 6")
+        return DepthLimit(alpha, c, 1.0, "trivial", 2 * alpha - 1,
+                          "1 - cos ~ kappa c^2 s L^(1-2 alpha) / 6", position=s)
     if alpha < 0.5:
         return DepthLimit(alpha, c, 0.0, "degenerate", 0.5 - alpha,
                           "cos ~ C / (c sqrt(s)) L^(alpha - 1/2), C = sqrt(3/2) (free) or 1 (exact ReLU masks)"
-                          if alpha > 0 else "cos = Theta(L^-1/2) (fixed beta: MLP-like)")
-    if masks == "exact" and activation == "relu":
+                          if alpha > 0 else "cos = Theta(L^-1/2) (fixed beta: MLP-like)", position=s)
+    if mode == "exact" and phi.has_masks:
         spectral = s / math.sqrt(_exact_mask_m2(c, s))
         cos = spectral if s == 1.0 else s / math.sqrt(_exact_mask_m2(c, s, backward=True))
         return DepthLimit(alpha, c, cos, "critical", None,
                           "s / sqrt(s^2 + 2c^2 s^3/3 + (2c^2/pi) int_0^s u^2 [Phi(c^2(s-u)) + "
-                          "Phi(c^2(1-u))] du)", spectral)
+                          "Phi(c^2(1-u))] du)", spectral, position=s)
     cos = 1.0 / math.sqrt(1 + kappa * c * c * s / 3)
-    return DepthLimit(alpha, c, cos, "critical", None, "(1 + 2 c^2 s / 3)^(-1/2)", cos)
+    return DepthLimit(alpha, c, cos, "critical", None, "(1 + 2 c^2 s / 3)^(-1/2)", cos, position=s)
+
+
+@dataclass(frozen=True, repr=False)
+class PhaseDiagram(Result):
+    """Output BFA ``cos(theta_{L-1})`` of ResNets with ``beta = c L^-alpha``: ``cos`` is
+    ``(len(depths), len(alphas))`` (width limit at finite ``L``; NaN where ``beta > 1``) and
+    ``limit`` the ``L -> infinity`` value per ``alpha``."""
+
+    alphas: np.ndarray
+    depths: np.ndarray
+    cos: np.ndarray
+    limit: np.ndarray
+    c: float
+    activation: str
+    weights: str
+    mode: str
+
+    def _table(self):
+        """Rows ``(alpha, depth, cos)``; the limit comes as rows with ``depth = inf``."""
+        na = self.alphas.size
+        depths = np.append(np.asarray(self.depths, dtype=float), np.inf)
+        return {"alpha": np.tile(self.alphas, depths.size), "depth": np.repeat(depths, na),
+                "cos": np.concatenate([self.cos.reshape(-1), self.limit])}
+
+    def __getitem__(self, key):
+        warnings.warn("phase_diagram returns a PhaseDiagram: use attributes (result.cos), not "
+                      "keys", DeprecationWarning, stacklevel=2)
+        return getattr(self, key)
 
 
 def phase_diagram(alphas=None, c=1.0, depths=(10**2, 10**3, 10**4, 10**5), activation="relu",
-                  weights="gaussian", masks="exact"):
+                  weights="gaussian", mode="exact", *, masks=None) -> PhaseDiagram:
     """Output BFA ``cos(theta_{L-1})`` over a grid of ``alpha`` in ``[0, 1]`` and depths, from
     :func:`rmtalign.theory.bfa` at finite ``L`` (width limit), plus the ``L -> infinity`` limit.
-
-    Returns a dict with ``alphas``, ``depths``, ``cos`` (len(depths) x len(alphas); NaN where
-    ``beta = c L^-alpha > 1``) and ``limit`` (len(alphas))."""
+    (``masks=`` is the deprecated old name of ``mode=``.)"""
     from rmtalign.families import ResNet
     from .bfk import bfa
 
+    mode = check_mode(renamed_keyword("masks", masks, "mode", mode, "exact"))
     alphas = np.linspace(0, 1, 21) if alphas is None else np.asarray(alphas, float)
     depths = [int(L) for L in depths]
     cos = np.full((len(depths), alphas.size), np.nan)
@@ -149,6 +188,6 @@ def phase_diagram(alphas=None, c=1.0, depths=(10**2, 10**3, 10**4, 10**5), activ
             if beta > 1:
                 continue
             fam = ResNet(L, 1000, beta, activation=activation, weights=weights)
-            cos[i, j] = bfa(fam, masks=masks).cos[-1]
-    limit = np.array([depth_limit(al, c, activation, weights, masks).cos for al in alphas])
-    return {"alphas": alphas, "depths": np.array(depths), "cos": cos, "limit": limit}
+            cos[i, j] = bfa(fam, mode=mode).cos[-1]
+    limit = np.array([depth_limit(al, c, activation, weights, mode).cos for al in alphas])
+    return PhaseDiagram(alphas, np.array(depths), cos, limit, float(c), activation, weights, mode)

@@ -30,8 +30,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-import numpy as np
-
+from .._validate import check_family, check_layer
 from .free import (Atoms, FreePoisson, FreeSum, Law, Square, SymmetricSqrt,
                    free_additive_moments, marchenko_pastur_moments, symmetrize_moments)
 
@@ -134,18 +133,16 @@ def layer_law(family, layer=None) -> LayerLaw:
     """Law of ``A_l^T A_l`` for a hidden layer ``l`` (``2 <= l <= L-1``) of ``family``.
 
     All hidden layers of the families share one law; ``layer`` is validated if given.
-    Rational inputs: ``a^2 = 1 - beta^2`` exactly for the default skip, ``m s^2 = 2`` (ReLU) or
-    ``1`` (linear) exactly for the default hidden std, other floats via :func:`rational`."""
+    Rational inputs: ``a^2 = 1 - beta^2`` exactly for the default skip, ``m s^2`` the activation's
+    exact ``he_gain`` for the default hidden std, other floats via :func:`rational`; ``p`` is the
+    activation's ``mask_probability`` (:mod:`rmtalign.rules`)."""
+    check_family(family)
     L = family.depth
     if layer is not None:
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-            raise TypeError(f"layer must be an integer, got {layer!r}")
-        if not 2 <= layer <= L - 1:
-            raise ValueError(f"layer must be a hidden layer in [2, {L - 1}] (depth={L}), got {layer!r}")
-    relu = family.activation == "relu"
-    p = Fraction(1, 2) if relu else Fraction(1)
+        check_layer("layer", layer, 2, L - 1, L)
+    p = family.phi.mask_probability
     if family.hidden_std is None:
-        gain = Fraction(2) if relu else Fraction(1)
+        gain = family.phi.he_gain
     else:
         gain = rational(family.width * family.hidden_std**2)
     beta = rational(family.branch_scale)

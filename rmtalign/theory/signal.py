@@ -7,14 +7,15 @@ As ``m -> infinity`` the squared norms concentrate (law of large numbers), with 
     B_L = |b_L|^2 = 1/k,          B_{L-1} = m s_L^2 h_psi B_L,
     B_{l-1} = a^2 B_l + beta^2 m s_l^2 h B_l                                       (l = L-1..2)
 
-where ``h = E[phi(z)^2]/E[z^2] = E[phi'(z)^2]`` (1/2 for ReLU, 1 for linear). With
+where ``h = E[phi(z)^2]/E[z^2] = E[phi'(z)^2]`` is the activation's ``gain``
+(:mod:`rmtalign.rules`: 1/2 for ReLU, 1 for linear). With
 ``G_l = |phi(f_{l-1})|^2 = h F_{l-1}`` the squared gradient norms are
 ``Gamma_1 = B_1 |x|^2``, ``Gamma_l = beta^2 B_l G_l``, ``Gamma_L = B_L h_psi F_{L-1}``, the learning rates
 follow the family's rule, and the BFK recursion ``K_v = c_v I + A_v K_{v-1} A_v^T`` has weights
 ``c_l = eta_l beta_l^2 G_l`` (``c_1 = eta_1 |x|^2``; zero for frozen layers).
 
-The same learning-rate rule is applied to measured norms by :func:`learning_rates`, so the sampled
-network and its width limit use one definition.
+The same learning-rate rule (:func:`rmtalign.rules.learning_rates`) is applied to measured norms
+by the samplers, so the sampled network and its width limit use one definition.
 """
 from __future__ import annotations
 
@@ -22,41 +23,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MeanField", "mean_field", "learning_rates", "activation_gain"]
+from .._validate import check_family
+from ..results import Result
+from ..rules import learning_rates
+
+__all__ = ["MeanField", "mean_field"]
 
 
-def activation_gain(activation: str) -> float:
-    """``E[phi'(z)^2] = E[phi(z)^2]/E[z^2]`` for a centred Gaussian ``z``."""
-    return 0.5 if activation == "relu" else 1.0
-
-
-def learning_rates(grad_sq, trained_mask, rule):
-    """Per-layer learning rates from squared gradient norms ``Gamma_l`` (last axis = layers).
-
-    ``"balanced"``: ``eta_l = 1 / (n Gamma_l)`` on the ``n`` trained layers (Eq. 8), so each
-    contributes ``1/n`` to the loss decay. ``"uniform"``: ``eta = 1 / sum_trained Gamma_l``.
-    Either way the total loss decay ``sum_l eta_l Gamma_l`` is 1. Frozen layers get 0.
-    A trained layer whose gradient is exactly zero (a dead ReLU layer at small width) cannot
-    contribute at any rate: it gets 0 and is not counted in ``n``; if no layer has a gradient,
-    every rate is 0 and nothing moves.
-    """
-    grad_sq = np.asarray(grad_sq, dtype=np.float64)
-    mask = np.broadcast_to(np.asarray(trained_mask, dtype=bool), grad_sq.shape) & (grad_sq > 0)
-    n = np.count_nonzero(mask, axis=-1)[..., None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if rule == "balanced":
-            eta = np.where(mask, 1.0 / (n * grad_sq), 0.0)
-        elif rule == "uniform":
-            total = np.sum(np.where(mask, grad_sq, 0.0), axis=-1, keepdims=True)
-            eta = np.where(mask, 1.0 / total, 0.0)
-        else:
-            raise ValueError(f"lr rule must be 'balanced' or 'uniform', got {rule!r}")
-    return eta
-
-
-@dataclass(frozen=True)
-class MeanField:
-    """Width-limit signal propagation of a family (arrays over layers, index 0 = layer 1)."""
+@dataclass(frozen=True, repr=False)
+class MeanField(Result):
+    """Width-limit signal propagation of a family: arrays over the weight layers
+    ``l = layers = 1..L`` (``forward_sq`` over the features ``1..L-1``)."""
 
     forward_sq: np.ndarray   # |f_l|^2, l = 1..L-1
     backward_sq: np.ndarray  # |b_l|^2, l = 1..L
@@ -64,14 +41,24 @@ class MeanField:
     lr: np.ndarray           # eta_l, l = 1..L
     kernel_weights: np.ndarray  # c_l, l = 1..L
 
+    @property
+    def layers(self) -> np.ndarray:
+        return np.arange(1, self.backward_sq.size + 1)
+
+    def _table(self):
+        return {"layer": self.layers, "forward_sq": np.append(self.forward_sq, np.nan),
+                "backward_sq": self.backward_sq, "grad_sq": self.grad_sq, "lr": self.lr,
+                "kernel_weights": self.kernel_weights}
+
 
 def mean_field(family) -> MeanField:
     """Width-limit squared norms, learning rates and BFK weights of ``family``."""
+    check_family(family)
     L, m, d, k = family.depth, family.width, family.in_dim, family.out_dim
     s = family.stds
     a, beta = family.skip, family.branch_scale
-    h = activation_gain(family.activation)
-    h_out = activation_gain(family.readout)
+    h = float(family.phi.gain)
+    h_out = float(family.psi.gain)
     x_sq = float(d)  # both input choices have norm sqrt(d)
 
     # Same sequential products as the loop F[l-1] = factor_l * F[l-2] (cumprod multiplies in
@@ -97,5 +84,5 @@ def mean_field(family) -> MeanField:
     G[L - 1] = h_out * F[L - 2]
     betas = family.branch_scales
     grad_sq = betas**2 * B * G
-    eta = learning_rates(grad_sq, family.trained_mask, family.lr)
+    eta = learning_rates(grad_sq, family.trained_mask, family.lr_rule)
     return MeanField(F, B, grad_sq, eta, eta * betas**2 * G)

@@ -1,6 +1,6 @@
 """Torch reference implementation of the exact BFA: the benchmark's torch peer.
 
-The same quantity as :func:`rmtalign._reference.bfa_exact`, written the way a PyTorch user would:
+The same quantity as :func:`numpy_ref.bfa_exact`, written the way a PyTorch user would:
 stored dense float64 weights, ``torch.autograd.grad`` for the backward pass (``b_v`` and the
 weight gradients), and ``torch.func.jvp`` of the forward pass in the direction of the GD step
 ``W_dot_l = -eta_l grad_l`` for the feature velocities. Nothing exploits the rank-one structure of
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .theory.signal import learning_rates
-from ._reference import _per_layer_summary
+from rmtalign.rules import learning_rates
+
+from .numpy_ref import per_layer_summary
 
 __all__ = ["torch_weights", "bfa_exact_torch"]
 
@@ -22,7 +23,7 @@ def _torch():
     try:
         import torch
     except ImportError as err:  # pragma: no cover - exercised only without torch
-        raise ImportError("rmtalign._reference_torch needs torch (pip install 'torch==2.13.0')") from err
+        raise ImportError("tests/oracles/torch_ref.py needs torch (pip install 'torch==2.13.0')") from err
     return torch
 
 
@@ -58,7 +59,7 @@ def torch_weights(family, seed=None, *, generator=None, dtype=None):
     return out
 
 
-def _act(torch, name):
+def _act(torch, name):  # written here, not read from rmtalign.rules: an oracle stays independent
     return torch.relu if name == "relu" else (lambda z: z)
 
 
@@ -90,7 +91,7 @@ def bfa_exact_torch(family, weights=None, x=None, *, seed=None):
     Returns
     -------
     dict
-        The keys of :func:`rmtalign._reference.bfa_exact`, as numpy arrays (vectors as lists).
+        The keys of :func:`numpy_ref.bfa_exact`, as numpy arrays (vectors as lists).
     """
     torch = _torch()
     from torch.func import jvp
@@ -115,7 +116,7 @@ def bfa_exact_torch(family, weights=None, x=None, *, seed=None):
     del params, grads
 
     grad_sq = np.array([float(torch.sum(g * g)) for g in wgrads])
-    eta = learning_rates(grad_sq, family.trained_mask, family.lr)
+    eta = learning_rates(grad_sq, family.trained_mask, family.lr_rule)
 
     # Tangent pass by forward mode: fdot = d/dt f(W - t eta grad) at t = 0, all hidden features.
     tangents = tuple(g.mul_(-float(e)) for g, e in zip(wgrads, eta))  # reuse the gradient buffers
@@ -129,7 +130,7 @@ def bfa_exact_torch(family, weights=None, x=None, *, seed=None):
     fdot_norm = torch.linalg.vector_norm(fd, dim=1).numpy()
     inner = -(bs * fd).sum(dim=1).numpy()
     return {
-        **_per_layer_summary(m, b_norm, fdot_norm, inner, eta, grad_sq),
+        **per_layer_summary(m, b_norm, fdot_norm, inner, eta, grad_sq),
         "f": [t.numpy() for t in f],
         "b": [t.numpy() for t in b],
         "fdot": [t.numpy() for t in fdot],

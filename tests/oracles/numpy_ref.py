@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from .theory.signal import learning_rates
+from rmtalign.rules import learning_rates
 
 __all__ = [
     "forward",
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-# -- activations ---------------------------------------------------------------------------------
+# -- activations (written here, not read from rmtalign.rules: an oracle stays independent) --------
 def _act(name, z):
     if name == "relu":
         return np.maximum(z, 0.0)
@@ -175,7 +175,7 @@ def _inputs_sq(family, f, x):
     return g
 
 
-def _per_layer_summary(m, b_norm, fdot_norm, inner, eta, grad_sq):
+def per_layer_summary(m, b_norm, fdot_norm, inner, eta, grad_sq):
     """The per-layer BFA quantities from norms and ``-b_v . fdot_v`` (shared by both peers)."""
     L = len(eta)
     loss_decay = np.cumsum(eta * grad_sq)[: L - 1]
@@ -224,7 +224,7 @@ def bfa_exact(family, weights, x=None):
     betas = family.branch_scales
     b_sq = np.array([bl @ bl for bl in b])
     grad_sq = betas**2 * b_sq * g_sq  # |b_l g_{l-1}^T|_F^2 = |b_l|^2 |g_{l-1}|^2
-    eta = learning_rates(grad_sq, family.trained_mask, family.lr)
+    eta = learning_rates(grad_sq, family.trained_mask, family.lr_rule)
 
     fdot = [-eta[0] * g_sq[0] * b[0]]
     for l in range(2, L):
@@ -239,7 +239,7 @@ def bfa_exact(family, weights, x=None):
     fdot_norm = np.array([np.linalg.norm(u) for u in fdot])
     inner = np.array([-(bv @ u) for bv, u in zip(b[: L - 1], fdot)])
     return {
-        **_per_layer_summary(m, b_norm, fdot_norm, inner, eta, grad_sq),
+        **per_layer_summary(m, b_norm, fdot_norm, inner, eta, grad_sq),
         "f": f,
         "b": b,
         "fdot": fdot,

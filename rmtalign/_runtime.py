@@ -1,17 +1,36 @@
-"""numba runtime settings shared by every kernel module.
+"""Runtime settings: numba's threading layer, thread limits around BLAS, the background helper,
+progress bars.
 
-The default OpenMP/TBB pools spin after a parallel region and steal the two cores from the BLAS
-call that follows (1.5-3x slower when interleaved, see DESIGN.md); the workqueue layer does not
-spin. A user's explicit choice (``NUMBA_THREADING_LAYER``) wins.
+Nothing here acts at import time. :func:`configure_numba` runs when a kernel is first launched
+(the kernels' Python entry points call it), so ``import rmtalign`` leaves the user's numba
+configuration alone until rmtalign actually computes something.
+
+Why ``workqueue``: numba's default OpenMP/TBB pools spin after a parallel region and steal the
+two cores from the BLAS call that follows (1.5-3x slower when interleaved, DESIGN.md); the
+workqueue layer does not spin. It cannot be entered from several Python threads at once, so
+parallel sweeps use processes. A user's own choice wins: ``NUMBA_THREADING_LAYER`` in the
+environment, or any layer set in ``numba.config`` before rmtalign's first kernel.
 """
+from __future__ import annotations
+
 import os
 import queue
+import sys
 import threading
 
-import numba
+_configured = False
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+
+def configure_numba() -> None:
+    """Select the ``workqueue`` threading layer unless the user chose one. Idempotent, cheap."""
+    global _configured
+    if _configured:
+        return
+    import numba
+
+    if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+        numba.config.THREADING_LAYER = "workqueue"
+    _configured = True
 
 
 class single_thread:
@@ -24,13 +43,25 @@ class single_thread:
     """
 
     def __enter__(self):
+        import numba
+
+        configure_numba()
         self._saved = numba.get_num_threads()
         numba.set_num_threads(1)
         return self
 
     def __exit__(self, *exc):
+        import numba
+
         numba.set_num_threads(self._saved)
         return False
+
+
+def one_blas_thread():
+    """Context manager: BLAS/LAPACK on one thread (threadpoolctl), e.g. beside a helper thread."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
 
 
 def in_background(iterable, depth: int = 4):
@@ -42,6 +73,9 @@ def in_background(iterable, depth: int = 4):
     kernels meanwhile (the workqueue layer serves one launching thread at a time). An exception
     in the helper is re-raised in the caller; closing the returned generator stops the helper.
     """
+    import numba
+
+    configure_numba()
     items = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
@@ -79,3 +113,15 @@ def in_background(iterable, depth: int = 4):
     finally:
         stop.set()
         worker.join()
+
+
+def progress(total, enabled, desc, work):
+    """A tqdm bar on stderr when asked (``True``), or when ``None`` and the job is long (``work``
+    in flops above 3e8) on a terminal; None otherwise."""
+    if enabled is None:
+        enabled = work > 3e8 and sys.stderr.isatty()
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False)
