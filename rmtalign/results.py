@@ -89,7 +89,7 @@ def _summary(v):
     if hasattr(v, "label"):
         return v.label
     if isinstance(v, np.ndarray):
-        if v.size <= 4:
+        if v.size <= 4 and v.ndim <= 1:
             return np.array2string(v, precision=4, separator=", ")
         if v.ndim == 1 and v.dtype.kind in "iu" and np.array_equal(v, np.arange(v[0], v[0] + v.size)):
             return f"{v[0]}..{v[-1]}"
