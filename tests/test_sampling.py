@@ -24,18 +24,6 @@ def test_exact_mode_matches_the_numpy_reference(family):
     np.testing.assert_allclose(res.vectors["fdot"][0], np.array(ref["fdot"]), rtol=1e-9, atol=1e-13)
 
 
-def test_feature_speed_formula_holds_to_round_off(family):
-    res = ra.sample_bfa(family, samples=3, seed=5)
-    moving = np.isfinite(res.cos)
-    assert moving[:, 1:].all()
-    predicted = ra.feature_speed(res.loss_decay, res.cos, res.b_norm)
-    np.testing.assert_allclose(res.fdot_norm[moving], predicted[moving], rtol=1e-10)
-    # Sensitivity: |fdot|_rms / Lambda = 1 / (cos m |b|_rms)  (Eq. 4)
-    m = family.width
-    np.testing.assert_allclose(res.sensitivity[moving],
-                               1 / (res.cos * math.sqrt(m) * res.b_norm)[moving], rtol=1e-10)
-
-
 def test_total_loss_decay_is_normalised(family):
     res = ra.sample_bfa(family, samples=2, seed=1)
     total = np.sum(res.lr * res.grad_sq, axis=1)
@@ -97,30 +85,6 @@ def test_bfk_keeps_every_kernel_on_request():
                                atol=1e-15 * np.abs(full.kernels[3]).max())
     with pytest.raises(ValueError, match="keep_kernels"):
         ra.sample_bfk(fam, keep_kernels="some")
-
-
-def test_kept_weight_blocks_change_nothing_and_are_read_only():
-    from rmtalign._weights import Weights
-
-    fam = MLP(5, 24)
-    kept, plain = Weights(fam, 11, keep_blocks=True), Weights(fam, 11)
-    S = np.array([1, 4, 5, 9, 20])
-    V = np.random.default_rng(0).standard_normal((2, S.size))
-    U = np.random.default_rng(1).standard_normal((2, 24))
-    np.testing.assert_allclose(kept.matvecs(3, V, cols=S), plain.matvecs(3, V, cols=S), rtol=1e-13)
-    np.testing.assert_allclose(kept.rmatvecs(3, U, cols=S), plain.rmatvecs(3, U, cols=S), rtol=1e-13)
-    block = kept.view(3, cols=S)
-    np.testing.assert_array_equal(block, plain.view(3, cols=S))
-    with pytest.raises(ValueError, match="read-only"):
-        block *= 2.0
-    # Other columns of a kept layer, or a budget too small, fall back to regeneration.
-    np.testing.assert_array_equal(kept.view(3, cols=S[:3]), plain.view(3, cols=S[:3]))
-    tiny = Weights(fam, 11, memory_budget=8, keep_blocks=True)
-    assert tiny.copy(3, cols=S).flags.writeable
-    # All columns (a linear network's mask keeps every one): cols=None and arange are one block.
-    full = kept.matvecs(4, V[:, :1].repeat(24, axis=1))
-    assert not kept.view(4, cols=np.arange(24)).flags.writeable
-    np.testing.assert_allclose(full, plain.matvecs(4, V[:, :1].repeat(24, axis=1)), rtol=1e-13)
 
 
 def test_orthogonal_linear_mlp_is_perfectly_aligned():

@@ -1,25 +1,14 @@
-"""Densities by inverse subordination (rmtalign/theory/_chain.py): textbook laws, exactness checks
-(normalisation, moments), agreement with the previous fixed-point implementation, deep layers."""
-
-import math
-
+"""rmtalign/theory/_chain.py: densities by inverse subordination (reached through bfk_density and
+jacobian_density): the layer's S-transform, textbook laws, exactness checks (normalisation,
+moments, atoms, the edge), agreement with the previous fixed-point implementation, deep layers."""
 import numpy as np
 import pytest
 
 import rmtalign.theory as T
+from conftest import FAMILIES_BY_DEPTH
 from rmtalign import MLP, ResNet
 from rmtalign.theory import _chain as C
 from rmtalign.theory import free as fp
-
-FAMILIES = {
-    "mlp": lambda L: MLP(L, 64),
-    "mlp_orth": lambda L: MLP(L, 64, weights="orthogonal"),
-    "mlp_lin": lambda L: MLP(L, 64, activation="linear"),
-    "res": lambda L: ResNet.scaled(L, 64, 1.0),
-    "res_orth": lambda L: ResNet.scaled(L, 64, 1.0, weights="orthogonal"),
-    "res_lin": lambda L: ResNet.scaled(L, 64, 1.0, activation="linear"),
-    "res_lin_orth": lambda L: ResNet.scaled(L, 64, 1.0, activation="linear", weights="orthogonal"),
-}
 
 
 def _moments(d, k=2):
@@ -32,10 +21,10 @@ def _moments(d, k=2):
 
 
 # ------------------------------------------------------------------ S-transform of the layer law
-@pytest.mark.parametrize("kind", list(FAMILIES))
+@pytest.mark.parametrize("kind", list(FAMILIES_BY_DEPTH))
 def test_layer_s_transform_matches_moments(kind):
     # S_Y(u) = sum_k s_k u^k from the exact moments of Y (free.s_transform), at small u
-    law = T.layer_law(FAMILIES[kind](6))
+    law = T.layer_law(FAMILIES_BY_DEPTH[kind](6))
     s = [float(v) for v in fp.s_transform(law.moments(8, exact=True))]
     a2, g2, p, k = C.layer_params(law)
     for u in (0.01, 0.02 + 0.01j, -0.015j):
@@ -74,6 +63,14 @@ def test_fuss_catalan_products(s):
     assert d.support[1] == pytest.approx((s + 1) ** (s + 1) / s**s, rel=1e-9)
 
 
+def test_jacobian_density_is_fuss_catalan_for_linear_mlp():
+    f = MLP(6, 100, activation="linear")
+    x = np.linspace(0.05, 6.5, 7)
+    d = T.jacobian_density(f, 2, 4, x=x, eps=1e-6)
+    xr, dr = fp.fuss_catalan_density(2, 20001)
+    assert np.allclose(d.density, np.interp(x, xr, dr), rtol=1e-3)
+
+
 def test_relu_mlp_jacobian_atom_is_exact():
     d = T.jacobian_density(MLP(12, 64), 1, 10)
     assert d.atoms == {0.0: 0.5}
@@ -98,9 +95,9 @@ def test_matches_previous_fixed_point_solver():
 
 
 # ------------------------------------------------------------------ exactness checks
-@pytest.mark.parametrize("kind", list(FAMILIES))
+@pytest.mark.parametrize("kind", list(FAMILIES_BY_DEPTH))
 def test_normalisation_and_moments(kind):
-    f = FAMILIES[kind](8)
+    f = FAMILIES_BY_DEPTH[kind](8)
     d = T.bfk_density(f, 7)
     mass, m1, m2 = _moments(d)
     M1, M2 = T.bfk_moments(f, 7, 2)
@@ -109,6 +106,18 @@ def test_normalisation_and_moments(kind):
     assert m1 == pytest.approx(M1, rel=3e-3) and m2 == pytest.approx(M2, rel=1e-2)
     beyond = d.x > d.support[1] * (1 + 1e-6)
     assert np.all(d.density[beyond] < 1e-4 * d.density.max())  # Poisson tails at eps = 1e-3 dx
+
+
+def test_bfk_density_mass_and_mean():
+    f = MLP(6, 100)
+    d = T.bfk_density(f, 5)
+    c5 = T.mean_field(f).kernel_weights[4]
+    (loc, mass), = d.atoms.items()
+    assert loc == pytest.approx(c5) and mass == pytest.approx(0.5, abs=1e-6)
+    m1, m2 = T.bfk_moments(f, 5, 2)
+    tot = np.trapezoid(d.density, d.x) + mass
+    mean = np.trapezoid(d.density * d.x, d.x) + mass * loc
+    assert tot == pytest.approx(1, abs=1e-2) and mean == pytest.approx(m1, rel=1e-2)
 
 
 def test_relu_mlp_atom():
@@ -139,7 +148,7 @@ def test_unsorted_x_and_scalar_eps():
 # ------------------------------------------------------------------ deep layers
 @pytest.mark.parametrize("kind,depth", [("mlp", 101), ("res", 101), ("res_orth", 101), ("mlp_orth", 201)])
 def test_deep_layers(kind, depth):
-    f = FAMILIES[kind](depth)
+    f = FAMILIES_BY_DEPTH[kind](depth)
     v = depth - 1
     d = T.bfk_density(f, v)
     mass, m1, m2 = _moments(d)
@@ -154,49 +163,3 @@ def test_deep_resnet_jacobian_is_normalised():
     mass, m1, _ = _moments(d)
     assert mass == pytest.approx(1.0, abs=1e-3)
     assert m1 == pytest.approx(T.jacobian_moments(ResNet.scaled(102, 64, 1.0), 1, 101, 1)[0], rel=1e-3)
-
-
-def test_against_sampled_spectrum_resnet():
-    from rmtalign.sampling import sample_bfk
-    f = ResNet.scaled(6, 64, 1.0)
-    d = T.bfk_density(f, 5)
-    dists = [d.kolmogorov_distance(sample_bfk(f.replace(width=m), [5], samples=2, seed=11,
-                                              mode="free").eigenvalues)
-             for m in (64, 256)]
-    assert dists[1] < dists[0] and dists[1] < 0.05
-
-
-@pytest.mark.parametrize("family, mode, stop, sizes", [
-    (ResNet.scaled(10, 64, 1.0), "free", 9, ((64, 8), (1024, 2))),
-    # ReLU MLP, own masks: the worst point sits near x -> 0, where the product's rank (the least
-    # of the masks' ranks) converges slowly; m = 128 / 512 / 2048 gives 0.061 / 0.035 / 0.027.
-    (MLP(10, 64), "exact", 5, ((128, 8), (2048, 1))),
-])
-def test_jacobian_density_against_sampled_singular_values(family, mode, stop, sizes):
-    """Squared singular values of df_stop/df_1: the Kolmogorov distance between the limiting law
-    and the sampled spectrum shrinks as the width grows. (For ReLU ResNets the law is the free
-    model's; their own masks are correlated across depth, see docs/theory.md.)"""
-    from rmtalign.sampling import sample_jacobian
-
-    d = T.jacobian_density(family, 1, stop)
-    # Compare the continuous parts: the mass of the atom at 0 (ReLU MLP: the mask's rank) has
-    # its own O(m^-1/2) fluctuation that would dominate the distance.
-    dists = [d.kolmogorov_distance(sample_jacobian(family.replace(width=m), 1, stop, samples=n, seed=1,
-                                                   mode=mode).sq_singular_values(), continuous=True)
-             for m, n in sizes]
-    # The masks' ranks fluctuate by O(m^-1/2) (a product's rank is the least of them): the
-    # distance shrinks slowly, so the bound is loose.
-    assert dists[1] < 0.8 * dists[0] and dists[1] < 0.05, dists
-
-
-def test_orthogonal_linear_jacobian_is_an_exact_atom():
-    from rmtalign.sampling import sample_jacobian
-
-    fam = MLP(10, 32, activation="linear", weights="orthogonal", hidden_std=0.5 / math.sqrt(32))
-    d = T.jacobian_density(fam, 2, 8, x=[0.1, 1.0])
-    y = 0.25**6  # A^T A = (m s^2) I at every layer
-    (loc, mass), = d.atoms.items()
-    assert loc == pytest.approx(y, rel=1e-15) and mass == 1.0 and not d.density.any()
-    np.testing.assert_allclose(d.cdf(), [1.0, 1.0])
-    got = sample_jacobian(fam, 2, 8, seed=0).log_sq_singular_values
-    np.testing.assert_allclose(got, math.log(y), atol=1e-12)

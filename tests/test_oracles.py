@@ -1,4 +1,5 @@
-"""The plain numpy and torch references: identities to round-off on tiny random families.
+"""The oracles (tests/oracles): the plain numpy and torch references, identities to round-off on
+the small families of the table in conftest.py.
 
 These are the oracles the numba samplers are checked against, so they are checked here against
 the paper's identities, against finite differences of the actual GD step, and against each other.
@@ -8,19 +9,11 @@ import math
 import numpy as np
 import pytest
 
+from conftest import FAMILIES
 from oracles import numpy_ref as ref
 from rmtalign.families import MLP, ResNet
 
-FAMILIES = [
-    MLP(6, 16),
-    MLP(5, 12, in_dim=7, out_dim=3, activation="linear"),
-    MLP(6, 16, trained="all", lr_rule="uniform"),
-    ResNet(7, 16, 0.5),
-    ResNet(6, 12, 0.3, activation="linear", trained="all"),
-    ResNet(6, 16, 0.8, skip_scale=1.1, out_dim=2, trained=(2, 4, 6)),
-    ResNet(5, 10, 1.0, input="random", in_dim=4),
-]
-IDS = [fam.label + f" {fam.trained} {fam.lr_rule}" for fam in FAMILIES]
+over_families = pytest.mark.parametrize("fam", list(FAMILIES.values()), ids=list(FAMILIES))
 
 
 def _draw(fam, seed):
@@ -35,7 +28,7 @@ def _rel(a, b):
     return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
 
 
-@pytest.mark.parametrize("fam", FAMILIES, ids=IDS)
+@over_families
 @pytest.mark.parametrize("seed", [0, 1])
 def test_feature_speed_formula(fam, seed):
     w, x = _draw(fam, seed)
@@ -60,7 +53,7 @@ def test_feature_speed_formula(fam, seed):
     assert math.isclose(np.sum(r["lr"] * r["grad_sq"]), 1.0, rel_tol=1e-12)
 
 
-@pytest.mark.parametrize("fam", FAMILIES, ids=IDS)
+@over_families
 def test_bfk_identities(fam):
     w, x = _draw(fam, 3)
     out = ref.bfk_termwise(fam, w, x)
@@ -75,7 +68,7 @@ def test_bfk_identities(fam):
         assert np.linalg.eigvalsh(K).min() >= -1e-12 * np.linalg.norm(K, 2)
 
 
-@pytest.mark.parametrize("fam", FAMILIES, ids=IDS)
+@over_families
 def test_bfk_recursion_matches_termwise(fam):
     # The recursion of DESIGN.md, K_v = c_v I + A_v K_{v-1} A_v^T, against the term-by-term sum.
     w, x = _draw(fam, 4)
@@ -101,7 +94,7 @@ def test_bfk_layer_selection():
         ref.bfk_termwise(fam, w, x, layers=[0])
 
 
-@pytest.mark.parametrize("fam", FAMILIES, ids=IDS)
+@over_families
 def test_fdot_matches_finite_difference_of_gd_step(fam):
     # The tangent pass is the exact first-order change of the features under W - t eta grad.
     w, x = _draw(fam, 6)
@@ -120,7 +113,7 @@ def test_fdot_matches_finite_difference_of_gd_step(fam):
         assert np.linalg.norm(fd - r["fdot"][v - 1]) <= 1e-6 * scale + 1e-12
 
 
-@pytest.mark.parametrize("fam", FAMILIES[:5], ids=IDS[:5])
+@over_families
 def test_jacobian_product(fam):
     w, x = _draw(fam, 7)
     L = fam.depth
@@ -195,7 +188,7 @@ def test_bad_weights_rejected():
 
 
 # -- torch peer ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("fam", FAMILIES, ids=IDS)
+@over_families
 def test_torch_peer_matches_numpy(fam):
     pytest.importorskip("torch")
     from oracles.torch_ref import bfa_exact_torch
