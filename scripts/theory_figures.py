@@ -35,9 +35,9 @@ fig.tight_layout(); fig.savefig(os.path.join(out, "theory_phi.png"), dpi=120)
 # 3. phase diagram over alpha
 pd = T.phase_diagram(np.linspace(0, 1, 41), c=1.0, depths=(10**2, 10**3, 10**4, 10**5))
 fig, ax = plt.subplots(figsize=(5.5, 4))
-for L, row in zip(pd["depths"], pd["cos"]):
-    ax.plot(pd["alphas"], row, label=f"L = {L}")
-ax.plot(pd["alphas"], pd["limit"], "k.", label=r"$L\to\infty$")
+for L, row in zip(pd.depths, pd.cos):
+    ax.plot(pd.alphas, row, label=f"L = {L}")
+ax.plot(pd.alphas, pd.limit, "k.", label=r"$L\to\infty$")
 ax.set_xlabel(r"$\alpha$ ($\beta = L^{-\alpha}$)"); ax.set_ylabel(r"output $\cos\theta_{L-1}$"); ax.legend(fontsize=7)
 fig.tight_layout(); fig.savefig(os.path.join(out, "theory_phase.png"), dpi=120)
 

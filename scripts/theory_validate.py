@@ -57,7 +57,7 @@ for i, (name, f, mode, masks) in enumerate(cases):
     z = (est - th.cos[sl])[ok] / se[ok]
     zs = (est - th.cos_spectrum[sl])[ok] / se[ok]
     err = np.max(np.abs(est - th.cos[sl]))
-    show_spec = mode == "exact" and th.mode == "exact" and f.skip != 0 and f.activation == "relu"
+    show_spec = mode == "exact" and th.mode == "exact" and f.skip != 0 and f.phi.has_masks
     zs_txt = f"{np.max(np.abs(zs)):.2f}" if show_spec else "="
     print(f"{name} | {n} | {err:.4f} | {np.max(np.abs(z)):.2f} | {zs_txt} | {th.cos[-1]:.4f} | "
           f"{wl.limit[-1]:.4f} +- {wl.limit_se[-1]:.4f} | {time.time() - t:.0f}s", flush=True)

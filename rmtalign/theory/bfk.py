@@ -62,7 +62,8 @@ below the spectral prediction.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -244,6 +245,13 @@ class TheoryBFA(Result):
     def angle_deg(self) -> np.ndarray:
         """``theta_v`` in degrees."""
         return angle_deg(self.cos)
+
+    @property
+    def angle(self) -> np.ndarray:
+        """Deprecated: ``theta_v`` in radians; use :attr:`angle_deg`."""
+        warnings.warn("TheoryBFA.angle (radians) is deprecated: use angle_deg", DeprecationWarning,
+                      stacklevel=2)
+        return np.radians(self.angle_deg)
 
     def _table(self):
         return {"layer": self.layers, "cos": self.cos, "angle_deg": self.angle_deg,

@@ -98,6 +98,13 @@ class DepthLimit(Result):
         """The limiting angle in degrees."""
         return float(angle_deg(self.cos))
 
+    @property
+    def angle(self) -> float:
+        """Deprecated: the limiting angle in radians; use :attr:`angle_deg`."""
+        warnings.warn("DepthLimit.angle (radians) is deprecated: use angle_deg", DeprecationWarning,
+                      stacklevel=2)
+        return math.radians(self.angle_deg)
+
     def _table(self):
         return {k: [v] for k, v in self.to_dict().items()} | {"angle_deg": [self.angle_deg]}
 
