@@ -14,7 +14,6 @@ that test compares other numbers.
 Test files import the tables with ``from conftest import FAMILIES`` (``tests/`` is on the path,
 ``pythonpath = tests`` in setup.cfg).
 """
-import numpy as np
 import pytest
 
 from rmtalign import MLP, ResNet
@@ -27,6 +26,8 @@ FAMILIES = {
     "resnet-linear-orth": ResNet(6, 20, 0.5, activation="linear", weights="orthogonal"),
     "resnet-skip": ResNet(6, 16, 1.3, skip_scale=0.5, trained=[2, 3, 5], out_dim=3),
     "mlp-random-input": MLP(5, 16, input="random", in_dim=4),
+    "mlp-orth-relu": MLP(6, 20, weights="orthogonal"),
+    "resnet-skip0": ResNet(6, 20, 0.7, skip_scale=0.0),  # no skip: the ReLU-MLP Jacobian chain
     # tiny ones (m <= 16), the oracles' table before the merge
     "tiny-mlp-relu": MLP(6, 16),
     "tiny-mlp-linear-out3": MLP(5, 12, in_dim=7, out_dim=3, activation="linear"),
@@ -54,7 +55,3 @@ FAMILIES_BY_DEPTH = {
 def family(request):
     return FAMILIES[request.param]
 
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng(20261128)

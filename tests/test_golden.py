@@ -1,5 +1,6 @@
 """Every sampler and theory output is bit-identical to the values recorded from main before the
-layout change of issue 7 (``tests/data/record_golden.py`` recorded them, at 97b5927).
+layout change of issue 7 (``tests/data/record_golden.py`` of commit 9b3d167 recorded them with
+the API of 97b5927; the calls below are the same ones in today's API).
 
 The comparisons are exact (``array_equal``): the same arithmetic in the same order must give the
 same bits on this kind of machine. Only the theory densities on their default grid, whose
@@ -12,21 +13,16 @@ import pytest
 
 import rmtalign as ra
 from rmtalign import theory as T
-from rmtalign.families import MLP, ResNet
+from rmtalign.families import ResNet
+
+from conftest import FAMILIES
 
 GOLDEN = np.load(Path(__file__).parent / "data" / "golden.npz")
 
-FAMS = {
-    "mlp-relu": MLP(6, 24),
-    "mlp-linear": MLP(5, 20, activation="linear"),
-    "mlp-all-uniform": MLP(6, 24, trained="all", lr_rule="uniform"),
-    "resnet-relu": ResNet(7, 24, 0.4),
-    "resnet-linear-orth": ResNet(6, 20, 0.5, activation="linear", weights="orthogonal"),
-    "resnet-skip": ResNet(6, 16, 1.3, skip_scale=0.5, trained=[2, 3, 5], out_dim=3),
-    "mlp-random-input": MLP(5, 16, input="random", in_dim=4),
-    "mlp-orth-relu": MLP(6, 20, weights="orthogonal"),
-    "resnet-skip0": ResNet(6, 20, 0.7, skip_scale=0.0),
-}
+# The families the values were recorded for (names as in the conftest table).
+FAMS = {name: FAMILIES[name] for name in (
+    "mlp-relu", "mlp-linear", "mlp-all-uniform", "resnet-relu", "resnet-linear-orth", "resnet-skip",
+    "mlp-random-input", "mlp-orth-relu", "resnet-skip0")}
 BFA_Q = ("cos", "b_norm", "fdot_norm", "loss_decay", "sensitivity", "lr", "grad_sq")
 
 

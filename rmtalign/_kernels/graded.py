@@ -3,7 +3,7 @@
 A long product is kept as ``diag(2**e) T``; after every QR the new triangular factor has to be
 merged into it. These loops run once per QR on ``r x r`` matrices (r ~ 100s): in numpy they are a
 dozen temporaries and dominate the accumulation's non-LAPACK time. ``ldexp`` makes every scaling
-exact. The numpy versions in ``tests/test_products.py`` are the reference.
+exact. The plain-numpy reference is ``tests/oracles/graded_ref.py``.
 """
 import math
 
