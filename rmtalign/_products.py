@@ -41,6 +41,7 @@ from scipy.linalg import blas as _blas
 from scipy.linalg import lapack as _lapack
 
 from ._kernels import graded as _graded
+from ._validate import check_int
 from .results import Result
 
 __all__ = [
@@ -179,8 +180,8 @@ def product_spectrum(
         On a non-finite factor, a factor whose column count does not match the previous
         factor's row count (or ``m``), or bad ``m``/``block_cond``/``max_block``.
     """
-    m = _check_int("m", m, 1)
-    max_block = _check_int("max_block", max_block, 1)
+    m = check_int("m", m, 1)
+    max_block = check_int("max_block", max_block, 1)
     block_cond = float(block_cond)
     if not (block_cond >= 1.0 and math.isfinite(block_cond)):
         raise ValueError(f"block_cond must be a finite number >= 1, got {block_cond!r}")
@@ -251,14 +252,6 @@ def product_spectrum(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _check_int(name, value, lo):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int >= {lo}, got {value!r}")
-    if value < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
-    return int(value)
 
 
 def _gemm(A, B):

@@ -205,8 +205,8 @@ def test_log_condition_number():
 @pytest.mark.parametrize(
     "factors, m, kwargs, exc, match",
     [
-        ([np.eye(3)], 0, {}, ValueError, "m must be an int >= 1"),
-        ([np.eye(3)], 3.0, {}, TypeError, "m must be an int"),
+        ([np.eye(3)], 0, {}, ValueError, "m must be >= 1, got 0"),
+        ([np.eye(3)], 3.0, {}, TypeError, "m must be an integer"),
         ([np.eye(3)], 4, {}, ValueError, r"factors\[0\] has shape \(3, 3\): expected 4"),
         ([np.eye(3), np.ones((2, 2))], 3, {}, ValueError, r"factors\[1\] has shape"),
         ([np.ones(3)], 3, {}, ValueError, "2-D matrix"),
