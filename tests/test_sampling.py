@@ -286,3 +286,36 @@ def test_width_limit_runs_and_handles_deterministic_layers(mode):
     # the extrapolation is a weighted fit of the per-width means: c0 + c1/m reproduces them
     pred = lim.coef[2:, 0][None] + lim.coef[2:, 1][None] / lim.widths[:, None]
     assert np.all(np.abs(pred - lim.means[:, 2:]) < 4 * lim.sems[:, 2:] + 4 * lim.limit_se[2:])
+
+
+def test_free_mode_relu_mlp_jacobian_against_its_theory():
+    """sample_jacobian of a ReLU MLP in free mode (independent Bernoulli masks, only the active
+    blocks multiplied) against theory.jacobian_moments. The mean squared singular value is
+    exact at any width (E|W D x|^2 = m s^2 p |x|^2, layer by layer); the second moment has an
+    O(1/m) bias, so it is extrapolated in 1/m. The masks' zeros are exactly zero singular values:
+    the rank is the smallest active set along the chain."""
+    from scipy import stats
+
+    from rmtalign._extrapolate import fit_width_limit
+    from rmtalign._passes import free_masks
+    from rmtalign.seeds import sample_keys
+
+    start, stop, widths, n = 2, 6, (64, 128, 256), 24
+    theory = ra.theory.jacobian_moments(MLP(8, 64), start, stop, order=2)
+    z_max = stats.norm.isf(0.0027 / 2 / (len(widths) + 1))  # 4 comparisons, 0.27% in all
+    m2, m2_se = [], []
+    for m in widths:
+        fam = MLP(8, m)
+        res = ra.sample_jacobian(fam, start, stop, samples=n, seed=m, mode="free")
+        _, _, keys = sample_keys(m, n)
+        for logs, key in zip(res.log_sq_singular_values, keys):
+            masks = free_masks(fam, key)
+            rank = min(np.count_nonzero(masks[l - 1]) for l in range(start, stop))
+            assert np.count_nonzero(np.isfinite(logs)) == rank < m
+        s2 = np.exp(res.log_sq_singular_values)
+        t1, t2 = s2.mean(axis=1), (s2**2).mean(axis=1)
+        assert abs(t1.mean() - theory[0]) <= z_max * t1.std(ddof=1) / math.sqrt(n)
+        m2.append(t2.mean())
+        m2_se.append(t2.std(ddof=1) / math.sqrt(n))
+    fit = fit_width_limit(np.array(widths), np.array(m2), np.array(m2_se))
+    assert abs(fit.c0 - theory[1]) <= z_max * fit.c0_se
