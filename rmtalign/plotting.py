@@ -15,7 +15,7 @@ def plot_depth_curves(curves, *, title=None):
     """Two panels: the BFA along the layers of the deepest network of each family, and the
     output BFA ``theta_{L-1}`` against depth (mean +- SE over samples).
 
-    ``curves`` maps a label to ``{"depths": (n,), "results": [BFAResult, ...]}`` (one result per
+    ``curves`` maps a label to ``{"depths": (n,), "results": [SampledBFA, ...]}`` (one result per
     depth, same order), optionally with ``"theory"``: the width-limit ``cos`` per depth (arrays
     over layers, e.g. from :func:`rmtalign.theory.bfa`), drawn dashed.
     """
