@@ -1,7 +1,8 @@
 """The three passes of one draw: forward (features), backward (``b_v``) and tangent (``fdot_v``).
 
 Exact mode runs the real network: ``f_1 = W_1 x``, ``f_l = a f_{l-1} + beta W_l phi(f_{l-1})``,
-the backward pass of the linear loss ``mean(f_L)``, one GD step with the family's learning rates
+the backward pass of the linear loss ``mean(f_L)`` (through the output multiplier), one GD step
+with the family's learning rates (its rule, or its explicit rates)
 and the feature velocity by forward mode. Free mode is the random-matrix model of Lemma A.1:
 masks are independent Bernoulli draws, the kernel weights their width limits, and the backward
 pass starts from Gaussian probes. Every pass touches only the columns of ``W_l`` that the mask
@@ -18,7 +19,6 @@ import numpy as np
 from . import seeds
 from ._kernels import rng
 from ._weights import Weights
-from .rules import learning_rates
 
 
 @dataclass
@@ -131,13 +131,18 @@ def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.
         _check_finite(f, "forward pass", family)
         masks = exact_masks(family, f)
         b_top = W.rmatvecs(L, np.full((1, family.out_dim), 1.0 / family.out_dim))
+        if family.output_multiplier != 1.0:  # f_L = alpha W_L psi(f_{L-1})
+            b_top *= family.output_multiplier
     else:
         from .theory.signal import mean_field  # the free model's kernel weights are width limits
 
         f = None
         masks = free_masks(family, key)
         mf = mean_field(family)
-        b_top = _normals(key, seeds.PROBE, (probes, m)) * (family.stds[-1] * math.sqrt(mf.backward_sq[-1]))
+        scale = family.stds[-1] * math.sqrt(mf.backward_sq[-1])
+        if family.output_multiplier != 1.0:  # f_L = alpha W_L psi(f_{L-1})
+            scale *= family.output_multiplier
+        b_top = _normals(key, seeds.PROBE, (probes, m)) * scale
     readout_mask = 1.0 if psi.is_identity else masks[-1]
 
     P = b_top.shape[0]
@@ -164,7 +169,7 @@ def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.
             grad_sq = (betas**2 * np.append(b_sq[0], 1.0 / family.out_dim) * g_sq)[None]
     if mode == "exact":
         _check_finite(grad_sq, "gradient norms", family)
-        lr = learning_rates(grad_sq, family.trained_mask, family.lr_rule)
+        lr = family.rates(grad_sq)
         c = lr * betas**2 * g_sq
     else:
         c = np.broadcast_to(mf.kernel_weights, (P, L)).copy()

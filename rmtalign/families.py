@@ -31,6 +31,8 @@ __all__ = ["MLP", "ResNet", "Family"]
 _WEIGHTS = ("gaussian", "orthogonal")
 _INPUTS = ("fixed", "random")
 _TRAINED = ("all-but-first", "all")
+# Fields added after content seeds were in use: left out of to_dict at their defaults.
+_OMITTED_AT_DEFAULT = ("output_multiplier", "lr_values")
 
 
 def _renamed_lr(kwargs):
@@ -77,6 +79,16 @@ class Family:
     input : {"fixed", "random"}
         ``"fixed"``: ``x = (1, .., 1)``; ``"random"``: a Gaussian direction drawn from the seed.
         Both have norm ``sqrt(d)`` (unit RMS).
+    output_multiplier : float
+        The scalar ``alpha > 0`` of the readout ``f_L = alpha W_L psi(f_{L-1})`` (Eq. 7's backward
+        normalisation, :func:`rmtalign.prescribe`); default 1.
+    lr_values : sequence of float, optional
+        Explicit learning rates ``eta_1 .. eta_L`` (>= 0, 0 on frozen layers) used instead of
+        ``lr_rule``, which must then stay at its default ``"balanced"``. They are numbers for this
+        width and depth: ``replace(width=...)`` keeps them as they are.
+
+    The last two fields are left out of :meth:`to_dict` at their defaults, so the content seeds of
+    families that do not use them are unchanged.
     """
 
     depth: int
@@ -91,6 +103,8 @@ class Family:
     trained: str | tuple = "all-but-first"
     lr_rule: str = "balanced"
     input: str = "fixed"
+    output_multiplier: float = 1.0
+    lr_values: tuple | None = None
 
     def __post_init__(self):
         s = lambda name, v: object.__setattr__(self, name, v)  # noqa: E731  (frozen dataclass)
@@ -105,6 +119,28 @@ class Family:
         for name in ("hidden_std", "input_std", "output_std"):
             s(name, check_real(name, getattr(self, name), low=0.0, low_open=True, allow_none=True))
         s("trained", self._normalise_trained(self.trained))
+        s("output_multiplier", check_real("output_multiplier", self.output_multiplier, low=0.0,
+                                          low_open=True))
+        s("lr_values", self._normalise_lr_values(self.lr_values))
+
+    def _normalise_lr_values(self, values):
+        if values is None:
+            return None
+        if self.lr_rule != "balanced":
+            raise ValueError(f"lr_values replace the learning-rate rule: give them with the default "
+                             f"lr_rule='balanced', not lr_rule={self.lr_rule!r}")
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+            raise TypeError(f"lr_values must be a sequence of {self.depth} learning rates "
+                            f"(eta_1 .. eta_L), got {values!r}")
+        if len(values) != self.depth:
+            raise ValueError(f"lr_values must have one rate per weight layer (depth={self.depth}), "
+                             f"got {len(values)}")
+        out = tuple(check_real(f"lr_values[{i}]", v, low=0.0) for i, v in enumerate(values))
+        frozen = [l for l, (t, v) in enumerate(zip(self.trained_mask, out), 1) if v and not t]
+        if frozen:
+            raise ValueError(f"lr_values must be 0 on frozen layers; layer {frozen[0]} is not trained "
+                             f"(trained={self.trained!r}) but has rate {out[frozen[0] - 1]!r}")
+        return out
 
     def _normalise_trained(self, trained):
         if isinstance(trained, str):
@@ -186,10 +222,22 @@ class Family:
 
     @property
     def branch_scales(self) -> np.ndarray:
-        """Multiplier of ``W_l phi(f_{l-1})`` for every layer: 1 at ``l = 1, L``, beta inside."""
+        """Multiplier of ``W_l phi(f_{l-1})`` for every layer: 1 at ``l = 1``, beta inside and
+        the output multiplier at ``l = L``."""
         out = np.full(self.depth, self.branch_scale)
-        out[0] = out[-1] = 1.0
+        out[0] = 1.0
+        out[-1] = self.output_multiplier
         return out
+
+    def rates(self, grad_sq) -> np.ndarray:
+        """Learning rates ``eta_1 .. eta_L`` (last axis) given squared gradient norms ``grad_sq``:
+        :attr:`lr_values` when given, otherwise :attr:`lr_rule` applied by
+        :func:`rmtalign.rules.learning_rates`. The samplers pass measured norms, the theory
+        width-limit ones: one definition for both."""
+        grad_sq = np.asarray(grad_sq, dtype=np.float64)
+        if self.lr_values is None:
+            return rules.learning_rates(grad_sq, self.trained_mask, self.lr_rule)
+        return np.broadcast_to(np.asarray(self.lr_values), grad_sq.shape).copy()
 
     def input_vector(self, rng_normal=None) -> np.ndarray:
         """The network input ``x`` (norm ``sqrt(d)``). ``rng_normal(d)`` supplies the direction
@@ -212,11 +260,25 @@ class Family:
         return replace(self, **_renamed_lr(changes))
 
     def to_dict(self) -> dict:
+        """The fields (tuples as lists) and ``"family": "MLP"/"ResNet"``; ``output_multiplier`` and
+        ``lr_values`` only when they differ from their defaults (these dicts key content seeds)."""
         out = {"family": type(self).__name__}
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name in _OMITTED_AT_DEFAULT and v == f.default:
+                continue
             out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
+
+    @staticmethod
+    def from_dict(data) -> "Family":
+        """The family whose :meth:`to_dict` is ``data`` (``family.from_dict(family.to_dict()) ==
+        family``), validated again."""
+        if not isinstance(data, dict) or data.get("family") not in _KINDS:
+            raise ValueError(f"a family dict needs 'family' set to one of {', '.join(map(repr, _KINDS))}; "
+                             f"got {data.get('family') if isinstance(data, dict) else data!r}")
+        kwargs = {k: v for k, v in data.items() if k != "family"}
+        return _KINDS[data["family"]]()(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -306,3 +368,7 @@ class ResNet(Family):
     @property
     def label(self) -> str:
         return f"ResNet {self.activation} beta={self.branch_scale:.3g} L={self.depth} m={self.width}"
+
+
+# Family.from_dict: the kinds by name (looked up late: the classes are defined below Family).
+_KINDS = {"MLP": lambda: MLP, "ResNet": lambda: ResNet}

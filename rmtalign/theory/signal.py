@@ -4,17 +4,18 @@ learning rates and the BFK weights ``c_l``.
 As ``m -> infinity`` the squared norms concentrate (law of large numbers), with the recursions
 
     F_1 = m s_1^2 |x|^2,          F_l = a^2 F_{l-1} + beta^2 m s_l^2 h F_{l-1}     (l = 2..L-1)
-    B_L = |b_L|^2 = 1/k,          B_{L-1} = m s_L^2 h_psi B_L,
+    B_L = |b_L|^2 = 1/k,          B_{L-1} = alpha^2 m s_L^2 h_psi B_L,
     B_{l-1} = a^2 B_l + beta^2 m s_l^2 h B_l                                       (l = L-1..2)
 
 where ``h = E[phi(z)^2]/E[z^2] = E[phi'(z)^2]`` is the activation's ``gain``
 (:mod:`rmtalign.rules`: 1/2 for ReLU, 1 for linear). With
 ``G_l = |phi(f_{l-1})|^2 = h F_{l-1}`` the squared gradient norms are
-``Gamma_1 = B_1 |x|^2``, ``Gamma_l = beta^2 B_l G_l``, ``Gamma_L = B_L h_psi F_{L-1}``, the learning rates
-follow the family's rule, and the BFK recursion ``K_v = c_v I + A_v K_{v-1} A_v^T`` has weights
+``Gamma_1 = B_1 |x|^2``, ``Gamma_l = beta^2 B_l G_l``, ``Gamma_L = alpha^2 B_L h_psi F_{L-1}``
+(``alpha`` the family's output multiplier), the learning rates follow the family's rule (or its
+explicit rates), and the BFK recursion ``K_v = c_v I + A_v K_{v-1} A_v^T`` has weights
 ``c_l = eta_l beta_l^2 G_l`` (``c_1 = eta_1 |x|^2``; zero for frozen layers).
 
-The same learning-rate rule (:func:`rmtalign.rules.learning_rates`) is applied to measured norms
+The same learning rates (:meth:`rmtalign.families.Family.rates`) are applied to measured norms
 by the samplers, so the sampled network and its width limit use one definition.
 """
 from __future__ import annotations
@@ -25,7 +26,6 @@ import numpy as np
 
 from .._validate import check_family
 from ..results import Result
-from ..rules import learning_rates
 
 __all__ = ["MeanField", "mean_field"]
 
@@ -71,6 +71,8 @@ def mean_field(family) -> MeanField:
     B = np.empty(L)
     B[L - 1] = 1.0 / k
     B[L - 2] = m * s[L - 1] ** 2 * h_out * B[L - 1]
+    if family.output_multiplier != 1.0:  # f_L = alpha W_L psi(f_{L-1}): b_{L-1} scales by alpha
+        B[L - 2] *= family.output_multiplier ** 2
     # B_{l-1} = factor_l B_l for l = L-1 .. 2, as a reversed cumprod (same order of products)
     rev = np.empty(L - 1)
     rev[0] = B[L - 2]
@@ -84,5 +86,5 @@ def mean_field(family) -> MeanField:
     G[L - 1] = h_out * F[L - 2]
     betas = family.branch_scales
     grad_sq = betas**2 * B * G
-    eta = learning_rates(grad_sq, family.trained_mask, family.lr_rule)
+    eta = family.rates(grad_sq)
     return MeanField(F, B, grad_sq, eta, eta * betas**2 * G)
