@@ -3,6 +3,11 @@ the small families of the table in conftest.py.
 
 These are the oracles the numba samplers are checked against, so they are checked here against
 the paper's identities, against finite differences of the actual GD step, and against each other.
+
+Round-off tolerances: the networks are small (m <= 24, L <= 7), so two evaluations of one
+quantity along different paths agree to ~ L m eps = 4e-14 relative; 1e-12 (1e-13, 1e-14 for a
+single product or a symmetric matrix) allows constants of order 10-100 over that, and 1e-10
+covers quantities divided by a cosine or a norm that can be small. Finite differences: see there.
 """
 import math
 
@@ -10,6 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import FAMILIES
+
+EPS = np.finfo(float).eps
 from oracles import numpy_ref as ref
 from rmtalign.families import MLP, ResNet
 
@@ -109,8 +116,11 @@ def test_fdot_matches_finite_difference_of_gd_step(fam):
     minus = ref.forward(fam, [wl + t * e * g for wl, e, g in zip(w, r["lr"], grads)], x)
     for v in range(1, L):
         fd = (plus[v - 1] - minus[v - 1]) / (2 * t)
-        scale = max(np.linalg.norm(r["fdot"][v - 1]), 1e-300)
-        assert np.linalg.norm(fd - r["fdot"][v - 1]) <= 1e-6 * scale + 1e-12
+        # so the only error is rounding: f_v(+-t) (and the perturbed weights) carry eps |f_v|
+        # each, divided by 2t; x10 for the accumulation over layers (measured at most 1.2x
+        # eps |f_v| / t over the table). A crossed kink would be off by O(|fdot|).
+        tol = 10 * EPS * max(np.linalg.norm(plus[v - 1]), np.linalg.norm(minus[v - 1])) / t
+        assert np.linalg.norm(fd - r["fdot"][v - 1]) <= tol
 
 
 @over_families
@@ -139,8 +149,13 @@ def test_jacobian_product(fam):
     for j in range(3):
         e = np.zeros(fam.width)
         e[j] = t
-        col = (propagate(f[0] + e) - propagate(f[0] - e)) / (2 * t)
-        np.testing.assert_allclose(col, J[:, j], rtol=1e-6, atol=1e-8 * np.abs(J).max())
+        hp, hm = propagate(f[0] + e), propagate(f[0] - e)
+        col = (hp - hm) / (2 * t)
+        # rounding only (as above): eps |h| / t from the two evaluations, and the step f_1j +- t
+        # rounded by eps |f_1j|, a relative error eps |f_1j| / t in the column; x10 (measured
+        # 0.8x the first term at most)
+        tol = 10 * EPS / t * (max(np.abs(hp).max(), np.abs(hm).max()) + abs(f[0][j]) * np.abs(J[:, j]))
+        np.testing.assert_array_less(np.abs(col - J[:, j]), tol + 1e-300)
     with pytest.raises(ValueError, match="start"):
         ref.jacobian_product(fam, w, x, 3, 2)
 
@@ -169,7 +184,8 @@ def test_weight_draws():
         np.testing.assert_allclose(G, std**2 * max(rows, cols) * np.eye(min(rows, cols)), atol=1e-12)
     g = ref.gaussian_weights(fam.replace(weights="gaussian"), np.random.default_rng(0))
     assert [W.shape for W in g] == fam.shapes
-    # Entry std within 5 standard errors of the target (sd of a sample variance is s^2 sqrt(2/n)).
+    # Entry std within 5 standard errors of the target (sd of a sample variance is s^2 sqrt(2/n));
+    # 4 matrices at 5 SE: two-sided false alarm 2.3e-6 together.
     for W, std in zip(g, fam.stds):
         n = W.size
         assert abs(np.var(W) / std**2 - 1) < 5 * math.sqrt(2 / n)
@@ -214,7 +230,7 @@ def test_torch_weights():
     w = torch_weights(fam, seed=3)
     assert [tuple(W.shape) for W in w] == fam.shapes
     assert all(W.dtype == torch.float64 for W in w)
-    for W, std in zip(w, fam.stds):
+    for W, std in zip(w, fam.stds):  # 5 SE of a sample variance, as in test_weight_draws
         assert abs(float(W.var()) / std**2 - 1) < 5 * math.sqrt(2 / W.numel())
     # Drawing inside the peer with the same seed gives the same network as drawing outside.
     np.testing.assert_array_equal(bfa_exact_torch(fam, seed=3)["cos"], bfa_exact_torch(fam, w)["cos"])
