@@ -69,3 +69,17 @@ def test_depth_limit_bad_input():
         T.depth_limit(1.5, 1.0)
     with pytest.raises(ValueError, match=r"^c must be > 0\.0, got -1\.0$"):
         T.depth_limit(0.5, -1.0)
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.35, 0.65, 0.8, 1.0])
+def test_depth_limit_rate_is_the_slope_of_the_finite_depth_bfa(alpha):
+    """``rate`` r: |cos(L) - limit| ~ L^-r. The local slope of the finite-L width-limit BFA between
+    L = 1e4 and 1e5 (output layer) approaches r with corrections of relative order L^-r'
+    (measured within 0.003 of r for these alphas); 0.02 is a judgement that still separates every
+    pair of the candidate exponents (2 alpha - 1, 1/2 - alpha, 1 - alpha, ...)."""
+    lim = T.depth_limit(alpha, 1.0)
+    assert lim.regime == ("trivial" if alpha > 0.5 else "degenerate")
+    assert lim.rate == pytest.approx(2 * alpha - 1 if alpha > 0.5 else 0.5 - alpha, rel=1e-15)
+    gap = [abs(T.bfa(ResNet.scaled(L, 100, 1.0, alpha=alpha)).cos[-1] - lim.cos) for L in (10**4, 10**5)]
+    assert -math.log10(gap[1] / gap[0]) == pytest.approx(lim.rate, abs=0.02)
+    assert T.depth_limit(0.5, 1.0).rate is None and T.depth_limit(0.5, 1.0).regime == "critical"
