@@ -26,8 +26,10 @@ _EXPORTS = {
     "bfa_cos": "alignment", "cos_between": "alignment", "cos_from_spectrum": "alignment",
     "cos_from_kernel": "alignment", "spectral_moments": "alignment", "spectral_bounds": "alignment",
     "feature_speed": "alignment", "sensitivity": "alignment", "angle_deg": "alignment",
+    "prescribe": "prescriptions", "Prescription": "prescriptions",
 }
-_MODULES = ("alignment", "families", "results", "rules", "sampling", "seeds", "theory")
+_MODULES = ("alignment", "families", "prescriptions", "results", "rules", "sampling", "seeds",
+            "theory")
 _RENAMED = {"BFAResult": "SampledBFA", "BFKResult": "SampledBFK", "JacobianResult": "SampledJacobian"}
 __all__ = sorted(_EXPORTS) + list(_MODULES) + ["__version__"]
 
