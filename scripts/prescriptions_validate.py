@@ -17,8 +17,9 @@ width-limit predictions (``Prescription.predicted_*``) gives the exponents the t
 the same grid (finite-depth corrections included); the asymptotic ones are in
 ``docs/prescriptions.md``. Each point has the seed ``point_seed(seed, family, "prescription-bfa")``.
 
-Usage: ``python scripts/prescriptions_validate.py [--samples 16] [--seed 0] [--quick]``
-(``--quick``: widths 64..256, depths 4..32, for a smoke run).
+Usage: ``python scripts/prescriptions_validate.py [--samples 16] [--seed 0] [--quick] [--csv PATH]``
+(``--quick``: widths 64..256, depths 4..32, for a smoke run; ``--csv``: every point's mean, sem
+and width limit as a tidy table).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import time
 import numpy as np
 
 import rmtalign as ra
+from rmtalign.results import write_csv
 from rmtalign.seeds import point_seed, resolve_seed
 
 QUANTITIES = ("loss_decay", "feature_speed", "forward_sq", "share_2", "share_L")
@@ -78,11 +80,14 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--csv", help="also write every point's mean, sem and width limit here")
     args = ap.parse_args(argv)
     widths = (64, 128, 256) if args.quick else (128, 256, 512, 1024)
     depths = (4, 8, 16, 32) if args.quick else (8, 16, 32, 64, 128)
     seed, _ = resolve_seed(args.seed)
     t0 = time.time()
+    table = {k: [] for k in ("architecture", "scheme", "width", "depth", "quantity", "mean", "sem",
+                             "width_limit")}
     print(f"widths {widths}, depths {depths}, {args.samples} samples a point, seed {args.seed}\n")
     print("| architecture | scheme | quantity | p (in m) | q (in L) | chi2/dof | width limit p, q over the grid |")
     print("|---|---|---|---|---|---|---|")
@@ -93,6 +98,12 @@ def main(argv=None):
                 for m in widths:
                     p = ra.prescribe(make(L, m), scheme)
                     rows.append((m, L, measure(p, args.samples, seed), predicted(p)))
+            for m, L, got, want in rows:
+                for q in QUANTITIES:
+                    for key, v in (("architecture", arch), ("scheme", scheme), ("width", m),
+                                   ("depth", L), ("quantity", q), ("mean", got[q][0]),
+                                   ("sem", got[q][1]), ("width_limit", want[q])):
+                        table[key].append(v)
             ms = np.array([r[0] for r in rows], float)
             Ls = np.array([r[1] for r in rows], float)
             for q in QUANTITIES:
@@ -103,6 +114,8 @@ def main(argv=None):
                 tm, tl, *_ = fit(ms, Ls, ym)
                 print(f"| {arch} | {scheme} | {q} | {pm:+.3f} ± {sm:.3f} | {pl:+.3f} ± {sl:.3f} "
                       f"| {red:.2f} | {tm:+.3f}, {tl:+.3f} |", flush=True)
+    if args.csv:
+        write_csv(args.csv, {k: np.array(v) for k, v in table.items()})
     print(f"\n{time.time() - t0:.0f} s")
 
 
