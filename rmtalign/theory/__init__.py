@@ -2,9 +2,9 @@
 
 Public functions: :func:`bfa`, :func:`bfk_moments`, :func:`bfk_density`, :func:`jacobian_moments`,
 :func:`jacobian_density`, :func:`depth_limit`, :func:`phase_diagram`, :func:`layer_law`,
-:func:`mean_field`; the free-probability core lives in :mod:`rmtalign.theory.free`. Every result
-follows the protocol of :mod:`rmtalign.results`; ``mode="exact"``/``"free"`` chooses the
-network's own masks or the free model, as in the samplers.
+:func:`mean_field`, and at finite width :func:`finite_width`; the free-probability core lives in
+:mod:`rmtalign.theory.free`. Every result follows the protocol of :mod:`rmtalign.results`;
+``mode="exact"``/``"free"`` chooses the network's own masks or the free model, as in the samplers.
 """
 import warnings
 
@@ -13,11 +13,13 @@ from .layer import LayerLaw, layer_law
 from .bfk import (TheoryBFA, Density, bfa, bfk_moments, bfk_density, jacobian_moments,
                   jacobian_density)
 from .depth import DepthLimit, PhaseDiagram, depth_limit, phase_diagram, mlp_bfa_exact
+from .finite import FiniteWidthBFA, finite_width
 from . import free
 
 __all__ = ["MeanField", "mean_field", "LayerLaw", "layer_law", "TheoryBFA", "Density", "bfa",
            "bfk_moments", "bfk_density", "jacobian_moments", "jacobian_density", "DepthLimit",
-           "PhaseDiagram", "depth_limit", "phase_diagram", "mlp_bfa_exact", "free"]
+           "PhaseDiagram", "depth_limit", "phase_diagram", "mlp_bfa_exact", "FiniteWidthBFA",
+           "finite_width", "free"]
 
 
 def _activation_gain(activation):

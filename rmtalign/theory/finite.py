@@ -1,0 +1,259 @@
+"""The BFA at finite width, exact in depth: iid Gaussian MLPs (ReLU and linear).
+
+**Reduction to a scalar chain.** With the balanced learning rates of Eq. (8) the kernel weights
+are ``c_l = eta_l |phi(f_{l-1})|^2 = 1 / (n B_l)``, ``B_l = |b_l|^2`` (random at finite width,
+and correlated with the Jacobians). The feature velocity obeys ``u_v = A_v u_{v-1} + t_v b_v / B_v``
+(``u = -n fdot``, ``t_v = 1`` if ``W_v`` is trained), and since ``A_v^T b_v = b_{v-1}``,
+``<b_v, u_v> = k_v``, the number of trained layers up to ``v``, *exactly*. So
+
+    cos(theta_v) = k_v / sqrt(Z_v),     Z_v = B_v |u_v|^2 = k_v^2 + Zp_v,
+
+where ``Zp_v = B_v |u_v^perp|^2`` is the part of ``u_v`` orthogonal to ``b_v``. Split ``u_{v-1}``
+along ``b_{v-1} = A_v^T b_v`` and write ``A_v = W D`` with ``N`` active columns. For Gaussian
+``W`` and a mask law independent of the weights, ``e = b_v / |b_v|`` is independent of
+``A_2 .. A_v``; ``Zp_{v-1}`` is independent of ``A_v`` (left rotation invariance of ``W_{v-1}``:
+given ``b_{v-1}`` its law is invariant under all rotations, and it is scale free), and the
+direction of ``u_{v-1}^perp`` is uniform on the sphere orthogonal to ``b_{v-1}``. Decomposing
+``W = e g^T + W'`` (``g = W^T e``) gives one Gaussian vector of variance ``k^2 + beta Zp`` and
+
+    Zp_v = (k_{v-1}^2 + beta_v Zp_{v-1}) Q_v / P_v,                                   (chain)
+
+``Q_v ~ chi2_{m-1}``, ``P_v ~ chi2_{N_v}``, ``beta_v ~ Beta((N_v - 1)/2, (m - N_v)/2)`` (the squared
+norm of a uniform unit vector's active part), independent given ``N_v``; ``Zp = 0`` until a
+trained layer. ReLU: ``N_v ~ Bin(m, 1/2)`` iid across layers; linear: ``N = m``, ``beta = 1``.
+The law of ``cos(theta_v)`` does not depend on ``L``, on the init scale or on the readout. The
+network's own ReLU masks are functions of the weights; that the chain still holds for them (the
+sign symmetry of Gaussian weights, as in Hanin & Nica, arXiv:1812.05994) is checked against
+``sample_bfa(mode="exact")``, not proven here (``docs/theory.md``, Finite width).
+
+**The 1/m coefficient** (``c1``). The chain's first two moments close exactly:
+``E Zp' = k^2 r1 + e1 E Zp``, ``E Zp'^2 = k^4 r2 + e12 k^2 E Zp + e2 E Zp^2`` with
+``r1 = E[Q] E[1/P]``, ``e1 = E[beta Q / P]`` etc. (averages over ``N``). To first order in
+``1/m`` (``r1 = sigma^2 + a1/m``, ``e1 = 1 + b1/m``, ``r2 = sigma^4 + a2/m``,
+``e12 = 2 sigma^2 + b12/m``, ``e2 = 1 + b2/m``; ReLU ``sigma^2 = 2``, ``(a1, b1, a2, b12, b2) =
+(8, 2, 60, 48, 12)``; linear ``sigma^2 = 1``, ``(1, 1, 6, 12, 6)``), with ``K = k_{v-1}^2``:
+
+    mu0' = mu0 + sigma^2 K,        mu1' = mu1 + a1 K + b1 mu0,
+    V1'  = V1 + (a2 - 2 sigma^2 a1) K^2 + (b12 - 2 a1 - 2 sigma^2 b1) K mu0 + (b2 - 2 b1) mu0^2,
+
+(``E Zp = mu0 + mu1/m``, ``Var Zp = V1/m``) and the delta method, exact at this order:
+
+    c1 = k mu^(-1/2) (-mu1 / (2 mu) + 3 V1 / (8 mu^2)),      mu = k^2 + mu0.
+
+``mu0`` is the width limit (``k / sqrt(mu) = theory.bfa(family).cos``).
+
+**Resummation** (``cos``). At ``L/m`` of order one the moments of ``Zp`` are useless (its
+log-variance grows like ``(b2 - 2 b1) L / m``: log-normal tails, as in Hanin & Nica). The chain is
+evaluated in log space instead, ``x = log Zp``:
+
+    x_v = log(k^2 + exp(x_{v-1} + log beta_v)) + log Q_v - log P_v,
+
+with ``log beta`` and ``log Q - log P`` Gaussian given ``N`` (exact means and variances, digamma
+and trigamma), ``N`` on a Gauss quadrature of its exact law, and the law of ``x_v`` carried as a
+``_NODES``-point Gauss quadrature rebuilt every layer from the pushed-forward points by the
+Stieltjes procedure (it keeps the first ``2 _NODES - 1`` moments: no grid, no numerical
+diffusion). ``E cos = sum_i p_i k / sqrt(k^2 + exp(x_i))``. Against a Monte Carlo of the chain
+itself this is within 0.25% for ``m >= 32`` up to ``L/m = 16`` (0.5% at ``m = 16``); its first
+order in ``1/m`` is ``c1`` (tested). Cost O(L), about a millisecond a layer.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special, stats
+
+from .._validate import check_family
+from ..results import Result
+from .bfk import bfa
+
+__all__ = ["FiniteWidthBFA", "finite_width"]
+
+_NODES = 12        # quadrature nodes carrying the law of log Zp
+_N_NODES = 7       # nodes for the number of active neurons N (ReLU)
+_HERMITE = 6       # Gauss-Hermite nodes for log beta and for log Q - log P
+_MIN_WIDTH = 16    # below, N <= 2 (where beta and 1/P degenerate) has mass > 1e-3
+
+# First-order (1/m) coefficients of the chain's moment constants (module docstring), derived from
+# E f(N) = f(m/2) + (m/8) f''(m/2) + O(m^-2 f) for N ~ Bin(m, 1/2); checked against exact binomial
+# sums in tests/theory/test_finite.py.
+_FIRST_ORDER = {"relu": (2.0, 8.0, 2.0, 60.0, 48.0, 12.0),    # sigma^2, a1, b1, a2, b12, b2
+                "linear": (1.0, 1.0, 1.0, 6.0, 12.0, 6.0)}
+
+
+@dataclass(frozen=True, repr=False)
+class FiniteWidthBFA(Result):
+    """Finite-width BFA of a family: ``cos[i]`` is the predicted mean of the sampled
+    ``cos(theta_v)`` at ``v = layers[i]`` and the family's own width ``m``; ``cos_limit`` the
+    width limit (:func:`rmtalign.theory.bfa`); ``c1`` the exact coefficient of ``1/m`` in
+    ``E cos = cos_limit + c1/m + O(1/m^2)`` at fixed depth (``cos_first_order`` is that
+    truncation, good only where ``v/m`` is small). NaN where the feature does not move."""
+
+    family: object
+    layers: np.ndarray
+    cos: np.ndarray
+    cos_limit: np.ndarray
+    c1: np.ndarray
+
+    @property
+    def cos_first_order(self) -> np.ndarray:
+        """``cos_limit + c1 / m``."""
+        return self.cos_limit + self.c1 / self.family.width
+
+    def _table(self):
+        return {"layer": self.layers, "cos": self.cos, "cos_limit": self.cos_limit, "c1": self.c1,
+                "cos_first_order": self.cos_first_order}
+
+
+def _check_supported(family):
+    from ..families import MLP
+
+    why = []
+    if not isinstance(family, MLP):
+        why.append("ResNets (skip connections) are not covered yet")
+    if family.weights != "gaussian":
+        why.append("orthogonal weights are not covered yet (the chain uses Gaussian weights)")
+    if family.activation not in _FIRST_ORDER:
+        why.append(f"activation {family.activation!r} is not covered (relu and linear are)")
+    if family.lr_rule != "balanced":
+        why.append("only lr_rule='balanced' is covered (it makes c_l = 1/(n |b_l|^2) and "
+                   "b_v^T K_v b_v deterministic)")
+    if why:
+        raise NotImplementedError(f"finite_width({family.label}): " + "; ".join(why) +
+                                  ". The width limit is theory.bfa(family).")
+    if family.width < _MIN_WIDTH:
+        raise ValueError(f"finite_width needs width >= {_MIN_WIDTH}, got {family.width} (below, "
+                         "layers with N <= 2 active neurons are too frequent for the chain's "
+                         "quadrature)")
+
+
+def _gauss_nodes(x, w, n):
+    """An ``n``-point Gauss quadrature of the discrete measure ``(x, w)`` (Stieltjes procedure on
+    the standardised points, then Golub-Welsch). Measures with at most ``n`` points, or whose
+    orthogonal polynomials vanish early, keep fewer nodes."""
+    w = w / w.sum()
+    if x.size <= n:
+        return x, w
+    mu = w @ x
+    sd = math.sqrt(max(w @ (x - mu) ** 2, 0.0))
+    if sd == 0.0 or sd < 1e-14 * max(1.0, abs(mu)):
+        return np.array([mu]), np.array([1.0])
+    t = (x - mu) / sd
+    a, b = np.zeros(n), np.zeros(n)
+    p_prev, p, norm_prev = np.zeros_like(t), np.ones_like(t), 1.0
+    size = n
+    for j in range(n):
+        norm = w @ (p * p)
+        if j > 0 and norm < 1e-13 * norm_prev:  # the measure has (numerically) j points
+            size = j
+            break
+        a[j] = w @ (t * p * p) / norm
+        if j > 0:
+            b[j] = norm / norm_prev
+        p_prev, p = p, (t - a[j]) * p - (b[j] * p_prev if j > 0 else 0.0)
+        norm_prev = norm
+    off = np.sqrt(b[1:size])
+    ev, vec = np.linalg.eigh(np.diag(a[:size]) + np.diag(off, 1) + np.diag(off, -1))
+    return mu + sd * ev, vec[0] ** 2
+
+
+def _active_law(m, relu):
+    """Nodes and weights for ``N`` (ReLU: a Gauss quadrature of Bin(m, 1/2) restricted to
+    ``N >= 3``; linear: ``N = m``)."""
+    if not relu:
+        return np.array([float(m)]), np.array([1.0])
+    sd = math.sqrt(m) / 2
+    lo, hi = max(3, int(m / 2 - 12 * sd)), min(m, int(m / 2 + 12 * sd) + 1)
+    N = np.arange(lo, hi + 1, dtype=float)
+    return _gauss_nodes(N, stats.binom.pmf(N, m, 0.5), _N_NODES)
+
+
+def _log_factors(m, relu):
+    """Per-layer laws given ``N`` (one row per ``N`` node): weight, mean and variance of
+    ``log beta`` and of ``log Q - log P`` (exact: digamma, trigamma)."""
+    N, wN = _active_law(m, relu)
+    if relu:
+        a, ab = (N - 1) / 2, (m - 1) / 2
+        eu = special.digamma(a) - special.digamma(ab)
+        vu = special.polygamma(1, a) - special.polygamma(1, ab)
+    else:
+        eu, vu = np.zeros_like(N), np.zeros_like(N)
+    ew = special.digamma((m - 1) / 2) - special.digamma(N / 2)
+    vw = special.polygamma(1, (m - 1) / 2) + special.polygamma(1, N / 2)
+    return wN, eu, vu, ew, vw
+
+
+def _trained_counts(family):
+    """``k_v`` for ``v = 1 .. L-1``: trained layers among ``W_1 .. W_v``."""
+    return np.cumsum(family.trained_mask[: family.depth - 1]).astype(float)
+
+
+def _resummed(k, m, relu):
+    """``E cos(theta_v)`` from the chain in log space (module docstring); ``k`` as from
+    :func:`_trained_counts`."""
+    wN, eu, vu, ew, vw = _log_factors(m, relu)
+    h, hw = np.polynomial.hermite_e.hermegauss(_HERMITE)
+    hw = hw / hw.sum()
+    U = eu[:, None] + np.sqrt(vu)[:, None] * h[None, :]      # log beta:      (N node, node)
+    W = ew[:, None] + np.sqrt(vw)[:, None] * h[None, :]      # log Q - log P: (N node, node)
+    pU = wN[:, None] * hw[None, :]
+    pW = (wN[:, None] * hw[None, :]).ravel()
+    cos = np.full(k.size, np.nan)
+    x = p = None                                             # None: Zp = 0 exactly
+    kprev = 0.0
+    for i, kv in enumerate(k):
+        if i > 0:                                            # layer v = i + 1 >= 2
+            logK = 2 * math.log(kprev) if kprev > 0 else -math.inf
+            if x is None:
+                if kprev > 0:                                # Zp = k^2 Q / P
+                    x, p = _gauss_nodes((logK + W).ravel(), pW, _NODES)
+            else:
+                t = np.logaddexp(logK, x[:, None, None] + U[None])      # (x node, N node, node)
+                y = t[..., None] + W[None, :, None, :]
+                q = p[:, None, None, None] * pU[None, :, :, None] * hw[None, None, None, :]
+                x, p = _gauss_nodes(y.ravel(), q.ravel(), _NODES)
+        if kv > 0:
+            cos[i] = 1.0 if x is None else p @ np.exp(-0.5 * np.logaddexp(0.0, x - 2 * math.log(kv)))
+        kprev = kv
+    return cos
+
+
+def _first_order(k, activation):
+    """Width limit ``k / sqrt(mu)`` and the ``1/m`` coefficient ``c1`` (module docstring)."""
+    s2, a1, b1, a2, b12, b2 = _FIRST_ORDER[activation]
+    mu0 = mu1 = V1 = 0.0
+    lim, c1 = np.full(k.size, np.nan), np.full(k.size, np.nan)
+    kprev = 0.0
+    for i, kv in enumerate(k):
+        if i > 0:
+            K = kprev * kprev
+            mu0, mu1, V1 = (mu0 + s2 * K, mu1 + a1 * K + b1 * mu0,
+                            V1 + (a2 - 2 * s2 * a1) * K * K + (b12 - 2 * a1 - 2 * s2 * b1) * K * mu0
+                            + (b2 - 2 * b1) * mu0 * mu0)
+        if kv > 0:
+            mu = kv * kv + mu0
+            lim[i] = kv / math.sqrt(mu)
+            c1[i] = lim[i] * (-mu1 / (2 * mu) + 3 * V1 / (8 * mu * mu))
+        kprev = kv
+    return lim, c1
+
+
+def finite_width(family) -> FiniteWidthBFA:
+    """The BFA at the family's own width ``m``, exact in depth, and its ``1/m`` coefficient.
+
+    ``cos``: predicted mean of ``sample_bfa(family).cos`` at every ``v = 1 .. L-1`` (the
+    resummed finite-width chain of :mod:`rmtalign.theory.finite`); ``cos_limit``:
+    ``theory.bfa(family).cos``; ``c1``: the exact coefficient of ``1/m`` at fixed depth.
+    Covered: MLPs with iid Gaussian weights, ReLU or linear, balanced learning rates, any init
+    scale and any set of trained layers, ``width >= 16``; other families raise
+    ``NotImplementedError``. Accuracy against the exact sampler and where the chain was checked:
+    ``docs/theory.md`` (Finite width). Cost O(L), about a millisecond a layer."""
+    check_family(family)
+    _check_supported(family)
+    k = _trained_counts(family)
+    relu = family.activation == "relu"
+    _, c1 = _first_order(k, family.activation)
+    cos_limit = bfa(family).cos
+    return FiniteWidthBFA(family, np.arange(1, family.depth), _resummed(k, family.width, relu),
+                          cos_limit, c1)
