@@ -304,3 +304,36 @@ def test_sampled_network_meets_the_prescription(fam):
             sem = x.std(0, ddof=1) / math.sqrt(n_samples)
             tol = 4 * sem
             assert np.all(np.abs(mean - want[q]) <= tol), (scheme, q, mean, want[q], sem)
+
+
+def test_sampled_exponents_reproduce_prop_5_3():
+    """Small-size version of scripts/prescriptions_validate.py (MLP, every layer trained): the
+    sampled exponents of |fdot_{L-1}|_rms in m and of the loss decay in L equal those of the width
+    limit within 4 standard errors (delta method on the two means), and the width limit has
+    Prop. 5.3's failures: NTK's feature speed ~ m^-1/2, MF+muP's loss decay falling with depth,
+    FSC flat in both. (One seed for every scheme: they differ by deterministic scales of the same
+    draws, so the sampled-minus-expected slopes coincide; measured 0.35 se in m, 1.05 se in L.)"""
+    n_samples = 32
+    points = {"a": (128, 4), "wide": (512, 4), "deep": (128, 16)}
+    slopes = {}
+    for scheme in ("ntk", "mfmup", "fsc"):
+        got, want = {}, {}
+        for key, (m, L) in points.items():
+            p = prescribe(_mlp(L, m), scheme)
+            r = ra.sample_bfa(p.family(), samples=n_samples, seed=23)
+            speed = r.fdot_norm[:, -1] / math.sqrt(m)
+            decay = (r.lr * r.grad_sq).sum(1)
+            got[key] = {q: (x.mean(), x.std(ddof=1) / math.sqrt(n_samples))
+                        for q, x in (("speed", speed), ("decay", decay))}
+            want[key] = {"speed": p.predicted_feature_speed, "decay": p.predicted_loss_decay}
+        for q, other in (("speed", "wide"), ("decay", "deep")):
+            (ma, sa), (mb, sb) = got["a"][q], got[other][q]
+            slope = math.log(mb / ma) / math.log(4)
+            se = math.hypot(sa / ma, sb / mb) / math.log(4)
+            expected = math.log(want[other][q] / want["a"][q]) / math.log(4)
+            assert abs(slope - expected) <= 4 * se, (scheme, q, slope, expected, se)
+            slopes[scheme, q] = expected
+    assert slopes["ntk", "speed"] == pytest.approx(-0.5, abs=1e-12)
+    assert slopes["mfmup", "decay"] < -0.4  # -1/2 asymptotically
+    assert slopes["fsc", "speed"] == pytest.approx(0, abs=1e-12)
+    assert slopes["fsc", "decay"] == pytest.approx(0, abs=1e-12)
