@@ -1,0 +1,145 @@
+"""Finite-width BFA (``theory.finite_width``) against the exact sampler, beside the width limit.
+
+Two parts:
+
+1. the grid: iid He ReLU MLPs at widths 64..512 and L/m = 0.125..4, sampled with
+   ``sample_bfa`` (exact mode, the network's own masks); at the middle layer ``v = L/2`` and the
+   output ``v = L-1`` the table gives the sampled mean +- its standard error, the width limit
+   ``theory.bfa`` and the finite-width prediction, their errors and z-scores;
+2. the 1/m coefficient: ``width_limit`` (widths 32..256, c0 + c1/m) fitted per layer, its
+   ``coef[:, 1]`` and standard error against ``finite_width(...).c1``. The fit also sees the
+   1/m^2 terms, so the same fit is applied to the prediction's own values at those widths
+   (column "fit of prediction"): that is what the fitted coefficient should equal.
+
+Sampled means are cached as JSON in ``--out`` (default ``/tmp/rmtalign_finite``), so the report
+can be rerun without resampling. Usage::
+
+    .venv/bin/python scripts/finite_width_validate.py [--quick] [--sample-only] [--out DIR]
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rmtalign import seeds
+from rmtalign import theory as T
+from rmtalign._extrapolate import fit_width_limit
+from rmtalign.families import MLP
+from rmtalign.sampling import sample_bfa, width_limit
+
+quick = "--quick" in sys.argv
+out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else Path("/tmp/rmtalign_finite")
+out.mkdir(parents=True, exist_ok=True)
+SEED = 2025
+RATIOS = (0.125, 0.5, 1, 2, 4)
+# (width, draws, largest L/m): draws fall with the cost O(L m^2) of a draw
+GRID = [(64, 384, 4), (128, 192, 4), (256, 96, 4), (512, 64, 1)]
+# the other covered cases: linear MLPs, W_1 trained, a non-He init scale and a wide readout
+EXTRA = [(MLP(64, 64, activation="linear"), 384), (MLP(256, 64, activation="linear"), 384),
+         (MLP(128, 64, trained="all"), 384), (MLP(128, 64, hidden_std=0.15, out_dim=4), 384)]
+if quick:
+    GRID = [(64, 96, 4), (128, 48, 1)]
+    EXTRA = EXTRA[:1]
+
+
+def sampled(fam, n):
+    """Per-layer mean and sem of the exact sampler's cos for ``fam`` (cached on disk)."""
+    tag = "" if fam == MLP(fam.depth, fam.width) else "_" + seeds_tag(fam)
+    path = out / f"mlp_m{fam.width}_L{fam.depth}_n{n}_s{SEED}{tag}.json"
+    if path.exists():
+        d = json.loads(path.read_text())
+        return np.array(d["mean"], float), np.array(d["sem"], float)
+    t = time.time()
+    r = sample_bfa(fam, n, seed=seeds.point_seed(SEED, fam, "bfa-exact"))
+    mean, sem = r.mean(), r.sem()
+    path.write_text(json.dumps({"mean": [float(x) for x in mean], "sem": [float(x) for x in sem],
+                                "seconds": time.time() - t}))
+    print(f"  sampled m={fam.width} L={fam.depth} ({n} draws) in {time.time() - t:.0f}s", flush=True)
+    return mean, sem
+
+
+def seeds_tag(fam):
+    """A short file tag for a family's non-default fields."""
+    d, ref = fam.to_dict(), MLP(fam.depth, fam.width).to_dict()
+    return "_".join(f"{k}-{v}" for k, v in sorted(d.items()) if ref[k] != v)
+
+
+def row(fam, n, name, rows):
+    mean, sem = sampled(fam, n)
+    if "--sample-only" in sys.argv:
+        return
+    fw = T.finite_width(fam)
+    ratio = fam.depth / fam.width
+    for v in (fam.depth // 2, fam.depth - 1):
+        j = v - 1
+        el, ef = fw.cos_limit[j] - mean[j], fw.cos[j] - mean[j]
+        rows.append((fam.width, fam.depth, ratio, v, el / sem[j], ef / sem[j], el, ef))
+        print(f"| {name} | {fam.width} | {fam.depth} | {ratio:g} | {v} | {mean[j]:.4f} ± {sem[j]:.4f} | "
+              f"{fw.cos_limit[j]:.4f} | {fw.cos[j]:.4f} | {el:+.4f} | {ef:+.4f} | "
+              f"{el / sem[j]:+.2f} | {ef / sem[j]:+.2f} |", flush=True)
+
+
+def grid():
+    print("| network | m | L | L/m | v | sampled | width limit | finite width | err limit | "
+          "err finite | z limit | z finite |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for m, n, top in GRID:
+        for ratio in RATIOS:
+            if ratio <= top:
+                row(MLP(int(round(ratio * m)), m), n, "ReLU", rows)
+    for fam, n in EXTRA:
+        name = {"linear": "linear"}.get(fam.activation, "ReLU")
+        if fam.trained == "all":
+            name += ", W_1 trained"
+        if fam.hidden_std is not None:
+            name += f", std {fam.hidden_std:g}, k = {fam.out_dim}"
+        row(fam, n, name, rows)
+    return rows
+
+
+def coefficient():
+    widths = [32, 64, 128, 256] if not quick else [32, 64, 128]
+    n = 2000 if not quick else 300
+    print(f"\n1/m coefficient: width_limit over widths {widths}, {n} draws each, c0 + c1/m")
+    print("| L | v | c1 fitted ± se | c1 theory | fit of prediction | z (theory) | z (fit of prediction) |")
+    print("|---|---|---|---|---|---|---|")
+    for L in (8, 16):
+        fam = MLP(L, widths[0])
+        path = out / f"wl_L{L}_{'-'.join(map(str, widths))}_n{n}_s{SEED}.json"
+        if path.exists():
+            d = json.loads(path.read_text())
+            means, sems = np.array(d["means"]), np.array(d["sems"])
+        else:
+            wl = width_limit(fam, widths, samples=n, seed=SEED)
+            means, sems = wl.means, wl.sems
+            path.write_text(json.dumps({"means": means.tolist(), "sems": sems.tolist()}))
+        if "--sample-only" in sys.argv:
+            continue
+        fit = fit_width_limit(widths, means, sems)
+        c1_fit, c1_se = fit.coef[:, 1], np.sqrt(fit.cov[:, 1, 1])
+        c1 = T.finite_width(fam).c1
+        pred = np.array([T.finite_width(fam.replace(width=w)).cos for w in widths])
+        c1_pred_fit = fit_width_limit(widths, pred, sems).coef[:, 1]
+        for v in range(3, L):
+            j = v - 1
+            print(f"| {L} | {v} | {c1_fit[j]:.3f} ± {c1_se[j]:.3f} | {c1[j]:.3f} | {c1_pred_fit[j]:.3f} | "
+                  f"{(c1_fit[j] - c1[j]) / c1_se[j]:+.2f} | {(c1_fit[j] - c1_pred_fit[j]) / c1_se[j]:+.2f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    t0 = time.time()
+    coefficient()
+    rows = grid()
+    if rows:
+        sel = [r for r in rows if r[2] >= 0.5]
+        z, zl = np.array([r[5] for r in sel]), np.array([r[4] for r in sel])
+        quarter = np.array([abs(r[7]) <= abs(r[6]) / 4 for r in sel])
+        print(f"\nL/m >= 0.5: {len(z)} points; max |z| finite width {np.max(np.abs(z)):.2f}, width "
+              f"limit {np.max(np.abs(zl)):.2f}; finite width within 2 SE or a quarter of the width "
+              f"limit's error at {np.sum((np.abs(z) <= 2) | quarter)} of {len(z)}; all points: "
+              f"max |z| finite width {np.max(np.abs([r[5] for r in rows])):.2f}")
+    print(f"total {time.time() - t0:.0f}s")
