@@ -31,6 +31,8 @@ __all__ = ["MLP", "ResNet", "Family"]
 _WEIGHTS = ("gaussian", "orthogonal")
 _INPUTS = ("fixed", "random")
 _TRAINED = ("all-but-first", "all")
+# The lr_rule of a family whose rates are given explicitly (lr_values); not a rule of rules.py.
+_EXPLICIT = "explicit"
 # Fields added after content seeds were in use: left out of to_dict at their defaults.
 _OMITTED_AT_DEFAULT = ("output_multiplier", "lr_values")
 
@@ -83,8 +85,9 @@ class Family:
         The scalar ``alpha > 0`` of the readout ``f_L = alpha W_L psi(f_{L-1})`` (Eq. 7's backward
         normalisation, :func:`rmtalign.prescribe`); default 1.
     lr_values : sequence of float, optional
-        Explicit learning rates ``eta_1 .. eta_L`` (>= 0, 0 on frozen layers) used instead of
-        ``lr_rule``, which must then stay at its default ``"balanced"``. They are numbers for this
+        Explicit learning rates ``eta_1 .. eta_L`` (>= 0, 0 on frozen layers) used instead of a
+        rule: give them with the default ``lr_rule``, which then reads ``"explicit"`` (to go back
+        to a rule, ``replace(lr_values=None, lr_rule="balanced")``). They are numbers for this
         width and depth: ``replace(width=...)`` keeps them as they are.
 
     The last two fields are left out of :meth:`to_dict` at their defaults, so the content seeds of
@@ -114,7 +117,8 @@ class Family:
         s("out_dim", check_int("out_dim", self.out_dim, 1))
         rules.activation(self.activation)
         check_choice("weights", self.weights, _WEIGHTS)
-        check_choice("lr_rule", self.lr_rule, rules.LR_RULES)
+        if self.lr_rule != _EXPLICIT:  # "explicit" is what lr_values set (checked below)
+            check_choice("lr_rule", self.lr_rule, rules.LR_RULES)
         check_choice("input", self.input, _INPUTS)
         for name in ("hidden_std", "input_std", "output_std"):
             s(name, check_real(name, getattr(self, name), low=0.0, low_open=True, allow_none=True))
@@ -125,10 +129,17 @@ class Family:
 
     def _normalise_lr_values(self, values):
         if values is None:
+            if self.lr_rule == _EXPLICIT:
+                raise ValueError("lr_rule='explicit' is set by giving lr_values (eta_1 .. eta_L), "
+                                 "and none were given; to use a rule instead give lr_rule="
+                                 + " or ".join(map(repr, rules.LR_RULES)))
             return None
-        if self.lr_rule != "balanced":
+        if self.lr_rule not in ("balanced", _EXPLICIT):
             raise ValueError(f"lr_values replace the learning-rate rule: give them with the default "
-                             f"lr_rule='balanced', not lr_rule={self.lr_rule!r}")
+                             f"lr_rule='balanced' (or 'explicit'), not lr_rule={self.lr_rule!r}")
+        # lr_rule says what is in effect, so that code reading it is never misled by a rule that
+        # the explicit rates override.
+        object.__setattr__(self, "lr_rule", _EXPLICIT)
         if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
             raise TypeError(f"lr_values must be a sequence of {self.depth} learning rates "
                             f"(eta_1 .. eta_L), got {values!r}")

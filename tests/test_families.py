@@ -104,6 +104,11 @@ def test_new_fields_are_left_out_of_to_dict_at_their_defaults():
     assert d["output_multiplier"] == 0.5 and d["lr_values"] == [0.0, 1.0, 2.0, 3.0]
     assert f.lr_values == (0.0, 1.0, 2.0, 3.0) and hash(f) == hash(MLP(4, 8, output_multiplier=0.5,
                                                                       lr_values=(0, 1, 2, 3.0)))
+    # lr_rule says what is in effect: code that reads it is not misled by an overridden rule
+    assert f.lr_rule == "explicit" and d["lr_rule"] == "explicit"
+    assert f == MLP(4, 8, output_multiplier=0.5, lr_values=[0, 1, 2, 3], lr_rule="explicit")
+    assert f.replace(lr_values=None, lr_rule="balanced") == MLP(4, 8, output_multiplier=0.5)
+    assert f.replace(lr_values=[0, 2, 2, 2]).lr_values == (0.0, 2.0, 2.0, 2.0)
     for fam in (f, MLP(5, 8, trained=[2, 3]), ResNet(6, 8, 0.3, skip_scale=0.5, lr_values=[0] + [1] * 5)):
         assert MLP.from_dict(fam.to_dict()) == fam
 
@@ -118,6 +123,7 @@ def test_new_fields_are_left_out_of_to_dict_at_their_defaults():
         (dict(lr_values=[0, 1, -1, 1]), ValueError, ["lr_values[2]", "-1", ">= 0"]),
         (dict(lr_values=[1, 1, 1, 1]), ValueError, ["frozen", "layer 1", "1.0"]),
         (dict(lr_values=[0, 1, 1, 1], lr_rule="uniform"), ValueError, ["lr_values", "lr_rule", "uniform"]),
+        (dict(lr_rule="explicit"), ValueError, ["lr_rule='explicit'", "lr_values", "'balanced'"]),
     ],
 )
 def test_new_fields_validation(kwargs, exc, words):
