@@ -1,4 +1,4 @@
-"""The BFA at finite width, exact in depth: iid Gaussian MLPs (ReLU and linear).
+"""The BFA at finite width, exact in depth: MLPs (ReLU and linear, Gaussian and orthogonal weights).
 
 **Reduction to a scalar chain.** With the balanced learning rates of Eq. (8) the kernel weights
 are ``c_l = eta_l |phi(f_{l-1})|^2 = 1 / (n B_l)``, ``B_l = |b_l|^2`` (random at finite width,
@@ -21,17 +21,28 @@ direction of ``u_{v-1}^perp`` is uniform on the sphere orthogonal to ``b_{v-1}``
 ``Q_v ~ chi2_{m-1}``, ``P_v ~ chi2_{N_v}``, ``beta_v ~ Beta((N_v - 1)/2, (m - N_v)/2)`` (the squared
 norm of a uniform unit vector's active part), independent given ``N_v``; ``Zp = 0`` until a
 trained layer. ReLU: ``N_v ~ Bin(m, 1/2)`` iid across layers; linear: ``N = m``, ``beta = 1``.
+
+*Orthogonal weights* (Haar, any scale). Now ``|A x|^2 ∝ |D x|^2`` and ``g = W^T e`` is a uniform
+unit vector; with ``gamma = |D g|^2 ~ Beta(N/2, (m - N)/2)`` (so ``B_{v-1} ∝ gamma B_v``) the same
+steps give
+
+    Zp_v = (k_{v-1}^2 (1 - gamma_v) + beta_v Zp_{v-1}) / gamma_v,                    (orthogonal)
+
+``beta_v`` as above, independent of ``gamma_v`` given ``N_v``. Linear orthogonal layers have
+``gamma = beta = 1``: ``Zp = 0`` and ``cos = 1`` at every width.
 The law of ``cos(theta_v)`` does not depend on ``L``, on the init scale or on the readout. The
-network's own ReLU masks are functions of the weights; that the chain still holds for them (the
-sign symmetry of Gaussian weights, as in Hanin & Nica, arXiv:1812.05994) is checked against
-``sample_bfa(mode="exact")``, not proven here (``docs/theory.md``, Finite width).
+network's own ReLU masks are functions of the weights; that the chains still hold for them (the
+sign symmetry of Gaussian and Haar weights, as in Hanin & Nica, arXiv:1812.05994) is checked
+against ``sample_bfa(mode="exact")``, not proven here (``docs/theory.md``, Finite width).
 
 **The 1/m coefficient** (``c1``). The chain's first two moments close exactly:
 ``E Zp' = k^2 r1 + e1 E Zp``, ``E Zp'^2 = k^4 r2 + e12 k^2 E Zp + e2 E Zp^2`` with
 ``r1 = E[Q] E[1/P]``, ``e1 = E[beta Q / P]`` etc. (averages over ``N``). To first order in
 ``1/m`` (``r1 = sigma^2 + a1/m``, ``e1 = 1 + b1/m``, ``r2 = sigma^4 + a2/m``,
-``e12 = 2 sigma^2 + b12/m``, ``e2 = 1 + b2/m``; ReLU ``sigma^2 = 2``, ``(a1, b1, a2, b12, b2) =
-(8, 2, 60, 48, 12)``; linear ``sigma^2 = 1``, ``(1, 1, 6, 12, 6)``), with ``K = k_{v-1}^2``:
+``e12 = 2 sigma^2 + b12/m``, ``e2 = 1 + b2/m``; Gaussian ReLU ``sigma^2 = 2``,
+``(a1, b1, a2, b12, b2) = (8, 2, 60, 48, 12)``; Gaussian linear ``sigma^2 = 1``,
+``(1, 1, 6, 12, 6)``; orthogonal ReLU ``sigma^2 = 1``, ``(6, 1, 24, 22, 6)``; orthogonal linear all
+0), with ``K = k_{v-1}^2``:
 
     mu0' = mu0 + sigma^2 K,        mu1' = mu1 + a1 K + b1 mu0,
     V1'  = V1 + (a2 - 2 sigma^2 a1) K^2 + (b12 - 2 a1 - 2 sigma^2 b1) K mu0 + (b2 - 2 b1) mu0^2,
@@ -46,14 +57,16 @@ sign symmetry of Gaussian weights, as in Hanin & Nica, arXiv:1812.05994) is chec
 log-variance grows like ``(b2 - 2 b1) L / m``: log-normal tails, as in Hanin & Nica). The chain is
 evaluated in log space instead, ``x = log Zp``:
 
-    x_v = log(k^2 + exp(x_{v-1} + log beta_v)) + log Q_v - log P_v,
+    x_v = log(k^2 F_v + exp(x_{v-1} + log beta_v)) + G_v,
 
-with ``log beta`` and ``log Q - log P`` Gaussian given ``N`` (exact means and variances, digamma
-and trigamma), ``N`` on a Gauss quadrature of its exact law, and the law of ``x_v`` carried as a
+``F = 1``, ``G = log Q - log P`` (Gaussian weights) or ``F = 1 - gamma``, ``G = -log gamma``
+(orthogonal), with ``log beta`` and ``log Q - log P`` Gaussian given ``N`` (exact means and
+variances, digamma and trigamma), ``gamma`` on a Gauss-Jacobi quadrature of its exact Beta law,
+``N`` on a Gauss quadrature of its exact law, and the law of ``x_v`` carried as a
 ``_NODES``-point Gauss quadrature rebuilt every layer from the pushed-forward points by the
 Stieltjes procedure (it keeps the first ``2 _NODES - 1`` moments: no grid, no numerical
 diffusion). ``E cos = sum_i p_i k / sqrt(k^2 + exp(x_i))``. Against a Monte Carlo of the chain
-itself this is within 0.25% for ``m >= 32`` up to ``L/m = 16`` (0.5% at ``m = 16``); its first
+itself this is within 0.3% for ``m >= 32`` and ``L/m`` up to 16 (0.45% at ``m = 16``); its first
 order in ``1/m`` is ``c1`` (tested). Cost O(L), about a millisecond a layer.
 """
 from __future__ import annotations
@@ -78,8 +91,10 @@ _MIN_WIDTH = 16    # below, N <= 2 (where beta and 1/P degenerate) has mass > 1e
 # First-order (1/m) coefficients of the chain's moment constants (module docstring), derived from
 # E f(N) = f(m/2) + (m/8) f''(m/2) + O(m^-2 f) for N ~ Bin(m, 1/2); checked against exact binomial
 # sums in tests/theory/test_finite.py.
-_FIRST_ORDER = {"relu": (2.0, 8.0, 2.0, 60.0, 48.0, 12.0),    # sigma^2, a1, b1, a2, b12, b2
-                "linear": (1.0, 1.0, 1.0, 6.0, 12.0, 6.0)}
+_FIRST_ORDER = {("relu", "gaussian"): (2.0, 8.0, 2.0, 60.0, 48.0, 12.0),  # sigma^2, a1, b1, a2, b12, b2
+                ("linear", "gaussian"): (1.0, 1.0, 1.0, 6.0, 12.0, 6.0),
+                ("relu", "orthogonal"): (1.0, 6.0, 1.0, 24.0, 22.0, 6.0),
+                ("linear", "orthogonal"): (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)}
 
 
 @dataclass(frozen=True, repr=False)
@@ -112,10 +127,9 @@ def _check_supported(family):
     why = []
     if not isinstance(family, MLP):
         why.append("ResNets (skip connections) are not covered yet")
-    if family.weights != "gaussian":
-        why.append("orthogonal weights are not covered yet (the chain uses Gaussian weights)")
-    if family.activation not in _FIRST_ORDER:
-        why.append(f"activation {family.activation!r} is not covered (relu and linear are)")
+    if (family.activation, family.weights) not in _FIRST_ORDER:
+        why.append(f"activation {family.activation!r} with {family.weights} weights is not covered "
+                   "(relu and linear, Gaussian and orthogonal are)")
     if family.lr_rule != "balanced":
         why.append("only lr_rule='balanced' is covered (it makes c_l = 1/(n |b_l|^2) and "
                    "b_v^T K_v b_v deterministic)")
@@ -169,19 +183,37 @@ def _active_law(m, relu):
     return _gauss_nodes(N, stats.binom.pmf(N, m, 0.5), _N_NODES)
 
 
-def _log_factors(m, relu):
-    """Per-layer laws given ``N`` (one row per ``N`` node): weight, mean and variance of
-    ``log beta`` and of ``log Q - log P`` (exact: digamma, trigamma)."""
+def _beta_log_law(N, m):
+    """Mean and variance of ``log beta``, ``beta ~ Beta((N - 1)/2, (m - N)/2)`` (digamma, trigamma)."""
+    a, ab = (N - 1) / 2, (m - 1) / 2
+    return (special.digamma(a) - special.digamma(ab),
+            special.polygamma(1, a) - special.polygamma(1, ab))
+
+
+def _layer_nodes(m, activation, weights):
+    """One layer's randomness on quadrature nodes, per node of ``N`` (rows): ``wN``; ``logF``, ``G``
+    and their weights ``pG`` (rows sum to 1) for ``k^2 F`` and the additive ``G`` of the log chain;
+    ``U`` (``log beta``) with weights ``pU``. ``None`` for orthogonal linear layers (``Zp = 0``)."""
+    relu = activation == "relu"
+    if weights == "orthogonal" and not relu:
+        return None
     N, wN = _active_law(m, relu)
-    if relu:
-        a, ab = (N - 1) / 2, (m - 1) / 2
-        eu = special.digamma(a) - special.digamma(ab)
-        vu = special.polygamma(1, a) - special.polygamma(1, ab)
-    else:
-        eu, vu = np.zeros_like(N), np.zeros_like(N)
-    ew = special.digamma((m - 1) / 2) - special.digamma(N / 2)
-    vw = special.polygamma(1, (m - 1) / 2) + special.polygamma(1, N / 2)
-    return wN, eu, vu, ew, vw
+    h, hw = np.polynomial.hermite_e.hermegauss(_HERMITE)
+    hw = hw / hw.sum()
+    eu, vu = _beta_log_law(N, m) if relu else (np.zeros_like(N), np.zeros_like(N))
+    U = eu[:, None] + np.sqrt(vu)[:, None] * h[None, :]
+    pU = np.broadcast_to(hw, U.shape)
+    if weights == "gaussian":
+        ew = special.digamma((m - 1) / 2) - special.digamma(N / 2)
+        vw = special.polygamma(1, (m - 1) / 2) + special.polygamma(1, N / 2)
+        G = ew[:, None] + np.sqrt(vw)[:, None] * h[None, :]
+        return wN, np.zeros_like(G), G, np.broadcast_to(hw, G.shape), U, pU
+    # gamma ~ Beta(N/2, (m-N)/2): Gauss-Jacobi nodes x for (1-x)^((m-N)/2-1) (1+x)^(N/2-1)
+    gam, pG = np.empty((N.size, _HERMITE)), np.empty((N.size, _HERMITE))
+    for i, n in enumerate(N):
+        x, w = special.roots_jacobi(_HERMITE, (m - n) / 2 - 1, n / 2 - 1)
+        gam[i], pG[i] = (1 + x) / 2, w / w.sum()
+    return wN, np.log1p(-gam), -np.log(gam), pG, U, pU
 
 
 def _trained_counts(family):
@@ -189,29 +221,31 @@ def _trained_counts(family):
     return np.cumsum(family.trained_mask[: family.depth - 1]).astype(float)
 
 
-def _resummed(k, m, relu):
+def _resummed(k, m, activation, weights):
     """``E cos(theta_v)`` from the chain in log space (module docstring); ``k`` as from
     :func:`_trained_counts`."""
-    wN, eu, vu, ew, vw = _log_factors(m, relu)
-    h, hw = np.polynomial.hermite_e.hermegauss(_HERMITE)
-    hw = hw / hw.sum()
-    U = eu[:, None] + np.sqrt(vu)[:, None] * h[None, :]      # log beta:      (N node, node)
-    W = ew[:, None] + np.sqrt(vw)[:, None] * h[None, :]      # log Q - log P: (N node, node)
-    pU = wN[:, None] * hw[None, :]
-    pW = (wN[:, None] * hw[None, :]).ravel()
     cos = np.full(k.size, np.nan)
+    nodes = _layer_nodes(m, activation, weights)
+    if nodes is None:                                        # Zp = 0 exactly
+        cos[k > 0] = 1.0
+        return cos
+    wN, logF, G, pG, U, pU = nodes
+    pFirst = (wN[:, None] * pG).ravel()
+    # joint weights of (N node, G node, U node); the pushed points are (x node, N, G, U)
+    pStep = wN[:, None, None] * pG[:, :, None] * pU[:, None, :]
     x = p = None                                             # None: Zp = 0 exactly
     kprev = 0.0
     for i, kv in enumerate(k):
         if i > 0:                                            # layer v = i + 1 >= 2
             logK = 2 * math.log(kprev) if kprev > 0 else -math.inf
             if x is None:
-                if kprev > 0:                                # Zp = k^2 Q / P
-                    x, p = _gauss_nodes((logK + W).ravel(), pW, _NODES)
+                if kprev > 0:                                # Zp = k^2 F e^G
+                    x, p = _gauss_nodes((logK + logF + G).ravel(), pFirst, _NODES)
             else:
-                t = np.logaddexp(logK, x[:, None, None] + U[None])      # (x node, N node, node)
-                y = t[..., None] + W[None, :, None, :]
-                q = p[:, None, None, None] * pU[None, :, :, None] * hw[None, None, None, :]
+                t = np.logaddexp(logK + logF[None, :, :, None],
+                                 x[:, None, None, None] + U[None, :, None, :])
+                y = t + G[None, :, :, None]
+                q = p[:, None, None, None] * pStep[None]
                 x, p = _gauss_nodes(y.ravel(), q.ravel(), _NODES)
         if kv > 0:
             cos[i] = 1.0 if x is None else p @ np.exp(-0.5 * np.logaddexp(0.0, x - 2 * math.log(kv)))
@@ -219,9 +253,9 @@ def _resummed(k, m, relu):
     return cos
 
 
-def _first_order(k, activation):
+def _first_order(k, activation, weights):
     """Width limit ``k / sqrt(mu)`` and the ``1/m`` coefficient ``c1`` (module docstring)."""
-    s2, a1, b1, a2, b12, b2 = _FIRST_ORDER[activation]
+    s2, a1, b1, a2, b12, b2 = _FIRST_ORDER[activation, weights]
     mu0 = mu1 = V1 = 0.0
     lim, c1 = np.full(k.size, np.nan), np.full(k.size, np.nan)
     kprev = 0.0
@@ -245,15 +279,14 @@ def finite_width(family) -> FiniteWidthBFA:
     ``cos``: predicted mean of ``sample_bfa(family).cos`` at every ``v = 1 .. L-1`` (the
     resummed finite-width chain of :mod:`rmtalign.theory.finite`); ``cos_limit``:
     ``theory.bfa(family).cos``; ``c1``: the exact coefficient of ``1/m`` at fixed depth.
-    Covered: MLPs with iid Gaussian weights, ReLU or linear, balanced learning rates, any init
-    scale and any set of trained layers, ``width >= 16``; other families raise
+    Covered: MLPs with Gaussian or orthogonal weights, ReLU or linear, balanced learning rates,
+    any init scale and any set of trained layers, ``width >= 16``; other families raise
     ``NotImplementedError``. Accuracy against the exact sampler and where the chain was checked:
     ``docs/theory.md`` (Finite width). Cost O(L), about a millisecond a layer."""
     check_family(family)
     _check_supported(family)
     k = _trained_counts(family)
-    relu = family.activation == "relu"
-    _, c1 = _first_order(k, family.activation)
-    cos_limit = bfa(family).cos
-    return FiniteWidthBFA(family, np.arange(1, family.depth), _resummed(k, family.width, relu),
-                          cos_limit, c1)
+    _, c1 = _first_order(k, family.activation, family.weights)
+    return FiniteWidthBFA(family, np.arange(1, family.depth),
+                          _resummed(k, family.width, family.activation, family.weights),
+                          bfa(family).cos, c1)
