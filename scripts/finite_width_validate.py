@@ -2,7 +2,8 @@
 
 Two parts:
 
-1. the grid: iid He ReLU MLPs at widths 64..512 and L/m = 0.125..4, sampled with
+1. the grid: iid He ReLU MLPs at widths 64..512 and L/m = 0.125..4 (then the other covered
+   cases: linear, W_1 trained, another init scale, orthogonal weights), sampled with
    ``sample_bfa`` (exact mode, the network's own masks); at the middle layer ``v = L/2`` and the
    output ``v = L-1`` the table gives the sampled mean +- its standard error, the width limit
    ``theory.bfa`` and the finite-width prediction, their errors and z-scores;
@@ -38,7 +39,9 @@ RATIOS = (0.125, 0.5, 1, 2, 4)
 GRID = [(64, 384, 4), (128, 192, 4), (256, 96, 4), (512, 64, 1)]
 # the other covered cases: linear MLPs, W_1 trained, a non-He init scale and a wide readout
 EXTRA = [(MLP(64, 64, activation="linear"), 384), (MLP(256, 64, activation="linear"), 384),
-         (MLP(128, 64, trained="all"), 384), (MLP(128, 64, hidden_std=0.15, out_dim=4), 384)]
+         (MLP(128, 64, trained="all"), 384), (MLP(128, 64, hidden_std=0.15, out_dim=4), 384),
+         (MLP(64, 32, weights="orthogonal"), 1536), (MLP(128, 64, weights="orthogonal"), 384),
+         (MLP(256, 64, weights="orthogonal"), 192)]
 if quick:
     GRID = [(64, 96, 4), (128, 48, 1)]
     EXTRA = EXTRA[:1]
@@ -94,6 +97,8 @@ def grid():
         name = {"linear": "linear"}.get(fam.activation, "ReLU")
         if fam.trained == "all":
             name += ", W_1 trained"
+        if fam.weights == "orthogonal":
+            name += ", orthogonal"
         if fam.hidden_std is not None:
             name += f", std {fam.hidden_std:g}, k = {fam.out_dim}"
         row(fam, n, name, rows)
