@@ -360,8 +360,9 @@ class Density(Result):
 
     def cdf(self) -> np.ndarray:
         """Cumulative mass on ``x`` (sorted): atoms plus the density integrated by the trapezoidal
-        rule in ``log x`` on cells with ``x > 0`` (exact for power laws, so geometric grids
-        resolve singularities at 0), in ``x`` otherwise. Mass below ``x[0]`` is not counted."""
+        rule in ``log x`` on cells with ``x > 0`` (exact for a density ``~ 1/x``, and second-order
+        in the log-spacing for power laws ``x^a``, so geometric grids resolve singularities at 0),
+        in ``x`` otherwise. Mass below ``x[0]`` is not counted."""
         x = np.asarray(self.x, float)
         d = np.asarray(self.density, float)
         x0, x1, d0, d1 = x[:-1], x[1:], d[:-1], d[1:]
