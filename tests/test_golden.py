@@ -3,9 +3,8 @@ layout change of issue 7 (``tests/data/record_golden.py`` of commit 9b3d167 reco
 the API of 97b5927; the calls below are the same ones in today's API).
 
 The comparisons are exact (``array_equal``): the same arithmetic in the same order must give the
-same bits on this kind of machine. Only the theory densities on their default grid, whose
-Newton sweeps start once per thread chunk, move at round-off with the thread count, and are
-compared to 1e-13 relative."""
+same bits on this kind of machine. (The densities on their default grid were recorded with two
+Newton chunks, which is now the fixed default whatever the thread count.)"""
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +78,7 @@ def test_theory_limits_and_densities():
         same(f"theory/jacobian_density/{name}", T.jacobian_density(fam, 2, 6, x=x).density)
         d = T.bfk_density(fam, 5, x=None)
         same(f"theory/bfk_density_default/{name}/x", d.x)
-        np.testing.assert_allclose(d.density, GOLDEN[f"theory/bfk_density_default/{name}/density"],
-                                   rtol=1e-13, atol=1e-13 * d.density.max())
+        same(f"theory/bfk_density_default/{name}/density", d.density)
     rows = []
     for alpha in (0.25, 0.5, 0.75):
         for c in (0.5, 2.0):

@@ -1,6 +1,7 @@
 """rmtalign/theory/_chain.py: densities by inverse subordination (reached through bfk_density and
 jacobian_density): the layer's S-transform, textbook laws, exactness checks (normalisation,
 moments, atoms, the edge), agreement with the previous fixed-point implementation, deep layers."""
+import numba
 import numpy as np
 import pytest
 
@@ -209,3 +210,16 @@ def test_deep_resnet_jacobian_is_normalised():
     # below _quad_tol's 20 h^{3/2} = 2.9e-3 (measured 6.6e-5 and 1.8e-5)
     assert mass == pytest.approx(1.0, abs=1e-3)
     assert m1 == pytest.approx(T.jacobian_moments(ResNet.scaled(102, 64, 1.0), 1, 101, 1)[0], rel=1e-3)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+def test_density_does_not_depend_on_the_thread_count():
+    fam = FAMILIES_BY_DEPTH["res"](8)
+    out = []
+    for t in (1, 2):
+        numba.set_num_threads(t)
+        try:
+            out.append(T.bfk_density(fam, 6).density)
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(out[0], out[1])
