@@ -51,6 +51,15 @@ FAMILIES_BY_DEPTH = {
 }
 
 
+def assert_error_names(exc, words, call, *args, **kwargs):
+    """``call(*args, **kwargs)`` raises ``exc`` whose message contains every one of ``words`` (the
+    argument, the value, what is allowed)."""
+    with pytest.raises(exc) as info:
+        call(*args, **kwargs)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
 @pytest.fixture(params=sorted(FAMILIES))
 def family(request):
     return FAMILIES[request.param]

@@ -10,6 +10,7 @@ import rmtalign as ra
 from rmtalign import MLP, ResNet
 from oracles import numpy_ref as _reference
 from rmtalign.sampling import sample_network
+from conftest import assert_error_names
 
 QUANTITIES = ("cos", "b_norm", "fdot_norm", "loss_decay", "sensitivity")
 
@@ -253,10 +254,7 @@ def test_result_exports(tmp_path):
     ],
 )
 def test_errors_name_the_argument(call, exc, words):
-    with pytest.raises(exc) as info:
-        call()
-    for w in words:
-        assert w in str(info.value)
+    assert_error_names(exc, words, call)
 
 
 def test_exploding_network_is_reported_not_silent():
