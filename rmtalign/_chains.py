@@ -51,19 +51,72 @@ def bfk_step(family, weights: Weights, masks: np.ndarray, K: np.ndarray, l: int)
     return out
 
 
+def _bfk_step_batch(family, weights: Weights, mask: np.ndarray, K: np.ndarray, l: int) -> np.ndarray:
+    """``A_l K A_l^T`` for a batch: ``K`` is ``(n, m, n, m)`` (block ``(i, j)`` couples inputs ``i``
+    and ``j``), ``A_l = blockdiag(a I + beta W_l D_i)`` with ``mask`` ``(n, m)``. As in
+    :func:`bfk_step`, with ``T_ij = beta W_S (D_i K_ij)_S``::
+
+        (A K A^T)_ij = beta (T_ij D_j)_S W_S^T + a (T_ij + T_ji^T) + a^2 K_ij
+
+    Each side is one GEMM of ``W_S`` with all ``n^2`` blocks at once; ``S`` is the union of the
+    inputs' active columns."""
+    a, beta = family.skip, family.branch_scale
+    n, m = mask.shape
+    S = np.flatnonzero(mask.any(axis=0))
+    Ws = weights.view(l, cols=S)
+    s = S.size
+
+    def left(B):  # (n, s, n, p) -> W_S B over axis 1: (n, m, n, p)
+        p = B.shape[-1]
+        Y = Ws @ B.transpose(1, 0, 2, 3).reshape(s, n * n * p)
+        return Y.reshape(m, n, n, p).transpose(1, 0, 2, 3)
+
+    DK = (K * mask[:, :, None, None]).take(S, axis=1)  # D_i K_ij, rows S
+    if not a:
+        DKD = (DK * mask[None, None]).take(S, axis=3)  # D_i K_ij D_j
+        DKD *= beta * beta
+        out = left(DKD).reshape(n * m * n, s) @ Ws.T
+        return out.reshape(n, m, n, m)
+    T = left(DK)
+    T *= beta
+    out = ((T * mask[None, None]).take(S, axis=3).reshape(n * m * n, s) @ Ws.T).reshape(n, m, n, m)
+    out *= beta
+    out += a * (T + T.transpose(2, 3, 0, 1))
+    out += (a * a) * K
+    return out
+
+
 def bfk_kernels(family, weights: Weights, masks: np.ndarray, c: np.ndarray, last: int, bar=None):
     """Yield ``(v, K_v)`` for ``v = 1..last`` with kernel weights ``c`` (over layers ``1..L``).
 
-    Each ``K_v`` is a new array, symmetric up to round-off, that the recursion does not touch
-    again."""
+    One input: ``masks`` is ``(L-1, m)`` and ``c`` holds scalars ``c_l``; ``K_v`` is ``m x m``.
+    A batch of ``n``: ``masks`` is ``(L-1, n, m)`` and ``c`` holds the ``n x n`` matrices ``C_l``;
+    ``K_v = C_v (x) I + A_v K_{v-1} A_v^T`` is ``(n m) x (n m)``, input-major (entry ``i m + j``
+    is unit ``j`` of input ``i``). Each ``K_v`` is a new array, symmetric up to round-off, that
+    the recursion does not touch again."""
     m = family.width
-    K = np.zeros((m, m))
-    K[np.diag_indices(m)] = c[0]
+    if masks.ndim == 3 and masks.shape[1] == 1:  # one input: the single-input arithmetic
+        masks, c = masks[:, 0], c[:, 0, 0]
+    if masks.ndim == 2:
+        K = np.zeros((m, m))
+        K[np.diag_indices(m)] = c[0]
+        for v in range(1, last + 1):
+            if v > 1:
+                K = bfk_step(family, weights, masks, K, v)
+                K[np.diag_indices(m)] += c[v - 1]
+            yield v, K
+            if bar is not None:
+                bar.update()
+        return
+    n = masks.shape[1]
+    diag = np.arange(m)
+    K = np.zeros((n, m, n, m))
+    K[:, diag, :, diag] = c[0]  # C_1 (x) I: block (i, j) is C_1[i, j] I
     for v in range(1, last + 1):
         if v > 1:
-            K = bfk_step(family, weights, masks, K, v)
-            K[np.diag_indices(m)] += c[v - 1]
-        yield v, K
+            K = _bfk_step_batch(family, weights, masks[v - 2], K, v)
+            K[:, diag, :, diag] += c[v - 1]
+        yield v, K.reshape(n * m, n * m)
         if bar is not None:
             bar.update()
 

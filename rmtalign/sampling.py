@@ -20,7 +20,7 @@ import numpy as np
 
 from . import alignment, seeds
 from ._chains import bfk_kernels, jacobian_factors
-from ._passes import network_input, run_passes
+from ._passes import input_batch, network_input, run_passes
 from ._runtime import in_background, one_blas_thread, single_thread
 from ._runtime import progress as _progress  # the samplers' keyword is called progress
 from ._validate import check_family, check_int, check_layers, check_mode
@@ -42,7 +42,10 @@ class SampledBFA(SampleStatistics, Result):
     mode each entry is the mean over the draw's probes. ``loss_decay`` is the upstream
     contribution ``sum_{l <= v} eta_l |grad_l|^2``; ``lr`` and ``grad_sq`` are per weight layer
     ``1 .. L`` (:attr:`weight_layers`). ``vectors`` (only with ``keep_vectors=True``) holds ``b``,
-    ``fdot`` and ``f`` as ``(samples, layers, m)`` arrays (``f`` in exact mode only).
+    ``fdot`` and ``f`` as ``(samples, layers, m)`` arrays (``f`` in exact mode only; with a batch
+    of ``n > 1`` inputs ``(samples, layers, n, m)``). ``inputs`` is the batch size ``n`` and
+    ``input_gram`` the ``n x n`` Gram ``X X^T / d`` of the inputs every draw ran on (the angle
+    and norms are those of the flattened ``n m`` features).
     The width limit of the same quantity is :class:`rmtalign.theory.TheoryBFA`.
     """
 
@@ -59,6 +62,8 @@ class SampledBFA(SampleStatistics, Result):
     lr: np.ndarray
     grad_sq: np.ndarray
     vectors: dict = field(default_factory=dict, repr=False)
+    inputs: int = 1
+    input_gram: np.ndarray = field(default_factory=lambda: np.ones((1, 1)))
 
     _per_layer = ("cos", "angle_deg", "b_norm", "fdot_norm", "loss_decay", "sensitivity")
     _bulky = ("vectors",)
@@ -97,6 +102,8 @@ class SampledBFK(SampleStatistics, Result):
     cos_kernel: np.ndarray
     lower_bound: np.ndarray
     kernels: dict = field(default_factory=dict, repr=False)
+    inputs: int = 1
+    input_gram: np.ndarray = field(default_factory=lambda: np.ones((1, 1)))
 
     _per_layer = ("cos_spectrum", "cos_kernel", "lower_bound")
     _bulky = ("kernels",)
@@ -205,20 +212,27 @@ def __getattr__(name):
 
 
 # -- public API ---------------------------------------------------------------------------------
-def sample_network(family, seed=None, sample=0):
+def sample_network(family, seed=None, sample=0, *, inputs=None, input_correlation=None):
     """The input ``x`` and dense weights ``[W_1, .., W_L]`` of draw ``sample`` of ``family``.
 
     These are the very matrices the samplers regenerate on the fly for the same ``seed`` and
     sample index, e.g. to load a draw into another framework. Memory ``O(L m^2)``.
+    With ``inputs`` (and ``input_correlation``) as in :func:`sample_bfa`, the first item is the
+    ``(n, d)`` batch that sampler runs this draw on (one input a row) instead of ``x``.
     """
     check_family(family)
+    batch = None if inputs is None else input_batch(family, inputs, input_correlation)
+    if batch is None and input_correlation is not None:
+        raise ValueError(f"input_correlation needs inputs (a count), got inputs=None and "
+                         f"input_correlation={input_correlation!r}")
     _, _, keys = seeds.sample_keys(seed, [check_int("sample", sample, 0)])
     W = Weights(family, keys[0])
-    return network_input(family, keys[0]), [W.copy(l) for l in range(1, family.depth + 1)]
+    x = network_input(family, keys[0]) if batch is None else np.array(batch.matrix(family, keys[0]))
+    return x, [W.copy(l) for l in range(1, family.depth + 1)]
 
 
 def sample_bfa(family, samples=1, seed=None, mode="exact", dtype=np.float64, *, probes=8,
-               keep_vectors=False, progress=None) -> SampledBFA:
+               inputs=1, input_correlation=None, keep_vectors=False, progress=None) -> SampledBFA:
     """Sample the backward-feature angle ``theta_v`` at every hidden layer.
 
     Parameters
@@ -235,15 +249,28 @@ def sample_bfa(family, samples=1, seed=None, mode="exact", dtype=np.float64, *, 
     probes : int
         Free mode only: Gaussian probes ``b_{L-1}`` per draw, pushed through the same matrices in
         one batched product; ``cos`` is their mean.
+    inputs : int or array_like
+        The batch every draw runs on. A count ``n``: ``n = 1`` (default) is the family's own
+        input; ``n >= 2`` inputs are drawn per draw from the seed (their own stream), with
+        ``|x_i|^2 = d`` and pairwise correlation ``input_correlation`` exactly (needs
+        ``n <= in_dim``; the family's ``input`` field then plays no part). An ``(n, d)`` array:
+        these inputs, one a row, for every draw. The loss is ``mean(f_L)`` over the ``n k``
+        outputs, the learning rates are the family's (Eq. 8) on the batch gradients, and the
+        angle is taken between the flattened ``(n m)`` vectors ``fdot_v`` and ``-b_v``.
+    input_correlation : float, optional
+        Pairwise correlation of ``n`` drawn inputs, in ``(-1/(n-1), 1)``; default 0.
     keep_vectors : bool
         Also return ``b_v``, ``fdot_v`` (and ``f_v``) in ``result.vectors``.
     progress : bool or None
         Progress bar over samples (None: only for long jobs on a terminal).
 
-    Cost: three matrix-free passes, ``O(L m^2)`` time and ``O(L m)`` memory per sample.
+    Cost: three matrix-free passes, ``O(L m^2)`` time and ``O(L m)`` memory per sample; a batch
+    shares each layer's generated weights between its ``n`` inputs (``O(L m^2 n)`` flops,
+    ``O(L m n)`` memory).
     """
     check_family(family)
     check_mode(mode)
+    batch = input_batch(family, inputs, input_correlation)
     dtype = np.dtype(dtype)
     if dtype not in (np.float64, np.float32):
         raise ValueError(f"dtype must be float64 or float32, got {dtype}")
@@ -252,15 +279,16 @@ def sample_bfa(family, samples=1, seed=None, mode="exact", dtype=np.float64, *, 
     ss, idx, keys = seeds.sample_keys(seed, samples)
     L, m = family.depth, family.width
     n = len(idx)
+    N = batch.count  # flattened features have N m entries
     P = probes if mode == "free" else 1
     cos = np.empty((n, L - 1)); bn = np.empty((n, L - 1)); fn = np.empty((n, L - 1))
     decay = np.empty((n, L - 1)); lr = np.empty((n, L)); gsq = np.empty((n, L))
     vecs = {k: [] for k in ("b", "fdot", "f")} if keep_vectors else {}
     bar = _progress(n, progress, "sample_bfa", n * L * m * m * 3)
     for i, key in enumerate(keys):
-        p = run_passes(family, key, mode=mode, probes=P, dtype=dtype)
-        b = np.moveaxis(p.b, 1, 0)        # (P, L-1, m)
-        fd = np.moveaxis(p.fdot, 1, 0)
+        p = run_passes(family, key, mode=mode, probes=P, dtype=dtype, inputs=batch)
+        b = np.moveaxis(p.b, 1, 0).reshape(P, L - 1, N * m)  # flattened over the inputs
+        fd = np.moveaxis(p.fdot, 1, 0).reshape(P, L - 1, N * m)
         cos[i] = alignment.bfa_cos(b, fd).mean(axis=0)
         bn[i] = np.linalg.norm(b, axis=-1).mean(axis=0)
         fn[i] = np.linalg.norm(fd, axis=-1).mean(axis=0)
@@ -268,26 +296,28 @@ def sample_bfa(family, samples=1, seed=None, mode="exact", dtype=np.float64, *, 
         lr[i] = p.lr.mean(axis=0)
         gsq[i] = p.grad_sq.mean(axis=0)
         if keep_vectors:
-            vecs["b"].append(p.b[:, 0] if P == 1 else b)
-            vecs["fdot"].append(p.fdot[:, 0] if P == 1 else fd)
+            for name, arr in (("b", p.b), ("fdot", p.fdot)):
+                arr = np.moveaxis(arr, 1, 0)  # (P, L-1, n, m), less the axes of size 1
+                arr = arr[:, :, 0] if N == 1 else arr
+                vecs[name].append(arr[0] if P == 1 else arr)
             if p.f is not None:
-                vecs["f"].append(p.f)
+                vecs["f"].append(p.f[:, 0] if N == 1 else p.f)
         if bar is not None:
             bar.update()
     if bar is not None:
         bar.close()
     vecs = {k: np.stack(v) for k, v in vecs.items() if v}
-    sens = alignment.sensitivity(fn, decay, m)
+    sens = alignment.sensitivity(fn, decay, N * m)
     # A frozen prefix leaves the feature at rest: no angle, no speed ratio (Thm 2.1, first case).
     rest = fn == 0
     cos[rest] = np.nan
     sens[rest] = np.nan
     return SampledBFA(family, mode, seeds.seed_record(ss), idx, np.arange(1, L), cos, bn, fn, decay,
-                      sens, lr, gsq, vecs)
+                      sens, lr, gsq, vecs, inputs=N, input_gram=batch.gram)
 
 
-def sample_bfk(family, layers=None, samples=1, seed=None, mode="exact", *, keep_kernels=False,
-               progress=None) -> SampledBFK:
+def sample_bfk(family, layers=None, samples=1, seed=None, mode="exact", *, inputs=1,
+               input_correlation=None, keep_kernels=False, progress=None) -> SampledBFK:
     """Dense backward-to-feature kernels ``K_v`` (Def. 3.1) and their spectra.
 
     Built with the recursion ``K_1 = c_1 I``, ``K_v = c_v I + A_v K_{v-1} A_v^T`` where
@@ -298,14 +328,20 @@ def sample_bfk(family, layers=None, samples=1, seed=None, mode="exact", *, keep_
     return the matrices, at those layers (``True``) or at every layer the recursion passes
     (``"all"``: ``1..max(layers)``, ``8 m^2`` bytes each per sample); they are symmetric up to
     round-off (about ``1e-16`` relative).
+    ``inputs``, ``input_correlation``: the batch, as in :func:`sample_bfa`; with ``n`` inputs
+    ``K_v`` is the ``(n m) x (n m)`` kernel of the flattened features,
+    ``K_v = C_v (x) I + A_v K_{v-1} A_v^T`` with ``A_v`` block diagonal over the inputs and
+    ``C_v`` the ``n x n`` matrix ``eta_v beta_v^2 G G^T`` of the inputs to ``W_v``
+    (``O(L n^2 m^3)``).
     """
     check_family(family)
     check_mode(mode)
+    batch = input_batch(family, inputs, input_correlation)
     layers = check_layers("layers", layers, 1, family.depth - 1, family.depth)
     if keep_kernels not in (False, True, "all"):
         raise ValueError(f"keep_kernels must be False, True or 'all', got {keep_kernels!r}")
     ss, idx, keys = seeds.sample_keys(seed, samples)
-    m = family.width
+    m = family.width * batch.count  # size of the flattened features
     n, nl = len(idx), len(layers)
     eig = np.empty((n, nl, m)); ck = np.empty((n, nl))
     at = {int(v): j for j, v in enumerate(layers)}
@@ -313,14 +349,14 @@ def sample_bfk(family, layers=None, samples=1, seed=None, mode="exact", *, keep_
     bar = _progress(n * (layers[-1]), progress, "sample_bfk", n * layers[-1] * m**3 * 4)
     for i, key in enumerate(keys):
         W = Weights(family, key, keep_blocks=True)  # the passes' blocks serve the recursion
-        p = run_passes(family, key, mode=mode, probes=1, weights=W, tangent=False)
+        p = run_passes(family, key, mode=mode, probes=1, weights=W, tangent=False, inputs=batch)
         # Blocks beyond the memory budget are generated between GEMMs: on one numba thread.
         with single_thread():
             for v, K in bfk_kernels(family, W, p.masks, p.weights_c[0], layers[-1], bar):
                 j = at.get(v)
                 if j is not None:  # eigvalsh reads one triangle: K is symmetric to round-off
                     eig[i, j] = np.linalg.eigvalsh(K)[::-1]
-                    ck[i, j] = alignment.cos_from_kernel(K, p.b[v - 1, 0])
+                    ck[i, j] = alignment.cos_from_kernel(K, p.b[v - 1, 0].reshape(-1))
                 if keep_kernels == "all" or (keep_kernels and j is not None):
                     kernels.setdefault(v, []).append(K)  # never modified once yielded
     if bar is not None:
@@ -329,7 +365,8 @@ def sample_bfk(family, layers=None, samples=1, seed=None, mode="exact", *, keep_
     lam = np.clip(eig, 0.0, None)  # psd: negative values are round-off
     low, _ = alignment.spectral_bounds(lam)
     return SampledBFK(family, mode, seeds.seed_record(ss), idx, layers, eig,
-                      alignment.cos_from_spectrum(lam), ck, low, kernels)
+                      alignment.cos_from_spectrum(lam), ck, low, kernels, inputs=batch.count,
+                      input_gram=batch.gram)
 
 
 # Factors multiplied together between two QR steps may have a joint condition number up to this:

@@ -4,7 +4,7 @@ their content.
 A sampler call is keyed by ``seed`` (an int, a ``numpy.random.SeedSequence`` or None), which
 becomes a 64-bit base key. Sample ``i`` of the call has the key ``derive_key(base, i)``, and every
 random object of that draw (the weights of layer ``l``, the masks of layer ``l``, the probes, the
-input) has a child key of its own (:func:`stream_key`): a result never depends on the thread
+input or the batch of inputs) has a child key of its own (:func:`stream_key`): a result never depends on the thread
 count, on how many samples one call draws, or on where it runs.
 
 A grid of calls (the CLI's depth curves, :func:`rmtalign.width_limit`, sweeps) gives each point
@@ -23,8 +23,8 @@ from ._kernels import rng
 
 __all__ = ["resolve_seed", "point_seed"]
 
-# Stream kinds within a sample key.
-WEIGHT, MASK, PROBE, INPUT = 1, 2, 3, 4
+# Stream kinds within a sample key (INPUTS: the frame of a drawn batch of inputs).
+WEIGHT, MASK, PROBE, INPUT, INPUTS = 1, 2, 3, 4, 5
 
 
 def resolve_seed(seed) -> tuple[np.random.SeedSequence, int]:
