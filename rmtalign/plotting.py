@@ -201,8 +201,8 @@ def _layer_position(sampled, layer):
     layer = check_int("layer", layer)
     where = np.flatnonzero(np.asarray(sampled.layers) == layer)
     if where.size == 0:
-        raise ValueError(f"layer must be one of the sampled layers {list(sampled.layers)}; "
-                         f"got {layer!r}")
+        allowed = np.asarray(sampled.layers).tolist()
+        raise ValueError(f"layer must be one of the sampled layers {allowed}; got {layer!r}")
     return int(where[0])
 
 
@@ -338,7 +338,8 @@ def jacobian_spectrum(sampled, theory=None, ax=None, *, bins=60):
             ax.plot([], [], " ", label=f"theory: mass {atoms[0.0]:.3g} at $\\sigma^2 = 0$")
     if logx.size:  # the limit's lower tail runs over many decades that no finite draw reaches
         ax.set_xlim(left=max(ax.get_xlim()[0], logx.min() - 2.0))
-    ax.set_xlabel(rf"$\log_{{10}}\sigma^2$ of $\partial f_{{{sampled.stop}}}/\partial f_{{{sampled.start}}}$")
+    jac = rf"$\partial f_{{{sampled.stop}}}/\partial f_{{{sampled.start}}}$"
+    ax.set_xlabel(rf"$\log_{{10}}\sigma^2$ of {jac}")
     ax.set_ylabel("density (continuous part)" if (zeros > 0 or atoms) else "density")
     ax.grid(alpha=0.3)
     _legend(ax)
