@@ -15,4 +15,9 @@ if [[ ",$extras," == *",torch,"* ]] && ! .venv/bin/python -c "import torch" 2>/d
   "${pip[@]}" install "torch==2.13.0"
 fi
 "${pip[@]}" install -e ".${extras:+[$extras]}"
+if [[ ",$extras," == *",experiments,"* ]]; then
+  # mup requires torchvision, which would replace the CPU torch by a CUDA build; its code does
+  # not use it (setup.cfg)
+  "${pip[@]}" install --no-deps "mup==1.0.0"
+fi
 .venv/bin/python -c "import rmtalign" # fail here, loudly, if the install did not work
