@@ -62,15 +62,15 @@ class Measurement(Result):
     loss: float
     layers: np.ndarray
     names: tuple
-    size: np.ndarray
+    size: np.ndarray = field(repr=False)
     cos: np.ndarray
-    b_norm: np.ndarray
-    fdot_norm: np.ndarray
-    loss_decay: np.ndarray
-    sensitivity: np.ndarray
+    b_norm: np.ndarray = field(repr=False)
+    fdot_norm: np.ndarray = field(repr=False)
+    loss_decay: np.ndarray = field(repr=False)
+    sensitivity: np.ndarray = field(repr=False)
     params: tuple
     lr: np.ndarray
-    grad_sq: np.ndarray
+    grad_sq: np.ndarray = field(repr=False)
     vectors: dict = field(default_factory=dict, repr=False)
 
     _bulky = ("vectors",)
@@ -120,7 +120,8 @@ def measure(model, inputs, loss_fn, lr=None, blocks=None, *, mode="jvp", step=1e
         trained parameter. An optimizer: the ``lr`` of each parameter's group (used as SGD rates
         whatever the optimizer's own update rule is). A mapping ``{parameter name: rate}``:
         parameters it leaves out are not moved. A :class:`rmtalign.Prescription`: its rates,
-        bound to the model by :func:`rmtalign.torch.bind`.
+        bound to the model by :func:`rmtalign.torch.bind` (or a :class:`rmtalign.torch.Binding`
+        of this model, e.g. bound with explicit ``layers=``): its :meth:`~rmtalign.torch.Binding.rates`.
     blocks : None or sequence of modules or qualified names
         Where the features ``f_v`` are taken: the outputs of these modules (each must return one
         floating-point tensor). None: every ``nn.Linear`` and ``nn.Conv*d`` that the forward pass
@@ -336,6 +337,11 @@ def _given_rates(model, trained, lr):
         from ._bind import bind  # the torch bridge's binding of a prescription to a model
 
         lr = bind(model, lr).rates()
+    elif _is_binding(lr):
+        if lr.model is not model:
+            raise ValueError("lr is a Binding of another model: bind the prescription to this one "
+                             "(rmtalign.torch.bind(model, prescription))")
+        lr = lr.rates()
     if isinstance(lr, Mapping):
         index = {n: i for i, (n, _) in enumerate(trained)}
         frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
@@ -356,9 +362,17 @@ def _given_rates(model, trained, lr):
         return rates
     if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
         raise TypeError(f"lr must be None (the balanced rule, Eq. 8), a float, a torch optimizer, a "
-                        f"mapping {{parameter name: rate}} or an rmtalign.Prescription; got {lr!r} "
+                        f"mapping {{parameter name: rate}}, an rmtalign.Prescription or its Binding; got {lr!r} "
                         f"({type(lr).__name__})")
     return [check_real("lr", lr, low=0.0, low_open=True)] * len(trained)
+
+
+def _is_binding(obj):
+    try:
+        from ._bind import Binding
+    except ImportError:  # pragma: no cover - the binding is part of the same package
+        return False
+    return isinstance(obj, Binding)
 
 
 def _balanced_rates(trained, grad_sq):
