@@ -27,6 +27,7 @@ import torch
 
 from .._validate import check_choice, check_int, check_real
 from ._bind import KINDS
+from .modules import OutputMultiplier
 
 __all__ = ["FSC"]
 
@@ -90,22 +91,24 @@ class FSC:
             on.append(group["initial_lr"] > 0 and bool(grads))
             numel.append(sum(g.numel() for g in grads))
             sq.append(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64) ** 2
-                                   for g in grads]).sum().cpu() if grads else torch.zeros((),
-                                                                                          dtype=torch.float64))
-        sq = torch.stack(sq).tolist()  # one device sync for all groups
-        active = [a and s > 0 for a, s in zip(on, sq)]
+                                   for g in grads]).sum().cpu() if grads
+                      else torch.zeros((), dtype=torch.float64))
         if not any(on):
             raise ValueError("FSC found no gradient: call loss.backward() before step() (or pass "
                              "a closure), and give the trained groups an lr > 0")
-        n = sum(active)
+        return self._rule(torch.stack(sq).tolist(), numel, on, self.kind)  # one device sync
+
+    def _rule(self, sq, numel, on, kind):
         if any(not math.isfinite(s) for s, a in zip(sq, on) if a):
             raise FloatingPointError(f"FSC: a gradient norm is not finite ({sq}): the step would be "
                                      f"undefined")
+        active = [a and s > 0 for a, s in zip(on, sq)]
+        n = sum(active)
         out = []
         for s, a, k in zip(sq, active, numel):
             if not a:
                 out.append(0.0)
-            elif self.kind == "sgd":
+            elif kind == "sgd":
                 out.append(self.target / (n * s))
             else:
                 out.append(self.target / (n * math.sqrt(s) * math.sqrt(k)))
@@ -143,6 +146,86 @@ class FSC:
         """The wrapped optimizer's groups (their ``lr`` is the schedule's factor times
         ``initial_lr``)."""
         return self.optimizer.param_groups
+
+    # -- the backward normalisation ---------------------------------------------------------------
+    def rebalance(self, inputs, loss_fn, *, block=None, multiplier=None) -> float:
+        """Re-measure ``|fdot_{L-1}|_rms`` and set the output multiplier so that it is
+        ``feature_speed`` (FSC's step 2, Eq. 7, with the measured angle); returns the new alpha.
+
+        The velocity is that of one step at the rule's rates (the SGD rule, whose step has the
+        velocity of the normalised step for ``kind="adam"`` too; no schedule factor) on the batch
+        ``inputs`` with ``loss_fn``, measured by :func:`rmtalign.torch.measure` (the model is left
+        untouched). With these rates every group contributes ``target / n`` whatever ``alpha``
+        is, so ``b_{L-1}``, the gradients below ``L`` and hence ``fdot_{L-1}`` scale like
+        ``1/alpha`` when the loss is linear in the output: then ``alpha <- alpha |fdot|_rms / S``
+        puts the speed exactly on target. For other losses (``b_L`` depends on the output) this
+        is one step of a fixed-point iteration. Call it before the backward pass of the next step
+        (the gradients change with ``alpha``); the rates are recomputed at the next step.
+
+        Parameters
+        ----------
+        inputs, loss_fn
+            As in :func:`rmtalign.torch.measure`.
+        block : str or torch.nn.Module, optional
+            The module whose output is ``f_{L-1}``. Default: from the binding of the FSC's
+            ``prescription`` (:attr:`Binding.blocks`).
+        multiplier : str or OutputMultiplier, optional
+            Default: the binding's output multiplier.
+        """
+        from ._measure import measure  # the other half of the bridge; imported when used
+
+        if self.model is None:
+            raise ValueError("rebalance needs the model: FSC(optimizer, model, ...)")
+        mods = dict(self.model.named_modules())
+        if block is None or multiplier is None:
+            binding = self._binding()
+            block = binding.blocks[-2] if block is None else block
+            multiplier = binding.multiplier if multiplier is None else multiplier
+        if isinstance(multiplier, str):
+            multiplier = mods.get(multiplier)
+        if not isinstance(multiplier, OutputMultiplier) or \
+                not any(m is multiplier for m in mods.values()):
+            raise ValueError("rebalance adjusts an OutputMultiplier of the model: the model has none "
+                             "bound (add one after the last Linear, or pass multiplier=)")
+        params = dict(self.model.named_parameters())
+        names = {id(p): n for n, p in params.items()}
+        first = measure(self.model, inputs, loss_fn, lr=1.0, blocks=[block])
+        sq_of = dict(zip(first.params, first.grad_sq.tolist()))
+        sq, numel, on, members = [], [], [], []
+        for group in self.optimizer.param_groups:
+            ps = [names[id(p)] for p in group["params"] if names.get(id(p)) in sq_of]
+            members.append(ps)
+            sq.append(sum(sq_of[n] for n in ps))
+            numel.append(sum(params[n].numel() for n in ps))
+            on.append(group["initial_lr"] > 0 and bool(ps))
+        if not any(on):
+            raise ValueError("rebalance: no trained group of the optimizer holds a trained parameter "
+                             "of the model")
+        rates = self._rule(sq, numel, on, "sgd")
+        lr = {n: r for ps, r in zip(members, rates) for n in ps}
+        speed = measure(self.model, inputs, loss_fn, lr=lr, blocks=[block])
+        rms = float(speed.fdot_norm[0]) / math.sqrt(float(speed.size[0]))
+        if not (math.isfinite(rms) and rms > 0):
+            raise ValueError(f"rebalance: |fdot_(L-1)|_rms = {rms!r} at block {speed.names[0]!r}: the "
+                             f"feature does not move (no trained layer below it?), alpha cannot set it")
+        alpha = float(multiplier.alpha) * rms / self.feature_speed
+        multiplier.set_(alpha)
+        self.rates = None
+        return alpha
+
+    def _binding(self):
+        from ..prescriptions import Prescription
+        from ._bind import Binding, bind
+
+        p = self.prescription
+        if isinstance(p, Binding):
+            if p.model is not self.model:
+                raise ValueError("FSC's prescription is a Binding of another model")
+            return p
+        if isinstance(p, Prescription):
+            return bind(self.model, p)
+        raise ValueError("rebalance needs to know f_(L-1) and the output multiplier: pass block= and "
+                         "multiplier=, or FSC(..., prescription=) (a Prescription or Binding)")
 
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -2,6 +2,7 @@
 decreases by target to first order, frozen groups, schedulers as multipliers, every k steps,
 the Adam-like variant, state_dict, errors."""
 import math
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -10,8 +11,8 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from conftest import assert_error_names  # noqa: E402
-from rmtalign import MLP, prescribe  # noqa: E402
-from rmtalign.torch import FSC, OutputMultiplier, init_, param_groups  # noqa: E402
+from rmtalign import MLP, ResNet, prescribe  # noqa: E402
+from rmtalign.torch import FSC, OutputMultiplier, init_, param_groups, twin  # noqa: E402
 
 L, M, D, K = 5, 24, 6, 2
 
@@ -204,3 +205,52 @@ def test_fsc_with_prescription_groups_end_to_end():
     fsc.step()
     assert len(sq) == L - 1
     np.testing.assert_allclose(np.array(fsc.rates) * sq, 1.0 / (L - 1), rtol=1e-14)
+
+
+# -- rebalance: the backward normalisation, re-measured -----------------------------------------
+@pytest.mark.parametrize("family", [MLP(6, 32, in_dim=D, out_dim=K, trained="all"),
+                                    ResNet(6, 32, 0.5, in_dim=D, out_dim=K)])
+def test_rebalance_puts_the_feature_speed_on_target(family):
+    """Linear loss: after one rebalance |fdot_{L-1}|_rms under the rule's rates is exactly
+    feature_speed, by an independent plain-torch velocity (jvp of the features along the rule's
+    step, computed here from the model's own gradients)."""
+    from torch.func import functional_call, jvp
+
+    p = prescribe(family, "fsc")
+    net = twin(family, seed=3)
+    net.layer6[-1].set_(5.0)  # far from the prescription
+    x = torch.linspace(-1, 1, 3 * D, dtype=torch.float64).reshape(3, D)
+    fsc = FSC(torch.optim.SGD(param_groups(net, p)), net, target=0.5, feature_speed=2.0,
+              prescription=p)
+    alpha = fsc.rebalance(x, torch.mean)
+    assert float(net.layer6[-1].alpha) == alpha and fsc.rates is None
+
+    # the independent check: the rule's rates from plain torch gradients, then a jvp
+    params = {n: q for n, q in net.named_parameters() if q.requires_grad}
+    grads = torch.autograd.grad(net(x).mean(), list(params.values()))
+    n = len(grads)
+    tangents = {k: -0.5 / (n * float((g * g).sum())) * g for k, g in zip(params, grads)}
+    # f_{L-1}: everything below the readout, with the twin's parameter names
+    feature = nn.Sequential(OrderedDict(list(net.named_children())[:-1]))
+    fixed = {k: v for k, v in net.named_parameters() if k not in params}
+
+    def f(ps):
+        return functional_call(feature, {**ps, **{k: v for k, v in fixed.items()
+                                                   if not k.startswith("layer6")}}, (x,))
+
+    _, fdot = jvp(f, ({k: v for k, v in params.items() if not k.startswith("layer6")},),
+                  ({k: v for k, v in tangents.items() if not k.startswith("layer6")},))
+    rms = float(fdot.detach().norm()) / math.sqrt(fdot.numel())
+    assert rms == pytest.approx(2.0, rel=1e-10)
+
+
+def test_rebalance_errors():
+    net = model()
+    fsc = FSC(torch.optim.SGD(groups_of(net), lr=1.0), net)
+    assert_error_names(ValueError, ["block=", "prescription="], fsc.rebalance, X, torch.mean)
+    assert_error_names(ValueError, ["the model"], FSC(torch.optim.SGD(groups_of(net), lr=1.0)).rebalance,
+                       X, torch.mean, block="6", multiplier="9")
+    plain = nn.Sequential(*list(model())[:-1])
+    fsc = FSC(torch.optim.SGD(groups_of(plain), lr=1.0), plain)
+    assert_error_names(ValueError, ["OutputMultiplier"], fsc.rebalance, X, torch.mean, block="6",
+                       multiplier="8")
