@@ -258,7 +258,8 @@ class TheoryBFA(Result):
                 "cos_spectrum": self.cos_spectrum, "m1": self.m1, "m2": self.m2, "m2b": self.m2b}
 
 
-def bfa(family, mode="exact", *, masks=None) -> TheoryBFA:
+def bfa(family, mode="exact", *, masks=None, inputs=None, input_correlation=0.0,
+        gram=None) -> TheoryBFA:
     """Width-limit ``cos(theta_v)`` at ``v = 1 .. L-1``: ``M1 / sqrt(M2b)`` (``.cos``) and the
     spectral ``M1 / sqrt(M2)`` of Thm 3.2 (``.cos_spectrum``).
 
@@ -273,9 +274,20 @@ def bfa(family, mode="exact", *, masks=None) -> TheoryBFA:
     Bernoulli(1/2) projections, independent across layers (``sample_bfa(mode="free")``), and
     ``cos = cos_spectrum``. Layers with ``K_v = 0`` (``v = 1`` when ``W_1`` is frozen) get
     ``NaN``. Cost O(L) (O(L log L) for exact masks); ``L = 10^6`` takes well under a second.
-    (``masks=`` is the deprecated old name of ``mode=``.)"""
+    (``masks=`` is the deprecated old name of ``mode=``.)
+
+    A batch: ``inputs=n`` with ``input_correlation=rho`` (Gram ``d ((1 - rho) I + rho J)``,
+    ``n`` an int or ``math.inf``), or ``gram=G`` (the ``n x n`` input Gram, ``|x|^2 = d`` as in
+    the engine) gives the BFA of one step on the batch (:mod:`rmtalign.theory.batch`) as a
+    :class:`~rmtalign.theory.batch.BatchTheoryBFA`; one input is the computation above."""
     check_family(family)
     mode = check_mode(renamed_keyword("masks", masks, "mode", mode, "exact"))
+    if inputs is not None or gram is not None or input_correlation != 0.0:
+        from .batch import _batch_bfa
+
+        batch = _batch_bfa(family, mode, inputs, input_correlation, gram)
+        if batch is not None:
+            return batch
     c, law = _weights_normalised(family)
     norm = LayerLaw(law.a2 / rational(law.mean), law.g2 / rational(law.mean), law.p, law.weights)
     if _uses_exact_masks(family, mode):

@@ -1,0 +1,395 @@
+"""The width-limit BFA of one GD step on a batch of ``n`` inputs, exact in depth.
+
+Convention (the batch samplers' and ``tests/oracles/batch_ref.py``'s): the ``n`` inputs go through
+the same weights, the loss is ``mean(F_L)`` over the ``n k`` output entries, the learning rates are
+the family's rule applied to the batch's squared gradient norms, and the BFA at layer ``v`` is the
+cosine between ``-b_v`` and ``fdot_v`` flattened to vectors of ``n m`` entries. The batch's BFK
+obeys the single-input recursion with ``n x n`` blocks,
+
+    K_v = C_v (x) I_m + A_v K_{v-1} A_v^T,     A_v = a I + beta (I_n (x) W_v) D_{v-1},
+    C_v = eta_v beta_v^2 G_{v-1},              G_{v-1} = Gram of the inputs phi(f_{v-1}^a) of W_v,
+
+with ``D_{v-1} = diag(D_{v-1}^1, .., D_{v-1}^n)`` the masks of the ``n`` inputs.
+
+**Method: free probability with amalgamation over M_n.** Let ``E = id_n (x) tr_m`` (the ``n x n``
+matrix of normalised block traces). ``I_n (x) W`` is an M_n-valued circular element (Haar unitary
+for orthogonal weights) with covariance ``E(X B X^T) = B``, free over M_n from everything built
+from earlier weights. In the width limit the mask pattern ``(D^1(i), .., D^n(i))`` of each neuron
+is the sign pattern of a centred Gaussian vector with the forward covariance ``Q_{v-1}`` (iid over
+neurons), and it is free over M_n from ``K_{v-1}`` (a row's sign flips the neuron's whole pattern
+and conjugates ``K`` by a diagonal sign, as for one input), so with
+
+    P_ab = E[D^a D^b] = 1/4 + arcsin(r_ab) / (2 pi),
+    P3_acb = E[D^a D^c D^b] = 1/8 + (arcsin r_ac + arcsin r_cb + arcsin r_ab) / (4 pi)
+
+(``r`` the correlations of ``Q``; all ones for a linear activation) the two M_n-valued moments
+``E1 = E(K)``, ``E2 = E(K^2)`` close (``'`` marks layer ``v-1``, ``o`` the Hadamard product,
+``p = P_aa``, ``a2 = a^2``, ``g2 = beta^2 m s^2``):
+
+    EY  = P o E1',           EY2 = T3(E1', E1') + p P o (E2' - E1' E1'),
+    T3(A, B)_ab = sum_c A_ac B_cb P3_acb,
+    E1  = C + a2 E1' + g2 EY,
+    E2  = C C + C S + S C + a2^2 E2' + a2 g2 (E1' EY + EY E1' + P o E2' + p E2')
+          + g2^2 (EY EY + EY2),      S = a2 E1' + g2 EY,
+
+the ``EY EY`` term absent for orthogonal weights. For ``n = 1`` these are the single-input
+``M1' = c + t1 M1``, ``M2' = c^2 + 2 c t1 M1 + t1^2 M2 + Var(Y) M1^2`` (tested).
+
+**Signal propagation.** Per-neuron forward covariances ``Q_1 = s_1^2 X X^T``,
+``Q_l = a^2 Q_{l-1} + beta^2 m s^2 kappa(Q_{l-1})`` with ``kappa`` the ReLU arc-cosine kernel
+(Cho & Saul) ``kappa_ab = sqrt(Q_aa Q_bb) (sin t + (pi - t) cos t) / (2 pi)``, ``cos t = r_ab``
+(``kappa(Q) = Q`` for linear). Backward: every input has ``b_L = 1/(n k)``, so ``z_{L-1} =
+alpha W_L^T b_L`` is one vector for all inputs, and the per-neuron backward covariances are
+``Bn_{L-1} = P_psi o (alpha^2 s_L^2 <b_L^a, b_L^b>)``, ``Bn_{l-1} = a^2 Bn_l + g2 P_{l-1} o Bn_l``.
+Gradient norms ``Gamma_l = beta_l^2 sum_ab <b_l^a, b_l^b> <g_{l-1}^a, g_{l-1}^b>`` give the rates.
+
+**The angle.** Given the later layers, ``b_v`` has iid rows (over neurons) with covariance
+``Bn_v``, free over M_n from ``K_v`` (the MLP's ``b_v = D_v W_{v+1}^T b_{v+1}``: ``D_v`` free from
+``K_v`` as above; free masks in ResNets; no masks in linear networks), so by the law of large
+numbers (Thm 3.2 with amalgamation)
+
+    cos(theta_v) = <Bn_v, E1_v> / sqrt(<Bn_v, E2_v> tr Bn_v),     <A, B> = sum_ab A_ab B_ab.
+
+The ReLU ResNet with its own masks (``mode="exact"``) has masks correlated across depth and with
+``b_v`` (``rmtalign.theory.bfk``); their batch version is not implemented.
+
+**Exchangeable batches** (``inputs=n, input_correlation=rho``): every matrix stays of the form
+``omega J + (delta - omega) I`` (Hadamard products act on ``(delta, omega)``, matrix products and
+``T3`` through ``n``), so the recursion is O(L) for any ``n`` (``E2`` is carried divided by ``n``;
+the coefficients are polynomials in ``1/n``). ``n = inf`` is evaluated at ``n = 2^40``: the angle's
+``1/n`` corrections are ~1e-12 there, while ``cos_spectrum``, which decays like ``n^(-1/2)`` when
+the inputs correlate, is ~1e-6 rather than its limit 0. The general path (``gram=G``) costs
+O(L n^3).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validate import check_real
+from .bfk import TheoryBFA, _uses_exact_masks
+from .layer import layer_law
+
+__all__ = ["BatchTheoryBFA"]
+
+
+@dataclass(frozen=True, repr=False)
+class BatchTheoryBFA(TheoryBFA):
+    """Width-limit BFA of one GD step on a batch of inputs (see :mod:`rmtalign.theory.batch`).
+
+    Fields of :class:`~rmtalign.theory.TheoryBFA`, with ``cos`` the angle of the flattened
+    ``(n m)`` vectors; ``m1 = b^T K b / (n |b|^2)`` and ``m2 = |K b|^2 / (n^2 |b|^2)`` (per input,
+    so that a batch of equal inputs has the single-input values up to a common factor), ``m2b =
+    m2``, and ``cos_spectrum = M1 / sqrt(M2)`` of the ``(n m) x (n m)`` kernel itself (Thm 3.2
+    with an isotropic probe; what ``sample_bfk(...).cos_spectrum`` measures). The batch: ``inputs``
+    (``n``, an int or ``inf``), ``input_correlation`` (``rho``, or None when ``gram`` was given)
+    and ``gram`` (the ``n x n`` input Gram matrix, or None for an exchangeable batch)."""
+
+    inputs: object
+    input_correlation: object
+    gram: object
+
+
+# --------------------------------------------------------------------------- correlation maps
+_SNAP = 8 * np.finfo(float).eps
+
+
+def _snap(r):
+    """Correlations within round-off of +-1 set to +-1: the mask overlaps have a square-root
+    singularity there (``arcsin(1 - e) = pi/2 - sqrt(2 e)``), so 1 ulp of ``r`` would cost 1e-8."""
+    return np.where(np.abs(r) > 1 - _SNAP, np.sign(r), np.clip(r, -1.0, 1.0))
+
+
+def _correlations(Q):
+    """Correlation matrix of the covariance ``Q``."""
+    sd = np.sqrt(np.diag(Q))
+    return _snap(Q / np.outer(sd, sd))
+
+
+def _relu_kernel(Q):
+    """Arc-cosine kernel ``E[relu(u) relu(u)^T]`` for ``u ~ N(0, Q)`` (Cho & Saul, degree 1)."""
+    r = _correlations(Q)
+    t = np.arccos(r)
+    sd = np.sqrt(np.diag(Q))
+    out = np.outer(sd, sd) * (np.sqrt(1.0 - r * r) + (np.pi - t) * r) / (2 * np.pi)
+    np.fill_diagonal(out, np.diag(Q) / 2)  # exact on the diagonal (arccos(1) round-off)
+    return out
+
+
+def _relu_pairs(Q):
+    """``P_ab = P(u_a > 0, u_b > 0)`` for ``u ~ N(0, Q)``."""
+    out = 0.25 + np.arcsin(_correlations(Q)) / (2 * np.pi)
+    np.fill_diagonal(out, 0.5)
+    return out
+
+
+def _relu_triples(Q):
+    """``P3_abc = P(u_a, u_b, u_c > 0)`` (the orthant formula; it covers repeated indices)."""
+    s = np.arcsin(_correlations(Q))
+    np.fill_diagonal(s, np.pi / 2)
+    return 0.125 + (s[:, :, None] + s[None, :, :] + s[:, None, :]) / (4 * np.pi)
+
+
+def _maps(activation, Q):
+    """``(kappa(Q), P, P3)`` of an activation record for the covariance ``Q``."""
+    n = Q.shape[0]
+    if not activation.has_masks:
+        return Q.copy(), np.ones((n, n)), np.ones((n, n, n))
+    if activation.name != "relu":  # pragma: no cover - no such activation today
+        raise NotImplementedError(f"batch theory knows the ReLU and linear maps, not {activation.name!r}")
+    return _relu_kernel(Q), _relu_pairs(Q), _relu_triples(Q)
+
+
+# --------------------------------------------------------------------------- general path
+def _general(family, mode, Gx):
+    """Per-layer ``(cos, cos_spectrum, m1, m2)`` for the input Gram ``Gx`` (n x n), O(L n^3)."""
+    L, m = family.depth, family.width
+    n = Gx.shape[0]
+    s = family.stds
+    a = family.skip
+    beta = family.branch_scale
+    betas = family.branch_scales
+    phi, psi = family.phi, family.psi
+
+    # forward: per-neuron covariances Q_l, kernels (Grams of phi(f_l)) and mask overlaps
+    Q = np.empty((L - 1, n, n))
+    kap = np.empty((L - 1, n, n))
+    P = np.empty((L - 1, n, n))
+    P3 = np.empty((L - 1, n, n, n))
+    Q[0] = s[0] ** 2 * Gx
+    for l in range(1, L - 1):
+        kap[l - 1], P[l - 1], P3[l - 1] = _maps(phi, Q[l - 1])
+        Q[l] = a * a * Q[l - 1] + beta * beta * m * s[l] ** 2 * kap[l - 1]
+    kap[L - 2], P[L - 2], P3[L - 2] = _maps(phi, Q[L - 2])
+    kap_out, P_out, _ = _maps(psi, Q[L - 2])
+    if not (np.all(np.isfinite(Q)) and np.all(np.isfinite(kap_out))):
+        raise ValueError("the forward covariances over/underflow for depth="
+                         f"{L}; use a variance-preserving init")
+
+    # backward: full Gram of b_L, per-neuron covariances of b_{L-1} .. b_1
+    B_L = np.full((n, n), 1.0 / (n * n * family.out_dim))
+    Bn = np.empty((L - 1, n, n))
+    Bn[L - 2] = P_out * (family.output_multiplier ** 2 * s[L - 1] ** 2 * B_L)
+    for l in range(L - 1, 1, -1):  # b_{l-1} = a b_l + beta D_{l-1} W_l^T b_l
+        Bn[l - 2] = a * a * Bn[l - 1] + beta * beta * m * s[l - 1] ** 2 * P[l - 2] * Bn[l - 1]
+
+    # Grams of the inputs of W_l (l = 1..L), gradient norms, rates, kernel weights
+    G = np.empty((L, n, n))
+    G[0] = Gx
+    G[1:L - 1] = m * kap[: L - 2]
+    G[L - 1] = m * kap_out
+    Bfull = np.concatenate([m * Bn, B_L[None]])
+    grad_sq = betas ** 2 * np.einsum("lab,lab->l", Bfull, G)
+    if not np.all(np.isfinite(grad_sq)):
+        raise ValueError(f"the gradient norms over/underflow for depth={L}; use a "
+                         "variance-preserving init")
+    eta = family.rates(grad_sq)
+    C = (eta * betas ** 2)[: L - 1, None, None] * G[: L - 1]
+    C, a2, g2 = _normalised(family, C)
+
+    p = float(phi.mask_probability)
+    gauss = family.weights == "gaussian"
+    E1 = np.empty((L - 1, n, n))
+    E2 = np.empty((L - 1, n, n))
+    E1[0] = C[0]
+    E2[0] = C[0] @ C[0]
+    for v in range(1, L - 1):  # layer v+1 from layer v (0-based rows)
+        e1, e2, Pm = E1[v - 1], E2[v - 1], P[v - 1]
+        EY = Pm * e1
+        EY2 = np.einsum("ac,cb,acb->ab", e1, e1, P3[v - 1]) + p * Pm * (e2 - e1 @ e1)
+        S = a2 * e1 + g2 * EY
+        XX = g2 * g2 * (EY2 + (EY @ EY if gauss else 0.0))
+        E1[v] = C[v] + S
+        E2[v] = (C[v] @ C[v] + C[v] @ S + S @ C[v] + a2 * a2 * e2
+                 + a2 * g2 * (e1 @ EY + EY @ e1 + Pm * e2 + p * e2) + XX)
+    num = np.einsum("lab,lab->l", Bn, E1)
+    sq = np.einsum("lab,lab->l", Bn, E2)
+    trB = np.einsum("laa->l", Bn)
+    trE1 = np.einsum("laa->l", E1) / n
+    trE2 = np.einsum("laa->l", E2) / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(trE1 > 0, num / np.sqrt(sq * trB), np.nan)
+        spec = np.where(trE1 > 0, trE1 / np.sqrt(trE2), np.nan)
+    return cos, spec, num / (n * trB), sq / (n * n * trB)
+
+
+def _normalised(family, C):
+    """Kernel weights ``C_v / t1^v`` and the layer law's ``a^2 / t1``, ``g^2 / t1`` (``t1 =
+    tau(A^T A)``): the recursion runs on the scale-free ``Y / t1``, as the single-input one,
+    and a common factor (on the log scale) keeps the weights in range."""
+    law = layer_law(family)
+    t1 = law.mean
+    if t1 <= 0:
+        raise ValueError("tau(A^T A) = 0: the Jacobians vanish (branch_scale = skip = 0)")
+    top = np.max(np.abs(C), axis=tuple(range(1, C.ndim)))
+    v = np.arange(1, C.shape[0] + 1)
+    with np.errstate(divide="ignore"):
+        logc = np.where(top > 0, np.log(np.where(top > 0, top, 1.0)) - v * math.log(t1), -np.inf)
+    shift = np.max(logc) if np.any(top > 0) else 0.0
+    factor = np.where(top > 0, np.exp(logc - shift) / np.where(top > 0, top, 1.0), 0.0)
+    C = C * factor.reshape((-1,) + (1,) * (C.ndim - 1))
+    return C, float(law.a2) / t1, float(law.g2) / t1
+
+
+# --------------------------------------------------------------------------- exchangeable path
+def _exchangeable(family, mode, n, rho):
+    """As :func:`_general` for ``n`` inputs of Gram ``d ((1 - rho) I + rho J)``, carrying each
+    ``n x n`` matrix as ``(diagonal, off-diagonal)``: O(L) for any ``n`` (``inf`` included)."""
+    eps = 1.0 / n
+    L, m = family.depth, family.width
+    s = family.stds
+    a = family.skip
+    beta = family.branch_scale
+    betas = family.branch_scales
+    phi, psi = family.phi, family.psi
+    d = float(family.in_dim)
+
+    def maps(act, q):  # (kappa, P, P3) of the covariance q = (diag, off), as pairs/scalars
+        if not act.has_masks:
+            return q, (1.0, 1.0), 1.0
+        r = float(_snap(q[1] / q[0]))
+        t = math.acos(r)
+        kap = (q[0] / 2, q[0] * (math.sqrt(1 - r * r) + (math.pi - t) * r) / (2 * math.pi))
+        asr = math.asin(r)
+        return kap, (0.5, 0.25 + asr / (2 * math.pi)), 0.125 + 3 * asr / (4 * math.pi)
+
+    Q = np.empty((L - 1, 2))
+    kap = np.empty((L - 1, 2))
+    P = np.empty((L - 1, 2))
+    P3 = np.empty(L - 1)
+    Q[0] = s[0] ** 2 * d * np.array([1.0, rho])
+    for l in range(1, L):
+        kap[l - 1], P[l - 1], P3[l - 1] = maps(phi, tuple(Q[l - 1]))
+        if l < L - 1:
+            Q[l] = a * a * Q[l - 1] + beta * beta * m * s[l] ** 2 * kap[l - 1]
+    kap_out, P_out, _ = maps(psi, tuple(Q[L - 2]))
+    kap_out = np.asarray(kap_out)
+    if not (np.all(np.isfinite(Q)) and np.all(np.isfinite(kap_out))):
+        raise ValueError("the forward covariances over/underflow for depth="
+                         f"{L}; use a variance-preserving init")
+
+    # b_L: every entry 1/(n k); its Gram's common factor 1/n^2 (as that of every gradient norm)
+    # is dropped: the rates are scale-free in it.
+    B_L = np.array([1.0, 1.0]) / family.out_dim
+    Bn = np.empty((L - 1, 2))
+    Bn[L - 2] = np.asarray(P_out) * family.output_multiplier ** 2 * s[L - 1] ** 2 * B_L
+    for l in range(L - 1, 1, -1):
+        Bn[l - 2] = a * a * Bn[l - 1] + beta * beta * m * s[l - 1] ** 2 * P[l - 2] * Bn[l - 1]
+    G = np.empty((L, 2))
+    G[0] = d * np.array([1.0, rho])
+    G[1:L - 1] = m * kap[: L - 2]
+    G[L - 1] = m * kap_out
+    Bfull = np.concatenate([m * Bn, B_L[None]])
+
+    def inner(A, B):  # <A, B> / n^2
+        return eps * A[..., 0] * B[..., 0] + (1 - eps) * A[..., 1] * B[..., 1]
+
+    grad_sq = betas ** 2 * inner(Bfull, G)
+    if not np.all(np.isfinite(grad_sq)):
+        raise ValueError(f"the gradient norms over/underflow for depth={L}; use a "
+                         "variance-preserving init")
+    eta = family.rates(grad_sq)
+    C = (eta * betas ** 2)[: L - 1, None] * G[: L - 1]
+    C, a2, g2 = _normalised(family, C)
+
+    def mul(A, B):  # (A B) / n
+        return np.array([eps * A[0] * B[0] + (1 - eps) * A[1] * B[1],
+                         eps * (A[0] * B[1] + A[1] * B[0]) + (1 - 2 * eps) * A[1] * B[1]])
+
+    def t3(A, B, Pp, p3):  # T3(A, B) / n
+        return np.array([eps * A[0] * B[0] * Pp[0] + (1 - eps) * A[1] * B[1] * Pp[1],
+                         eps * (A[0] * B[1] + A[1] * B[0]) * Pp[1] + (1 - 2 * eps) * A[1] * B[1] * p3])
+
+    p = float(phi.mask_probability)
+    gauss = family.weights == "gaussian"
+    E1 = np.empty((L - 1, 2))
+    E2 = np.empty((L - 1, 2))  # E(K^2) / n
+    E1[0] = C[0]
+    E2[0] = mul(C[0], C[0])
+    for v in range(1, L - 1):
+        e1, e2, Pm = E1[v - 1], E2[v - 1], P[v - 1]
+        EY = Pm * e1
+        EY2 = t3(e1, e1, Pm, P3[v - 1]) + p * Pm * (e2 - mul(e1, e1))
+        S = a2 * e1 + g2 * EY
+        XX = g2 * g2 * (EY2 + (mul(EY, EY) if gauss else 0.0))
+        c = C[v]
+        E1[v] = c + S
+        E2[v] = (mul(c, c) + mul(c, S) + mul(S, c) + a2 * a2 * e2
+                 + a2 * g2 * (mul(e1, EY) + mul(EY, e1) + Pm * e2 + p * e2) + XX)
+    num = inner(Bn, E1)          # <Bn, E1> / n^2
+    sq = inner(Bn, E2)           # <Bn, E2> / n^3
+    trB = Bn[:, 0]               # tr Bn / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(E1[:, 0] > 0, num / np.sqrt(sq * trB), np.nan)
+        spec = np.where(E1[:, 0] > 0, E1[:, 0] * math.sqrt(eps) / np.sqrt(E2[:, 0]), np.nan)
+    return cos, spec, num / trB, sq / trB
+
+
+# --------------------------------------------------------------------------- entry point
+# n = inf is evaluated at this n. Not at 1/n = 0: a layer whose gradient norm grows like n, not
+# n^2 (W_1 on uncorrelated inputs), still contributes to the kernel's leading order through its
+# balanced rate, and the angle of networks whose inputs never correlate (linear, rho = 0) is a
+# ratio of two O(1/n) terms. The angle's corrections are O(1/n) = 1e-12 here.
+_LARGE = 2.0 ** 40
+
+
+def _batch_size(inputs):
+    if isinstance(inputs, bool) or not isinstance(inputs, numbers.Real):
+        raise TypeError(f"inputs must be a positive integer or math.inf, got {inputs!r} "
+                        f"({type(inputs).__name__})")
+    if isinstance(inputs, numbers.Integral) or (isinstance(inputs, float) and inputs.is_integer()):
+        if inputs < 1:
+            raise ValueError(f"inputs must be >= 1 (the batch size), got {inputs!r}")
+        return int(inputs)
+    if math.isinf(inputs) and inputs > 0:
+        return math.inf
+    raise ValueError(f"inputs must be a positive integer or math.inf, got {inputs!r}")
+
+
+def _check_gram(gram):
+    G = np.asarray(gram, dtype=float) if not isinstance(gram, np.ndarray) else gram.astype(float)
+    if G.ndim != 2 or G.shape[0] != G.shape[1] or G.shape[0] < 1:
+        raise ValueError(f"gram must be a square (n, n) matrix, got shape {G.shape}")
+    if not np.all(np.isfinite(G)):
+        raise ValueError("gram must be finite, got non-finite entries")
+    if not np.allclose(G, G.T, rtol=1e-12, atol=0.0):
+        raise ValueError("gram must be symmetric (an input Gram matrix X X^T)")
+    if np.any(np.diag(G) <= 0):
+        raise ValueError(f"gram must have a positive diagonal (|x_a|^2 > 0), got {np.diag(G)!r}")
+    lo = np.linalg.eigvalsh(G)[0]
+    if lo < -1e-10 * np.max(np.diag(G)):
+        raise ValueError(f"gram must be positive semi-definite, its smallest eigenvalue is {lo!r}")
+    return 0.5 * (G + G.T)
+
+
+def _batch_bfa(family, mode, inputs, input_correlation, gram):
+    """The batch BFA, or None when the request is one input with no Gram (then the caller's
+    single-input theory applies, bit for bit)."""
+    if gram is not None:
+        if inputs is not None or input_correlation != 0.0:
+            raise ValueError("give either gram=G or inputs=n with input_correlation=rho, not both")
+        G = _check_gram(gram)
+        n, rho = G.shape[0], None
+    else:
+        n = 1 if inputs is None else _batch_size(inputs)
+        if inputs is None and input_correlation != 0.0:
+            raise ValueError("input_correlation needs a batch: give inputs=n (n >= 2), got "
+                             f"input_correlation={input_correlation!r} with inputs=None")
+        low = 0.0 if math.isinf(n) else (-1.0 / (n - 1) if n > 1 else -1.0)
+        rho = check_real("input_correlation", input_correlation, low=low, high=1.0)
+        if n == 1:
+            return None
+    if _uses_exact_masks(family, mode) and n > 1:
+        raise NotImplementedError(
+            "the batch theory of ReLU ResNets with their own masks (mode='exact') is not "
+            "implemented: their masks are correlated across depth and with b_v; mode='free' gives "
+            "the free-mask model, and MLPs and linear networks are exact")
+    if rho is None:
+        cos, spec, m1, m2 = _general(family, mode, G)
+    else:
+        cos, spec, m1, m2 = _exchangeable(family, mode, _LARGE if math.isinf(n) else n, rho)
+    return BatchTheoryBFA(family, mode, np.arange(1, family.depth), cos, spec, m1, m2, m2,
+                          n, rho, None if rho is not None else G)

@@ -1,0 +1,257 @@
+"""rmtalign/theory/batch.py: the width-limit BFA of a step on a batch of inputs.
+
+Identities to round-off (one input is today's ``theory.bfa`` bit for bit; a batch of equal inputs
+is one input with the loss scaled; the exchangeable O(L) path equals the general O(L n^3) one;
+orthogonal inputs of a linear network do not interact), the correlation maps against quadrature
+(independent routes: angular integrals, scipy's multivariate normal CDF), and the prediction
+against the torch oracle ``tests/oracles/batch_ref.py`` at moderate width, with a bound that the
+single-input theory fails.
+
+Round-off tolerances: the recursions run <= 30 layers of O(n^3) sums of positive terms, so two
+evaluations of the same quantity agree to ~1e-14; 1e-12 leaves room for the constants."""
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from conftest import assert_error_names
+from rmtalign import MLP, ResNet, theory as T
+from rmtalign.theory.batch import (BatchTheoryBFA, _relu_kernel, _relu_pairs, _relu_triples)
+
+FAMS = {
+    "mlp": (MLP(12, 64), "exact"),
+    "mlp-all-k3": (MLP(9, 64, trained="all", out_dim=3), "exact"),
+    "mlp-orth": (MLP(10, 64, weights="orthogonal"), "exact"),
+    "mlp-linear": (MLP(10, 64, activation="linear"), "exact"),
+    "mlp-std-mult": (MLP(8, 64, hidden_std=0.2, output_multiplier=3.0), "exact"),
+    "resnet-free": (ResNet.scaled(16, 64, 2.0), "free"),
+    "resnet-orth-free": (ResNet(10, 64, 0.4, weights="orthogonal"), "free"),
+    "resnet-linear": (ResNet.scaled(12, 64, 1.5, activation="linear"), "exact"),
+    "resnet-uniform-free": (ResNet(10, 64, 0.5, lr_rule="uniform", skip_scale=0.8), "free"),
+}
+
+
+def _equicorrelated(n, d, rho):
+    return d * ((1 - rho) * np.eye(n) + rho * np.ones((n, n)))
+
+
+def _close(a, b, tol=1e-12):
+    a, b = np.asarray(a), np.asarray(b)
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    ok = ~np.isnan(a)
+    np.testing.assert_allclose(a[ok], b[ok], rtol=tol, atol=tol)
+
+
+# ---------------------------------------------------------------- identities
+@pytest.mark.parametrize("name", sorted(FAMS))
+def test_one_input_is_todays_bfa_bit_for_bit(name):
+    fam, mode = FAMS[name]
+    ref = T.bfa(fam, mode)
+    for kw in ({"inputs": 1}, {"inputs": 1, "input_correlation": 0.7}):
+        out = T.bfa(fam, mode, **kw)
+        assert type(out) is T.TheoryBFA
+        for f in ("cos", "cos_spectrum", "m1", "m2", "m2b"):
+            np.testing.assert_array_equal(getattr(out, f), getattr(ref, f))
+
+
+def test_one_input_matches_the_recorded_golden_values():
+    # the values tests/test_golden.py holds today's theory.bfa to, through the batch keywords
+    from pathlib import Path
+    from conftest import FAMILIES
+
+    golden = np.load(Path(__file__).parents[1] / "data" / "golden.npz")
+    for name in ("mlp-relu", "mlp-all-uniform", "resnet-relu", "resnet-linear-orth", "resnet-skip"):
+        for mode in ("exact", "free"):
+            th = T.bfa(FAMILIES[name].replace(depth=40), mode, inputs=1, input_correlation=0.0)
+            for q in ("cos", "cos_spectrum", "m1", "m2b"):
+                np.testing.assert_array_equal(getattr(th, q), golden[f"theory/bfa/{name}/{mode}/{q}"],
+                                              strict=True)
+
+
+@pytest.mark.parametrize("name", sorted(FAMS))
+def test_general_path_with_one_input_reproduces_the_single_input_theory(name):
+    # the 1 x 1 Gram goes through the n x n recursion: M1, M2 of today's theory to round-off
+    fam, mode = FAMS[name]
+    ref = T.bfa(fam, mode)
+    out = T.bfa(fam, mode, gram=[[float(fam.in_dim)]])
+    _close(out.cos, ref.cos)
+    _close(out.cos_spectrum, ref.cos_spectrum)
+
+
+@pytest.mark.parametrize("name", sorted(FAMS))
+def test_equal_inputs_collapse_to_one_input(name):
+    # rho = 1: n copies of one input; the loss is that input's, scaled, and the angle its own
+    fam, mode = FAMS[name]
+    ref = T.bfa(fam, mode).cos
+    _close(T.bfa(fam, mode, inputs=5, input_correlation=1.0).cos, ref)
+    _close(T.bfa(fam, mode, inputs=math.inf, input_correlation=1.0).cos, ref)
+    _close(T.bfa(fam, mode, gram=_equicorrelated(3, fam.in_dim, 1.0)).cos, ref)
+
+
+@pytest.mark.parametrize("name", sorted(FAMS))
+@pytest.mark.parametrize("n, rho", [(2, 0.0), (3, 0.5), (5, -0.2), (4, 0.9)])
+def test_exchangeable_path_equals_general_path(name, n, rho):
+    fam, mode = FAMS[name]
+    ex = T.bfa(fam, mode, inputs=n, input_correlation=rho)
+    ge = T.bfa(fam, mode, gram=_equicorrelated(n, fam.in_dim, rho))
+    for f in ("cos", "cos_spectrum", "m1", "m2"):
+        _close(getattr(ex, f), getattr(ge, f), 1e-11)
+
+
+def test_the_batch_changes_the_angle_and_the_order_of_inputs_does_not():
+    fam = MLP(12, 64)
+    G = np.array([[10.0, 6.0, 1.0], [6.0, 10.0, -2.0], [1.0, -2.0, 10.0]])
+    out = T.bfa(fam, gram=G)
+    perm = [2, 0, 1]
+    _close(T.bfa(fam, gram=G[np.ix_(perm, perm)]).cos, out.cos)
+    single = T.bfa(fam).cos
+    assert np.nanmax(np.abs(out.cos - single)) > 0.02  # not the single-input curve
+    # the input norm does not matter (positively homogeneous network, scale-free rates)
+    _close(T.bfa(fam, gram=4.0 * G).cos, out.cos)
+
+
+@pytest.mark.parametrize("weights", ["gaussian", "orthogonal"])
+def test_orthogonal_inputs_of_a_linear_network_do_not_interact(weights):
+    # with Q off-diagonal 0 at every layer the kernel is block diagonal with equal blocks, so the
+    # angle is the single input's for any n (a route that never forms the n x n products)
+    for fam in (MLP(10, 64, activation="linear", weights=weights),
+                ResNet.scaled(10, 64, 1.0, activation="linear", weights=weights)):
+        ref = T.bfa(fam).cos
+        for n in (2, 7, 1000, math.inf):
+            _close(T.bfa(fam, inputs=n, input_correlation=0.0).cos, ref)
+
+
+def test_large_batch_limit():
+    fam = MLP(16, 64)
+    for rho in (0.0, 0.5):
+        lim = T.bfa(fam, inputs=math.inf, input_correlation=rho)
+        big = T.bfa(fam, inputs=10**7, input_correlation=rho)
+        np.testing.assert_allclose(big.cos[1:], lim.cos[1:], rtol=1e-5)
+        assert np.all(lim.cos_spectrum[1:] < 1e-5)  # one eigen-direction of weight ~n dominates
+        # monotone in n at the first trained layers: a batch is worse aligned than one input
+        c = [T.bfa(fam, inputs=n, input_correlation=rho).cos[3] for n in (2, 4, 16, 64)]
+        assert T.bfa(fam).cos[3] > c[0] > c[1] > c[2] > c[3] > lim.cos[3]
+
+
+def test_issue_table_values():
+    # issue 13: He ReLU MLP, L = 32, sampled at m = 256 (6 draws) 0.39-0.40 at v = 8 for n = 4,
+    # 0.26-0.29 for n = 16; the width limit is within those ranges' finite-width neighbourhood
+    fam = MLP(32, 256)
+    four = [T.bfa(fam, inputs=4, input_correlation=r).cos[7] for r in (0.0, 0.5)]
+    sixteen = [T.bfa(fam, inputs=16, input_correlation=r).cos[7] for r in (0.0, 0.5)]
+    assert 0.36 < min(four) and max(four) < 0.42
+    assert 0.24 < min(sixteen) and max(sixteen) < 0.31
+
+
+# ---------------------------------------------------------------- correlation maps
+def test_relu_kernel_and_masks_against_angular_quadrature():
+    for q1, q2, r in [(1.0, 1.0, 0.0), (2.0, 0.5, 0.3), (1.0, 3.0, -0.7), (1.5, 1.5, 0.95)]:
+        c = r * math.sqrt(q1 * q2)
+        Q = np.array([[q1, c], [c, q2]])
+        C = np.linalg.cholesky(Q)
+
+        def u(t):
+            return C @ np.array([math.cos(t), math.sin(t)])
+
+        # E[f(u)] for f positively homogeneous of degree k: (1/2pi) int_0^2pi f(u(t)) dt times
+        # int_0^inf r^(k+1) e^(-r^2/2) dr (= 2 for k = 2, 1 for k = 0); split at the kinks
+        t1 = math.atan2(-C[1, 0], C[1, 1]) % math.pi
+        pts = sorted([math.pi / 2, 3 * math.pi / 2, t1, t1 + math.pi])
+        quad = lambda f: integrate.quad(f, 0, 2 * math.pi, points=pts, epsabs=1e-13,  # noqa: E731
+                                        epsrel=1e-13, limit=400)[0] / (2 * math.pi)
+        k_ang = 2 * quad(lambda t: max(0.0, u(t)[0]) * max(0.0, u(t)[1]))
+        p_ang = quad(lambda t: float(min(u(t)) > 0))
+        assert abs(_relu_kernel(Q)[0, 1] - k_ang) < 1e-9
+        assert abs(_relu_pairs(Q)[0, 1] - p_ang) < 1e-9
+        np.testing.assert_allclose(np.diag(_relu_kernel(Q)), [q1 / 2, q2 / 2], rtol=1e-15)
+
+
+def test_relu_triples_against_the_multivariate_normal_cdf():
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((4, 4))
+    Q = A @ A.T + 0.5 * np.eye(4)
+    P3 = _relu_triples(Q)
+    mvn_tol = 2e-5  # scipy's Genz integration (abseps 1e-5 by default; we ask for 1e-7)
+    for idx in [(0, 1, 2), (1, 3, 0), (2, 2, 3), (1, 1, 1), (0, 3, 0)]:
+        u = sorted(set(idx))
+        sub = Q[np.ix_(u, u)]
+        ref = stats.multivariate_normal(np.zeros(len(u)), sub, abseps=1e-7).cdf(np.zeros(len(u))) \
+            if len(u) > 1 else 0.5
+        assert abs(P3[idx] - ref) < mvn_tol, (idx, P3[idx], ref)
+    # the pairs are the triples with a repeated index
+    np.testing.assert_allclose(P3[:, 0, 0], _relu_pairs(Q)[:, 0], atol=1e-15)
+
+
+# ---------------------------------------------------------------- against Monte Carlo
+def _torch_batch_cos(fam, samples, n, rho, seed):
+    pytest.importorskip("torch")
+    from oracles.batch_ref import bfa_batch_torch, correlated_inputs
+
+    import torch
+
+    rng = np.random.default_rng(seed)
+    out = []
+    torch.set_num_threads(1)  # tiny products: threads only contend
+    for _ in range(samples):
+        W = [s * rng.standard_normal(shape) for shape, s in zip(fam.shapes, fam.stds)]
+        X = correlated_inputs(n, fam.in_dim, rho, rng)
+        out.append(bfa_batch_torch(fam, W, X)["cos"])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("fam, n, rho, samples", [
+    (MLP(7, 256), 4, 0.5, 16), (MLP(7, 256, trained="all", out_dim=2), 8, 0.0, 16),
+    # a linear network's batch angle equals its single-input one (the theory says so for any
+    # Gram): checked, but the single-input theory cannot be rejected there
+    (ResNet.scaled(7, 256, 2.0, activation="linear"), 6, 0.9, 8)])
+def test_prediction_against_the_torch_oracle(fam, n, rho, samples):
+    cos = _torch_batch_cos(fam, samples, n, rho, seed=1300 + n)
+    th = T.bfa(fam, inputs=n, input_correlation=rho).cos
+    single = T.bfa(fam).cos
+    mean = cos.mean(0)
+    se = cos.std(0, ddof=1) / math.sqrt(samples)
+    ok = np.isfinite(th)
+    # width bias: |c1| <= 0.5 at these depths (docs/theory.md, single input; the script's fits
+    # give the same size for batches), i.e. 0.002 at m = 256
+    bias = 0.5 / fam.width
+    z = (mean[ok] - th[ok]) / np.hypot(se[ok], bias)
+    assert np.max(np.abs(z)) < 3.5, z  # <= 6 layers, Bonferroni 3.2 for 5% two-sided
+    if fam.phi.has_masks:
+        z1 = (mean[ok] - single[ok]) / np.hypot(se[ok], bias)
+        assert np.max(np.abs(z1)) > 5, z1  # the test has the power to reject one input's theory
+
+
+# ---------------------------------------------------------------- result and errors
+def test_result_protocol():
+    r = T.bfa(MLP(6, 64), inputs=4, input_correlation=0.5)
+    assert isinstance(r, T.TheoryBFA) and isinstance(r, BatchTheoryBFA)
+    assert r.inputs == 4 and r.input_correlation == 0.5 and r.gram is None
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["inputs"] == 4 and d["mode"] == "exact"
+    assert set(r.to_table()) == {"layer", "cos", "angle_deg", "cos_spectrum", "m1", "m2", "m2b"}
+    assert "BatchTheoryBFA(" in repr(r) and len(repr(r)) < 400
+    g = T.bfa(MLP(6, 64), gram=np.eye(2) * 10)
+    assert g.inputs == 2 and g.input_correlation is None and g.gram.shape == (2, 2)
+    assert json.loads(json.dumps(T.bfa(MLP(6, 64), inputs=math.inf).to_dict()))["inputs"] == "inf"
+
+
+def test_errors_name_argument_value_and_allowed():
+    fam = MLP(6, 64)
+    assert_error_names(ValueError, ["inputs", "0", ">= 1"], T.bfa, fam, inputs=0)
+    assert_error_names(TypeError, ["inputs", "'4'"], T.bfa, fam, inputs="4")
+    assert_error_names(ValueError, ["inputs", "2.5"], T.bfa, fam, inputs=2.5)
+    assert_error_names(ValueError, ["input_correlation", "-0.5", ">= -0.333"], T.bfa, fam,
+                       inputs=4, input_correlation=-0.5)
+    assert_error_names(ValueError, ["input_correlation", "1.5", "<= 1"], T.bfa, fam, inputs=4,
+                       input_correlation=1.5)
+    assert_error_names(ValueError, ["input_correlation", "inputs=None"], T.bfa, fam,
+                       input_correlation=0.3)
+    assert_error_names(ValueError, ["gram", "inputs"], T.bfa, fam, inputs=2, gram=np.eye(2))
+    assert_error_names(ValueError, ["gram", "shape", "(2, 3)"], T.bfa, fam, gram=np.ones((2, 3)))
+    assert_error_names(ValueError, ["gram", "symmetric"], T.bfa, fam, gram=[[1.0, 0.5], [0.2, 1.0]])
+    assert_error_names(ValueError, ["gram", "semi-definite"], T.bfa, fam, gram=[[1.0, 2.0], [2.0, 1.0]])
+    assert_error_names(ValueError, ["gram", "diagonal"], T.bfa, fam, gram=[[0.0, 0.0], [0.0, 1.0]])
+    assert_error_names(NotImplementedError, ["mode='exact'", "mode='free'"], T.bfa,
+                       ResNet(6, 64, 0.5), inputs=2)
