@@ -367,19 +367,29 @@ def _bfk_spectra(s, grid):
             for j, v in enumerate(layers):
                 d = theory.bfk_density(fam, v)
                 ax = axes[i, j]
-                plotting.spectrum(r, v, d, ax=ax)
+                # An exact draw's scale is its own (learning rates measured on the draw, so its
+                # c_l follow |b_l|): the MLP's draws and theory are drawn in units of their atom
+                # c_v. Free-mode draws use the width-limit c_l: no rescaling.
+                norm = "atom" if mode == "exact" else None
+                plotting.spectrum(r, v, d, ax=ax, normalise=norm)
                 ax.set_title(f"{label}, $L$ = {fam.depth}, $m$ = {fam.width}: $K_{{{v}}}$ "
                              f"({mode} mode)", fontsize=8)
                 ax.legend(fontsize=6)
-                eig = np.sort(r.eigenvalues[:, j, :].ravel())
-                table.add(f"{key} v={v}", key, "samples", "eigenvalue", eig, "ecdf",
+                e = r.eigenvalues[:, j, :]
+                unit, scale = "eigenvalue", 1.0
+                if norm == "atom":
+                    own = [x[plotting._repeated(x)].min() for x in e]
+                    e = e / np.array(own)[:, None]
+                    unit, scale = "eigenvalue/c_v", next(iter(d.atoms))
+                eig = np.sort(e.ravel())
+                table.add(f"{key} v={v}", key, "samples", unit, eig, "ecdf",
                           np.arange(1, eig.size + 1) / eig.size, samples=len(r.sample),
                           width=fam.width, depth=fam.depth)
-                table.add(f"{key} v={v}", key, "width limit", "eigenvalue", d.x, "density",
-                          d.density, width=np.inf, depth=fam.depth)
+                table.add(f"{key} v={v}", key, "width limit", unit, d.x / scale, "density",
+                          d.density * scale, width=np.inf, depth=fam.depth)
                 for loc, w in d.atoms.items():
-                    table.add(f"{key} v={v}", key, "width limit atom", "eigenvalue", loc, "mass",
-                              w, width=np.inf, depth=fam.depth)
+                    table.add(f"{key} v={v}", key, "width limit atom", unit, loc / scale,
+                              "mass", w, width=np.inf, depth=fam.depth)
         fig.suptitle("BFK spectra: samples against the limiting density")
         return fig, table
 

@@ -222,7 +222,16 @@ def _repeated(eigenvalues, rtol=1e-8):
     return out
 
 
-def spectrum(sampled, layer, theory=None, ax=None, *, bins=60, log=None):
+def _density_mean(theory):
+    """``int x dF`` of a Density: atoms plus the trapezoidal integral of ``x p(x)``."""
+    x, d = np.asarray(theory.x, float), np.asarray(theory.density, float)
+    y = x * d
+    return float(0.5 * np.sum((y[1:] + y[:-1]) * np.diff(x))
+                 + sum(loc * w for loc, w in theory.atoms.items()))
+
+
+def spectrum(sampled, layer, theory=None, ax=None, *, bins=60, log=None, normalise=None,
+             theory_mean=None):
     """BFK eigenvalues of a :class:`~rmtalign.SampledBFK` at one layer against a limiting law.
 
     Parameters
@@ -242,21 +251,49 @@ def spectrum(sampled, layer, theory=None, ax=None, *, bins=60, log=None):
     log : bool, optional
         Logarithmic eigenvalue axis with geometric bins (default: when the spectrum spans more
         than two decades).
+    normalise : {None, "mean", "atom"}
+        Compare shapes, each draw on its own scale (in exact mode the learning rates, hence the
+        weights ``c_l``, are measured on the draw and fluctuate with ``|b_l|``): ``"mean"``
+        divides each draw's eigenvalues by their mean ``M1`` and the theory by its mean;
+        ``"atom"`` divides each draw by its repeated eigenvalue (a ReLU MLP's ``c_v``, of
+        multiplicity ``m - rank``) and the theory by its atom. The BFA depends on the spectrum
+        through its shape only (``M1/sqrt(M2)``). ``"mean"`` suits light tails: deep layers'
+        heavy tails make a draw's mean noisy.
+    theory_mean : float, optional
+        The theory's ``M1`` for ``normalise="mean"`` (e.g. :func:`rmtalign.theory.bfk_moments`
+        ``[0]``); default: computed from ``theory`` by quadrature.
 
     Returns
     -------
     (fig, ax)
     """
-    from ._validate import check_int
+    from ._validate import check_choice, check_int
 
     bins = check_int("bins", bins, minimum=1)
+    if normalise is not None:
+        check_choice("normalise", normalise, ("mean", "atom"))
     pos = _layer_position(sampled, layer)
-    eig = np.asarray(sampled.eigenvalues, float)[:, pos, :].ravel()
-    atoms = dict(getattr(theory, "atoms", {}) or {})
     per_sample = np.asarray(sampled.eigenvalues, float)[:, pos, :]
-    repeated = np.concatenate([_repeated(e) for e in per_sample])
-    keep = ~repeated
-    cont = eig[keep]
+    repeated = np.array([_repeated(e) for e in per_sample]).reshape(per_sample.shape)
+    theory_atoms = dict(getattr(theory, "atoms", {}) or {})
+    scale = 1.0
+    if normalise == "mean":
+        per_sample = per_sample / per_sample.mean(axis=1, keepdims=True)
+        if theory is not None:
+            scale = float(theory_mean) if theory_mean is not None else _density_mean(theory)
+    elif normalise == "atom":
+        if not repeated.any(axis=1).all() or (theory is not None and len(theory_atoms) != 1):
+            raise ValueError("normalise='atom' needs a repeated eigenvalue in every draw and one "
+                             f"atom in the theory (a ReLU MLP's BFK); got theory atoms "
+                             f"{theory_atoms}; use normalise='mean'")
+        own = np.array([e[r].min() for e, r in zip(per_sample, repeated)])
+        per_sample = per_sample / own[:, None]
+        if theory is not None:
+            scale = next(iter(theory_atoms))
+    eig = per_sample.ravel()
+    repeated = repeated.ravel()
+    cont = eig[~repeated]
+    atoms = {loc / scale: w for loc, w in theory_atoms.items()}
     fig, ax = _new_axes(ax)
     pos_cont = cont[cont > 0]
     if log is None:
@@ -271,7 +308,7 @@ def spectrum(sampled, layer, theory=None, ax=None, *, bins=60, log=None):
                 label=f"samples ({n} x m={m}, {sampled.mode} mode)")
     if theory is not None:
         mass = 1.0 - sum(atoms.values())
-        x, d = np.asarray(theory.x, float), np.asarray(theory.density, float)
+        x, d = np.asarray(theory.x, float) / scale, np.asarray(theory.density, float) * scale
         if mass > 0 and np.any(d > 0):
             ax.plot(x, d / mass, "-", color="C1", lw=1.4, label="theory (width limit)")
         for loc, w in atoms.items():
@@ -280,7 +317,9 @@ def spectrum(sampled, layer, theory=None, ax=None, *, bins=60, log=None):
                              f"(samples: {np.mean(repeated):.3g} repeated)")
     if log:
         ax.set_xscale("log")
-    ax.set_xlabel(rf"eigenvalue $\lambda$ of $K_{{{int(layer)}}}$")
+    v = int(layer)
+    unit = {None: "", "mean": "/M_1", "atom": "/c_v"}[normalise]
+    ax.set_xlabel(rf"eigenvalue $\lambda{unit}$ of $K_{{{v}}}$")
     ax.set_ylabel("density (continuous part)" if atoms else "density")
     ax.grid(alpha=0.3)
     _legend(ax)

@@ -203,3 +203,26 @@ def test_depth_curves_and_its_old_name():
     assert set(_texts(ax1)) == {"MLP: samples", "MLP: theory"}
     assert ax1.get_ylabel() == r"output BFA $\theta_{L-1}$ (degrees)"
     _no_doubled_brackets(fig)
+
+
+def test_spectrum_normalised_by_each_draws_atom_or_mean():
+    k = sample_bfk(FAM, [7], samples=2, seed=5)
+    d = theory.bfk_density(FAM, 7)
+    ((loc, mass),) = d.atoms.items()
+    fig, ax = plotting.spectrum(k, 7, d, log=False, normalise="atom")
+    (atom_line,) = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+    assert atom_line.get_xdata()[0] == pytest.approx(1.0, rel=1e-15)
+    # every draw's continuous part lies above its own atom c_v (K_v >= c_v I)
+    assert min(p.get_x() for p in ax.patches) >= 1.0 - 1e-12
+    line = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"][0]
+    np.testing.assert_allclose(line.get_xdata(), d.x / loc, rtol=1e-15)
+    assert "c_v" in ax.get_xlabel()
+    fig, ax = plotting.spectrum(k, 7, d, normalise="mean", theory_mean=2.5)
+    line = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"][0]
+    np.testing.assert_allclose(line.get_xdata(), d.x / 2.5, rtol=1e-15)
+    assert "M_1" in ax.get_xlabel()
+    assert_error_names(ValueError, ["normalise", "'mean'", "'atom'", "'max'"], plotting.spectrum,
+                       k, 7, normalise="max")
+    kr = sample_bfk(RES, [6], samples=1, seed=5, mode="free")
+    assert_error_names(ValueError, ["normalise='atom'", "repeated", "'mean'"], plotting.spectrum,
+                       kr, 6, theory.bfk_density(RES, 6), normalise="atom")
