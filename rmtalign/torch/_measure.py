@@ -193,10 +193,9 @@ def measure(model, inputs, loss_fn, lr=None, blocks=None, *, mode="jvp", step=1e
                                     materialize_grads=True)
         del out
         pgrads, bgrads = grads[: len(trained)], grads[len(trained):]
-        grad_sq = _to_numpy(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64) ** 2
-                                         for g in pgrads]))
+        grad_sq = _to_numpy(torch.stack([_norm(g).to(torch.float64) ** 2 for g in pgrads]))
         eta = _balanced_rates(trained, grad_sq) if given is None else given
-        f = [torch.cat([t.detach().reshape(-1) for t in ts]) for ts in feats]
+        f = [_flat([t.detach() for t in ts]) for ts in feats]
         b = _split_cat(bgrads, [len(ts) for ts in feats])
         moved = [(n, p.detach(), g, e) for (n, p), g, e in zip(trained, pgrads, eta) if e > 0]
         del feats, flat, grads, bgrads
@@ -219,10 +218,8 @@ def measure(model, inputs, loss_fn, lr=None, blocks=None, *, mode="jvp", step=1e
         capture.remove()
         rng.restore()
 
-    stats = _to_numpy(torch.stack([torch.stack([
-        torch.linalg.vector_norm(bv, dtype=torch.float64),
-        torch.linalg.vector_norm(fv, dtype=torch.float64),
-        -torch.dot(bv.to(torch.float64), fv.to(torch.float64))]) for bv, fv in zip(b, fdot)]))
+    stats = _to_numpy(torch.stack([torch.stack([_norm(bv), _norm(fv), -_dot(bv, fv)])
+                                   .to(torch.float64) for bv, fv in zip(b, fdot)]))
     b_norm, fdot_norm, inner = stats.T.copy()
     lr_arr = np.asarray(eta, dtype=np.float64)
     decay = np.array([np.sum(lr_arr[mask] * grad_sq[mask]) for mask in upstream], dtype=np.float64)
@@ -502,7 +499,7 @@ def _gather(capture, order, reference):
                                "deterministic control flow")
         parts = [torch.zeros(n, dtype=ref.dtype, device=ref.device) if t is None else t.reshape(-1)
                  for t, n in zip(ts, sizes)]
-        vec = torch.cat(parts)
+        vec = _flat(parts)
         if vec.numel() != ref.numel():
             raise RuntimeError(f"block {capture.names[k]!r} gave outputs of another size in the second "
                                "forward pass: measure needs a deterministic control flow")
@@ -510,12 +507,32 @@ def _gather(capture, order, reference):
     return out
 
 
+def _flat(ts):
+    """One flat vector of the tensors ``ts`` (a view when there is one)."""
+    return ts[0].reshape(-1) if len(ts) == 1 else torch.cat([t.reshape(-1) for t in ts])
+
+
 def _split_cat(grads, counts):
     out, i = [], 0
     for c in counts:
-        out.append(torch.cat([g.reshape(-1) for g in grads[i:i + c]]))
+        out.append(_flat(grads[i:i + c]))
         i += c
     return out
+
+
+def _accumulator(t):
+    """Reductions run in the model's precision (float64 or float32: no copy of the vectors),
+    half precisions in float32 (their squares overflow at 65504)."""
+    return t.dtype if t.dtype in (torch.float64, torch.float32) else torch.float32
+
+
+def _norm(t):
+    return torch.linalg.vector_norm(t, dtype=_accumulator(t))
+
+
+def _dot(u, v):
+    acc = _accumulator(u)
+    return torch.dot(u.to(acc), v.to(acc))
 
 
 def _cloned(buffers):
