@@ -205,3 +205,22 @@ def test_residual_blocks_must_match_the_family(p_res, p_mlp):
                         Residual(nn.Sequential(nn.Linear(M, M, bias=False)), 0.5),
                         nn.Linear(M, K, bias=False))
     assert_error_names(ValueError, ["holds 2 weight layers"], bind, two, p_res)
+
+
+@pytest.mark.parametrize("family", [MLP(5, 12, in_dim=D, out_dim=K),
+                                    ResNet(6, 12, 0.4, in_dim=D, weights="orthogonal", trained="all"),
+                                    ResNet(5, 12, 0.7, skip_scale=0.0, in_dim=D)])
+def test_the_twin_is_inferred(family):
+    """rmtalign.torch.twin's layout binds without help: its features are the binding's blocks,
+    its multipliers the family's, and rates() at the family's own multipliers are p.lr."""
+    from rmtalign.torch import twin
+
+    p = prescribe(family, "fsc")
+    net = twin(family, seed=0)
+    b = bind(net, p)
+    assert b.blocks[:-1] == net.features
+    L_ = family.depth
+    assert b.multiplier == f"layer{L_}.2"
+    net.get_submodule(b.multiplier).set_(p.output_multiplier)
+    np.testing.assert_allclose(b.multipliers(), p.abc()["multiplier"], rtol=1e-15)
+    np.testing.assert_allclose([b.rates()[w] for w in b.weights], p.lr, rtol=1e-14)
