@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from . import seeds as _seeds
-from ._validate import check_choice, check_int, check_mode
+from ._validate import check_choice, check_int, check_real
 from .results import Result, json_ready, write_csv
 
 __all__ = ["sweep", "SweepResult", "load_spec", "dask_client", "QUANTITIES"]
@@ -57,11 +57,15 @@ _FAMILY_KEYS = ("depth", "width", "in_dim", "out_dim", "activation", "weights", 
 GRID_KEYS = ("family",) + _FAMILY_KEYS + _RESNET_KEYS
 
 # Options each quantity accepts, with their defaults (filled in, so that a default given
-# explicitly keys the same point as one left out). ``None`` defaults mean "per point".
+# explicitly keys the same point as one left out; keys hold only the options that differ from
+# these, so that an option added later leaves the keys of existing outputs alone). ``None``
+# defaults mean "per point" (stop) or "the function's own default".
+_BATCH_OPTIONS = ("inputs", "input_correlation")  # passed only when given (batches of inputs)
 _REQUIRED = object()
 _OPTIONS = {
-    "bfa": {"mode": "exact", "probes": 8, "dtype": "float64"},
-    "bfk": {"mode": "exact", "layers": None},
+    "bfa": {"mode": "exact", "probes": 8, "dtype": "float64", "inputs": 1,
+            "input_correlation": None},
+    "bfk": {"mode": "exact", "layers": None, "inputs": 1, "input_correlation": None},
     "jacobian": {"mode": "exact", "start": 1, "stop": None},
     "width_limit": {"widths": _REQUIRED, "quantity": "cos", "mode": "exact", "order": 1},
     "theory": {"mode": "exact"},
@@ -201,7 +205,9 @@ def _canonical_option(name, v):
         if dt not in ("float64", "float32"):
             raise ValueError(f"{label} must be float64 or float32, got {v!r}")
         return dt
-    if name in ("probes", "start"):
+    if name == "input_correlation":
+        return check_real(label, v, low=-1.0, high=1.0, allow_none=True)
+    if name in ("probes", "start", "inputs"):
         return check_int(label, v, 1)
     if name == "order":
         return check_int(label, v, 1, 2)
@@ -307,11 +313,12 @@ def _plan(quantity, grid, seeds, samples, options) -> _Plan:
             coord["branch_scale"] = None if fam is None else fam.branch_scale
     unit_seeds = (None,) if quantity in _UNSEEDED else seeds
     n = len(samples)
+    key_opts = {k: v for k, v in opts.items() if v != _OPTIONS[quantity][k]}
     units = []
     for i, (coord, (fam, err)) in enumerate(zip(coords, fams)):
         for s in unit_seeds:
             content = fam.to_dict() if fam is not None else {"invalid": coord}
-            key = _digest([content, quantity, opts, None if s is None else samples, s])
+            key = _digest([content, quantity, key_opts, None if s is None else samples, s])
             units.append(_Unit(i, s, key, fam, err,
                                0.0 if fam is None else _estimate(quantity, fam, n, opts)))
     return _Plan(quantity, {k: vals[k] for k in order}, seeds, samples, opts, coords, cols, units)
@@ -390,12 +397,13 @@ def _compute(quantity, family, samples, seed, opts):
     # bfa, bfk and jacobian sample the same draws of a point (same family, mode, seed, sample):
     # a bfk sweep's cos_kernel is the bfa sweep's cos.
     seed = _seeds.point_seed(seed, family, f"bfa-{opts['mode']}")
+    batch = {k: opts[k] for k in _BATCH_OPTIONS if k in opts and opts[k] != _OPTIONS[quantity][k]}
     if quantity == "bfa":
         return sampling.sample_bfa(family, samples, seed, opts["mode"], opts["dtype"],
-                                   probes=opts["probes"], progress=False)
+                                   probes=opts["probes"], progress=False, **batch)
     if quantity == "bfk":
         return sampling.sample_bfk(family, opts["layers"], samples, seed, opts["mode"],
-                                   progress=False)
+                                   progress=False, **batch)
     stop = family.depth - 1 if opts["stop"] is None else opts["stop"]
     return sampling.sample_jacobian(family, opts["start"], stop, samples, seed, opts["mode"],
                                     progress=False)
@@ -469,8 +477,14 @@ def _open_executor(executor, workers, count_tasks):
                                       initializer=_pin_process, initargs=(threads,))
         try:
             yield pool, n, None, "processes"
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:
+            # Ctrl-C or an error in the parent: stop now, not when the running tasks end (what
+            # finished is already recorded).
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+            raise
+        pool.shutdown(wait=True)
         return
     if isinstance(executor, str):
         check_choice("executor", executor, ("inline",))
@@ -731,7 +745,7 @@ def sweep(quantity, grid, *, seeds=(0,), samples=1, options=None, executor=None,
         per width).
     options : dict, optional
         Keyword arguments of the quantity: ``mode`` (all), ``probes``, ``dtype`` (``"bfa"``),
-        ``layers`` (``"bfk"``), ``start``, ``stop`` (``"jacobian"``), ``widths`` (required),
+        ``layers`` (``"bfk"``), ``inputs`` (a count) and ``input_correlation`` (both), ``start``, ``stop`` (``"jacobian"``), ``widths`` (required),
         ``quantity``, ``order`` (``"width_limit"``).
     executor : None, "inline", concurrent.futures.Executor or distributed.Client
         None: a local process pool of ``workers`` processes (default: the usable cores), each
@@ -894,9 +908,7 @@ def load_spec(path) -> dict:
         raise ValueError(f"path={str(p)!r} cannot be read: {err.strerror or err}") from None
     try:
         if suffix == ".toml":
-            import tomllib
-
-            spec = tomllib.loads(raw.decode())
+            spec = _toml().loads(raw.decode())
         else:
             spec = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:  # TOMLDecodeError, JSONDecodeError
@@ -917,6 +929,18 @@ def load_spec(path) -> dict:
     except (TypeError, ValueError) as err:
         raise ValueError(f"{str(p)!r}: {err}") from None
     return {k: spec[k] for k in _SPEC_KEYS if k in spec}
+
+
+def _toml():
+    try:
+        import tomllib  # Python >= 3.11
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise ImportError("TOML sweep specs need Python >= 3.11 or the tomli package; "
+                              "or give the spec as JSON") from None
+    return tomllib
 
 
 # -- Dask -----------------------------------------------------------------------------------------

@@ -116,6 +116,19 @@ def test_bfa_theory_width_limit_rows_equal_direct_calls():
         assert np.asarray(v).tobytes() == wl.columns[k].tobytes()
 
 
+def test_options_defaults_key_the_same_points_and_input_batches_pass_through():
+    g = {"depth": [4], "width": [6], "in_dim": [4]}
+    a = S.sweep("bfa", g, executor="inline")
+    b = S.sweep("bfa", g, executor="inline", options={"mode": "exact", "probes": 8,
+                                                        "dtype": np.float64, "inputs": 1})
+    _same(a.to_table(), b.to_table())
+    c = S.sweep("bfa", g, executor="inline", options={"inputs": 3, "input_correlation": 0.25})
+    assert c.columns["point_key"][0] != a.columns["point_key"][0]
+    fam = MLP(4, 6, in_dim=4)
+    want = sample_bfa(fam, 1, point_seed(0, fam, "bfa-exact"), inputs=3, input_correlation=0.25)
+    assert want.cos.tobytes() == c.columns["cos"].tobytes()
+
+
 def test_bfk_and_bfa_sweeps_sample_the_same_networks():
     grid = {"depth": [5], "width": [7], "activation": ["relu", "linear"]}
     a = S.sweep("bfa", grid, seeds=[1], samples=2, executor="inline")
