@@ -79,12 +79,6 @@ class Binding(Result):
                 "multiplier": mu, "init_std": abc["init_std"], "lr": abc["lr"],
                 "lr_adam": abc["lr_adam"]}
 
-    def to_dict(self) -> dict:
-        out = super().to_dict()
-        out["prescription"] = {"scheme": self.prescription.scheme,
-                               "family": self.prescription.made_for.to_dict()}
-        return out
-
     def __repr__(self):
         p = self.prescription
         return (f"Binding({p.made_for.label}, scheme={p.scheme!r}, layers=1..{self.layers[-1]}, "
