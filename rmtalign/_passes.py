@@ -26,6 +26,7 @@ import numpy as np
 
 from . import seeds
 from ._kernels import rng
+from ._runtime import one_blas_thread
 from ._validate import check_int, check_real
 from ._weights import Weights
 
@@ -329,6 +330,15 @@ def run_passes(family, key: int, mode: str = "exact", probes: int = 1, dtype=np.
     ``tangent=False`` skips the tangent pass (``fdot`` is then None): the dense BFK needs only
     the masks, the backward vectors and the kernel weights. The ``P`` probes (free mode) times
     ``n`` inputs travel as ``P n`` rows, probe-major, through each generated weight block."""
+    if inputs.count == 1:
+        return _run_passes(family, key, mode, probes, dtype, weights, tangent, inputs)
+    # A batch adds small GEMMs (Grams, C_l B_l) between numba's kernels: on a woken OpenBLAS pool
+    # they ran 10-50x slower than on one thread, and the batch as a whole 2-4x (DESIGN.md).
+    with one_blas_thread():
+        return _run_passes(family, key, mode, probes, dtype, weights, tangent, inputs)
+
+
+def _run_passes(family, key, mode, probes, dtype, weights, tangent, inputs):
     L, m, k = family.depth, family.width, family.out_dim
     a, beta = family.skip, family.branch_scale
     phi, psi = family.phi, family.psi
