@@ -81,6 +81,7 @@ _COLUMNS = {
     "theory": {"layer": "i", "cos": "f", "angle_deg": "f", "cos_spectrum": "f", "m1": "f",
                "m2": "f", "m2b": "f"},
 }
+_INVALID = "ValueError: invalid combination: "  # the error of a point whose family is invalid
 _UNSEEDED = ("theory",)  # deterministic: one unit per point, no seed or sample
 
 # Task sizes, in estimated seconds of compute: at least _MIN_TASK_S so that the per-task cost
@@ -496,7 +497,10 @@ def _open_executor(executor, workers, count_tasks):
         return
     if isinstance(executor, cf.Executor):
         n = workers or getattr(executor, "_max_workers", None) or _cores()
-        yield executor, n, None, type(executor).__name__
+        # a process pool's workers are ours to pin; a thread pool's threads share the caller's
+        # process, whose settings are the user's
+        threads = max(1, _cores() // n) if isinstance(executor, cf.ProcessPoolExecutor) else None
+        yield executor, n, threads, type(executor).__name__
         return
     raise TypeError(f"executor must be None (a local process pool), 'inline', a "
                     f"concurrent.futures.Executor or a distributed.Client; got {executor!r} "
@@ -801,7 +805,7 @@ def sweep(quantity, grid, *, seeds=(0,), samples=1, options=None, executor=None,
         if u.key in store or u.key in queued:
             continue
         if u.family is None:
-            store[u.key] = f"ValueError: invalid combination: {u.error}"
+            store[u.key] = f"{_INVALID}{u.error}"
             continue
         queued.add(u.key)
         todo.append(u)
@@ -865,9 +869,10 @@ def sweep(quantity, grid, *, seeds=(0,), samples=1, options=None, executor=None,
     stats.update(failed=len(failed), wall_s=time.perf_counter() - t_wall,
                  parent_cpu_s=time.process_time() - cpu_parent, write_s=write_s,
                  worker_cpu_s=sum(hi - lo for lo, hi in cpu_spans.values()))
-    if failed:
-        warnings.warn(f"{len(failed)} of {len(plan.units)} sweep points failed (see "
-                      f"SweepResult.failed): e.g. {failed[0]['error']}", UserWarning, stacklevel=2)
+    broke = [f for f in failed if not f["error"].startswith(_INVALID)]
+    if broke:  # invalid combinations were reported when planning
+        warnings.warn(f"{len(broke)} of {len(plan.units)} sweep points failed (see "
+                      f"SweepResult.failed): e.g. {broke[0]['error']}", UserWarning, stacklevel=2)
     return SweepResult(plan.quantity, json_ready(plan.grid), plan.seeds, plan.samples,
                        plan.options, columns, failed, stats)
 

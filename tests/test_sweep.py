@@ -221,6 +221,64 @@ def test_failed_points_are_written_and_retried(tmp_path, reference):
     _same_nan(reference.to_table(), again.to_table())
 
 
+class _FlakyExecutor(cf.Executor):
+    """Runs tasks in-process, except that its first task is lost (like a worker that died)."""
+
+    def __init__(self):
+        self.n = 0
+
+    def submit(self, fn, *args, **kwargs):
+        f = cf.Future()
+        self.n += 1
+        if self.n == 1:
+            f.set_exception(RuntimeError("worker died"))
+        else:
+            f.set_result(fn(*args, **kwargs))
+        return f
+
+
+def test_a_lost_task_fails_its_points_only():
+    grid = {"depth": [4, 5, 6], "width": [4]}
+    with pytest.warns(UserWarning, match="1 of 3 sweep points failed"):
+        r = S.sweep("theory", grid, executor=_FlakyExecutor(), batch=1)
+    assert [f["depth"] for f in r.failed] == [6]  # tasks are submitted longest first
+    assert r.failed[0]["error"] == "task failed: RuntimeError: worker died"
+    ok = S.sweep("theory", grid, executor="inline")
+    rows = r.columns["error"] == ""
+    for k in ("cos", "layer", "depth"):
+        np.testing.assert_array_equal(r.columns[k][rows], ok.columns[k][ok.columns["depth"] < 6])
+
+
+def test_progress_counts_points_and_advances_by_cost(monkeypatch):
+    import rmtalign._runtime as rt
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total):
+            self.total, self.done, self.postfix, self.closed = total, 0.0, None, False
+
+        def update(self, n):
+            self.done += n
+
+        def set_postfix_str(self, text, refresh=True):
+            self.postfix = text
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(rt, "progress", lambda total, enabled, desc, work:
+                        bars.append(Bar(total)) or bars[-1])
+    S.sweep("bfa", {"depth": [4, 40], "width": [4]}, seeds=[0, 1], executor="inline", batch=1,
+            progress=True)
+    (bar,) = bars
+    assert bar.closed and bar.postfix == "4/4 points"
+    assert bar.done == pytest.approx(bar.total, rel=1e-12)
+    plan = S._plan("bfa", {"depth": [4, 40], "width": [4]}, (0, 1), 1, None)
+    assert bar.total == pytest.approx(sum(u.cost for u in plan.units), rel=1e-12)
+    assert plan.units[2].cost > plan.units[0].cost  # depth 40 costs more than depth 4
+
+
 # -- batching -----------------------------------------------------------------------------------
 def test_batching_by_cost():
     plan = S._plan("bfa", {"depth": list(range(3, 103)), "width": list(range(4, 104))}, (0,), 1,
