@@ -51,12 +51,12 @@ class _Sizes:
 
     width: int = 200                     # Fig. 1 (the paper's m)
     depth_layer: int = 200               # Fig. 1 (a) (the paper's L)
-    depths: tuple = (4, 8, 16, 32, 64, 128, 256, 512)  # Fig. 1 (b)
+    depths: tuple = (4, 8, 16, 32, 64, 128, 256, 512, 1024)  # Fig. 1 (b)
     depth_scale: int = 200               # Fig. 1 (c)
     scales: tuple = (0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0)  # Fig. 1 (c): c
     samples: int = 5                     # Fig. 1 ("a few random realizations"; (c): 5 draws)
     width_sens: int = 400                # Fig. 2 (the paper's m)
-    depths_sens: tuple = (4, 8, 16, 32, 64, 128)
+    depths_sens: tuple = (4, 8, 16, 32, 64, 128, 256)
     samples_sens: int = 5
     spectrum_width: int = 200
     spectrum_depth: int = 32
@@ -169,7 +169,7 @@ def _fig1a(s, grid):
 
     def draw(res):
         table = _Table()
-        fig, axes = _figure(1, size=(7.0, 4.6))
+        fig, axes = _figure(1, size=(7.0, 5.6))
         ax = axes[0, 0]
         sampled, th = {}, {}
         for key, label, fam in kinds:
@@ -186,7 +186,7 @@ def _fig1a(s, grid):
                 label=f"{kinds[0][1]}: theory (finite width $m$ = {mlp.width})")
         table.add("a", "mlp", "finite width", "layer", fw.layers, "angle_deg",
                   np.degrees(np.arccos(np.clip(fw.cos, -1, 1))), width=mlp.width, depth=mlp.depth)
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.13))
         ax.set_title(f"Fig. 1 (a): BFA against layer, $L$ = {s.depth_layer}, $m$ = {s.width}")
         return fig, table
 
@@ -203,7 +203,7 @@ def _fig1b(s, grid):
 
     def draw(res):
         table = _Table()
-        fig, axes = _figure(1, size=(7.0, 4.6))
+        fig, axes = _figure(1, size=(7.0, 5.6))
         ax = axes[0, 0]
         dense = np.unique(np.geomspace(depths[0], depths[-1], 40).astype(int))
         for i, (key, label, _) in enumerate(kinds[depths[0]]):
@@ -221,7 +221,7 @@ def _fig1b(s, grid):
                   width=np.inf)
         ax.set_xscale("log")
         ax.set_ylim(0, 90)
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.13))
         ax.set_title(f"Fig. 1 (b): output BFA against depth, $m$ = {s.width}")
         return fig, table
 
@@ -277,7 +277,7 @@ def _sensitivity_theory(family):
     return 1.0 / (cos * np.sqrt(family.width * mf.backward_sq[family.depth - 2]))
 
 
-def _sensitivity_plan(s, grid, series, panel, title):
+def _sensitivity_plan(s, grid, series, panel, title, logy):
     from . import plotting
     from .prescriptions import prescribe
 
@@ -299,7 +299,10 @@ def _sensitivity_plan(s, grid, series, panel, title):
             table.add(panel, key, "width limit", "depth", depths, "sensitivity", th,
                       width=s.width_sens, depth=depths)
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        if logy:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
         ax.legend(fontsize=7)
         ax.set_title(title)
         return fig, table
@@ -313,7 +316,7 @@ def _fig2a(s, grid):
     series = [(scheme, label, MLP, scheme)
               for scheme, label in (("ntk", "NTK"), ("mfmup", r"MF+$\mu$P"), ("fsc", "FSC"))]
     return _sensitivity_plan(s, grid, series, "a", f"Fig. 2 (a): sensitivity of ReLU MLPs, "
-                                                   f"$m$ = {s.width_sens}")
+                                                   f"$m$ = {s.width_sens}", logy=True)
 
 
 def _fig2b(s, grid):
@@ -324,7 +327,7 @@ def _fig2b(s, grid):
               ("fsc-lin", r"FSC ResNet $\beta = 1/L$",
                lambda L, m: ResNet.scaled(L, m, 1.0, 1.0), "fsc")]
     return _sensitivity_plan(s, grid, series, "b", f"Fig. 2 (b): sensitivity of ReLU ResNets, "
-                                                   f"$m$ = {s.width_sens}")
+                                                   f"$m$ = {s.width_sens}", logy=False)
 
 
 # -- beyond the paper ----------------------------------------------------------------------------

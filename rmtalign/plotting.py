@@ -122,8 +122,10 @@ def alignment_curve(sampled=None, theory=None, ax=None, *, quantity="cos", logy=
     for i, (label, r) in enumerate(samples.items()):
         mu, se = r.mean(quantity), r.sem(quantity)
         n = len(np.atleast_1d(r.sample))
+        every = max(1, len(r.layers) // 50)  # at most ~50 markers a curve, or they merge
         eb = ax.errorbar(r.layers, mu, yerr=se, fmt="o", ms=3, capsize=1.5, lw=0.8,
-                         color=f"C{i}", label=f"{label}: samples (n={n})")
+                         markevery=every, errorevery=every, color=f"C{i}",
+                         label=f"{label}: samples (n={n})")
         colours[label] = eb.lines[0].get_color()
     for j, (label, r) in enumerate(theories.items()):
         colour = colours.get(label, f"C{len(samples) + j}")
