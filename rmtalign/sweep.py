@@ -452,7 +452,10 @@ def _is_dask_client(obj) -> bool:
 def _dask_threads(client) -> dict:
     """Threads per task on each Dask worker: the cores of its host shared by the host's worker
     threads (one numba/BLAS thread unless the host has cores to spare)."""
-    info = client.scheduler_info(n_workers=-1)["workers"]
+    try:
+        info = client.scheduler_info(n_workers=-1)["workers"]
+    except TypeError:  # distributed < 2025: every worker is listed by default
+        info = client.scheduler_info()["workers"]
     cores = client.run(_cores)
     per_host = {}
     for w in info.values():
@@ -784,6 +787,7 @@ def sweep(quantity, grid, *, seeds=(0,), samples=1, options=None, executor=None,
     """
     from ._runtime import progress as _progress
 
+    t_wall, cpu_parent = time.perf_counter(), time.process_time()  # planning is overhead too
     plan = _plan(quantity, grid, seeds, samples, options)
     if workers is not None:
         workers = check_int("workers", workers, 1)
@@ -797,8 +801,11 @@ def sweep(quantity, grid, *, seeds=(0,), samples=1, options=None, executor=None,
             raise ValueError(f"workers must be 1 (or None) with executor='inline', got {workers!r}")
     path = _check_out(out)
 
-    t_wall, cpu_parent = time.perf_counter(), time.process_time()
-    store = _read_out(path, plan) if path is not None and path.exists() else {}
+    try:
+        store = _read_out(path, plan) if path is not None and path.exists() else {}
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"out={str(path)!r} exists and is not a CSV file this sweep wrote "
+                         f"({err}): choose another path or remove the file") from None
     resumed = len(store)
     todo, queued = [], set()
     for u in plan.units:

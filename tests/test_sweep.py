@@ -195,6 +195,9 @@ def test_resume_skips_finished_points_and_survives_an_interrupt(tmp_path, monkey
                        executor="inline", out=out)
     assert_error_names(ValueError, ["out=", "'point_key'"], S.sweep, "bfa", grid,
                        executor="inline", out=tmp_path / ".bfa.csv.x.tmp")
+    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00binary")
+    assert_error_names(ValueError, ["out=", "not a CSV file"], S.sweep, "bfa", grid,
+                       executor="inline", out=tmp_path / "bin.csv")
 
 
 def _same_nan(a, b):
