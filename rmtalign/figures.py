@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FIGURES", "make_figures"]
+__all__ = ["FIGURES", "make_figures", "estimated_cost"]
 
 FIGURES = ("fig1a_bfa_layer", "fig1b_output_depth", "fig1c_output_scale", "fig2a_sensitivity_mlp",
            "fig2b_sensitivity_resnet", "bfk_spectra", "jacobian_spectra", "phase_diagram",
@@ -83,7 +83,6 @@ _PAPER = _Sizes(depths=(4, 8, 16, 32, 64, 128, 256, 512, 1024), depth_scale=400,
                 phase_samples=8, widths=(50, 100, 200, 400, 800), width_depths=(8, 32, 128),
                 width_samples=24)
 
-_NS_PER_UNIT = 15.0  # measured: ns per unit of cost (samples x L x m^2) of sample_bfa, 2 cores
 
 
 # -- the figures' data ---------------------------------------------------------------------------
@@ -655,7 +654,8 @@ def make_figures(out_dir, *, paper=False, only=None, progress=None, seed=0, dpi=
 
     plans = {name: _PLANS[name](sizes, grid) for name in names}
     total = sum(len(p.points) for p in plans.values())
-    work = _NS_PER_UNIT * sum(pt.cost for p in plans.values() for pt in p.points.values())
+    # flops: three matrix-vector passes (2 flops a multiply-add) per unit of cost
+    work = 6.0 * sum(pt.cost for p in plans.values() for pt in p.points.values())
     bar = _progress(total, progress, "figures", work)
     written = []
     try:
