@@ -172,7 +172,8 @@ class WidthLimit(Result):
     standard error; ``coef`` is ``(layers, order+1)`` for ``c0 + c1/m (+ c2/m^2)``; ``chi2``,
     ``dof`` and ``pvalue`` (per layer) judge whether that series fits the data. ``family`` is
     the family at the first width, ``seed`` the grid's seed (each width's own is
-    :func:`rmtalign.seeds.point_seed` of it).
+    :func:`rmtalign.seeds.point_seed` of it). ``inputs`` and ``input_gram``: the batch, as in
+    :class:`SampledBFA`.
     """
 
     family: Family
@@ -189,6 +190,8 @@ class WidthLimit(Result):
     chi2: np.ndarray
     dof: np.ndarray
     pvalue: np.ndarray
+    inputs: int = 1
+    input_gram: np.ndarray = field(default_factory=lambda: np.ones((1, 1)))
 
     def _table(self):
         """Rows ``(layer, width, mean, sem)`` for every width, then the extrapolated limit as
@@ -413,7 +416,7 @@ def sample_jacobian(family, start, stop, samples=1, seed=None, mode="exact", *,
 
 
 def width_limit(family, widths, quantity="cos", samples=16, seed=None, mode="exact", order=1,
-                *, progress=None) -> WidthLimit:
+                *, inputs=1, input_correlation=None, progress=None) -> WidthLimit:
     """The width-then-depth limit of a per-layer :func:`sample_bfa` quantity.
 
     Samples ``family`` at each width (``family.replace(width=m)``, so default init scales follow
@@ -421,10 +424,14 @@ def width_limit(family, widths, quantity="cos", samples=16, seed=None, mode="exa
     by weighted least squares, returning ``c0`` with its standard error. Each width is sampled
     with the seed :func:`rmtalign.seeds.point_seed` derives from ``seed`` and the family at that
     width: adding, removing or reordering widths leaves the others' numbers unchanged.
+    ``inputs``, ``input_correlation``: the batch of :func:`sample_bfa`. The seeds do not depend on
+    it, so batches of different sizes share their weights at each width (common random numbers:
+    their differences are estimated with less noise than each of them).
     """
     from ._extrapolate import fit_width_limit
 
     check_family(family)
+    batch = input_batch(family, inputs, input_correlation)
     if quantity not in SampledBFA._per_layer:
         raise ValueError(f"quantity must be one of {', '.join(SampledBFA._per_layer)}; got {quantity!r}")
     check_mode(mode)
@@ -436,7 +443,7 @@ def width_limit(family, widths, quantity="cos", samples=16, seed=None, mode="exa
     for w in widths:
         fam = family.replace(width=int(w))
         r = sample_bfa(fam, samples, seeds.point_seed(ss, fam, f"bfa-{mode}"), mode=mode,
-                       progress=progress)
+                       inputs=inputs, input_correlation=input_correlation, progress=progress)
         means.append(r.mean(quantity))
         sems.append(r.sem(quantity))
     means, sems = np.array(means), np.array(sems)
@@ -459,4 +466,4 @@ def width_limit(family, widths, quantity="cos", samples=16, seed=None, mode="exa
             c0[j], c0_se[j], coef[j], chi2[j] = one.c0, one.c0_se, one.coef, one.chi2
     return WidthLimit(family.replace(width=int(widths[0])), mode, seeds.seed_record(ss), quantity,
                       widths, np.arange(1, family.depth), means, sems, c0, c0_se, coef, chi2,
-                      fit.dof, pvalue)
+                      fit.dof, pvalue, inputs=batch.count, input_gram=batch.gram)

@@ -267,6 +267,19 @@ def test_free_batch_agrees_with_the_exact_network():
     assert np.nanmean(single.cos[:, 2:]) > b.mean() + 3 * se
 
 
+def test_width_limit_of_a_batch():
+    fam = MLP(5, 16, in_dim=12)
+    lim = ra.width_limit(fam, widths=[16, 32], samples=3, seed=0, inputs=3, input_correlation=0.5)
+    assert lim.inputs == 3 and lim.input_gram.shape == (3, 3)
+    # each width is sample_bfa with the width's content seed, on the same batch
+    fam32 = fam.replace(width=32)
+    r = ra.sample_bfa(fam32, 3, ra.point_seed(np.random.SeedSequence(0), fam32, "bfa-exact"),
+                      inputs=3, input_correlation=0.5)
+    np.testing.assert_array_equal(lim.means[1], r.mean("cos"))
+    single = ra.width_limit(fam, widths=[16, 32], samples=3, seed=0)
+    assert single.inputs == 1 and not np.array_equal(single.means[:, 2:], lim.means[:, 2:])
+
+
 def test_batch_results_export(tmp_path):
     import json
 
