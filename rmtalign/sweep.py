@@ -295,7 +295,7 @@ def _plan(quantity, grid, seeds, samples, options) -> _Plan:
         coord = dict(zip(order, combo))
         if coord["family"] == "MLP":
             coord.update({k: None for k in _RESNET_KEYS if k in coord})
-        ident = json.dumps(coord, sort_keys=True, default=str)
+        ident = repr(tuple(coord.values()))  # the keys are in `order`
         if ident in seen:  # an MLP point repeated along ResNet-only keys
             continue
         seen.add(ident)
@@ -421,19 +421,35 @@ def _run_task(task):
     with _COMPUTE:
         cpu0, t_task = time.process_time(), time.perf_counter()
         _pin(threads)
-        out, compute_s, compute_cpu = [], 0.0, 0.0
-        for key, family, seed in units:
+        tables, rows, errors, compute_s, compute_cpu = [], [], [], 0.0, 0.0
+        for _, family, seed in units:
             t0, c0 = time.perf_counter(), time.process_time()
             try:
                 table, err = _compute(quantity, family, samples, seed, opts).to_table(), None
+                tables.append(table)
             except Exception as e:  # noqa: BLE001 - a failed point is recorded, not raised
                 table, err = None, _error_text(e)
             compute_s += time.perf_counter() - t0
             compute_cpu += time.process_time() - c0
-            out.append((key, table, err))
-        return {"units": out, "pid": os.getpid(), "cpu_start": cpu0, "cpu_end": time.process_time(),
+            rows.append(0 if table is None else len(next(iter(table.values()))))
+            errors.append(err)
+        # one array a column for the whole task: a few large pickles instead of many small ones
+        columns = {c: np.concatenate([t[c] for t in tables]) for c in tables[0]} if tables else {}
+        return {"keys": [u[0] for u in units], "rows": rows, "errors": errors, "columns": columns,
+                "pid": os.getpid(), "cpu_start": cpu0, "cpu_end": time.process_time(),
                 "task_s": time.perf_counter() - t_task, "compute_s": compute_s,
                 "compute_cpu_s": compute_cpu}
+
+
+def _unpack(res):
+    """``(key, table or error)`` of each unit of a task's result (tables are views)."""
+    at = 0
+    for key, n, err in zip(res["keys"], res["rows"], res["errors"]):
+        if err is not None:
+            yield key, err
+        else:
+            yield key, {c: v[at:at + n] for c, v in res["columns"].items()}
+            at += n
 
 
 # -- executors ----------------------------------------------------------------------------------
@@ -855,9 +871,9 @@ def sweep(quantity, grid, *, seeds=(0,), samples=1, options=None, executor=None,
                     for u in units:
                         store[u.key] = f"task failed: {_error_text(err)}"
                 else:
-                    for key, table, e in res["units"]:
-                        store[key] = e if e is not None else table
-                        stats["computed"] += e is None
+                    for key, got in _unpack(res):
+                        store[key] = got
+                        stats["computed"] += not isinstance(got, str)
                     for k in ("compute_s", "compute_cpu_s", "task_s"):
                         stats[k] += res[k]
                     lo, hi = cpu_spans.get(res["pid"], (math.inf, 0.0))
