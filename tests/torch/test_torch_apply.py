@@ -216,11 +216,16 @@ def test_output_multiplier_survives_state_dict_deepcopy_save():
 
 
 def test_output_multiplier_under_torch_compile():
+    """aot_eager: dynamo's graph capture and AOTAutograd's functionalisation (buffers become graph
+    inputs), without a C++ compiler; inductor does the same on these graphs, more slowly."""
     torch._dynamo.reset()
     net = nn.Sequential(nn.Linear(4, 3, bias=False), OutputMultiplier(2.0)).double()
     x = torch.ones(2, 4, dtype=torch.float64)
-    compiled = torch.compile(net, backend="eager")
-    torch.testing.assert_close(compiled(x), 2.0 * net[0](x))
+    compiled = torch.compile(net, backend="aot_eager")
+    out = compiled(x)
+    torch.testing.assert_close(out, 2.0 * net[0](x))
+    out.sum().backward()  # the multiplier scales the weight's gradient
+    torch.testing.assert_close(net[0].weight.grad, 2.0 * x.sum(0).expand(3, 4))
     net[1].set_(3.0)  # a buffer: the compiled module sees the new value
     torch.testing.assert_close(compiled(x), 3.0 * net[0](x))
     assert float(compiled.state_dict()["_orig_mod.1.alpha"]) == 3.0
