@@ -224,3 +224,19 @@ def test_the_twin_is_inferred(family):
     net.get_submodule(b.multiplier).set_(p.output_multiplier)
     np.testing.assert_allclose(b.multipliers(), p.abc()["multiplier"], rtol=1e-15)
     np.testing.assert_allclose([b.rates()[w] for w in b.weights], p.lr, rtol=1e-14)
+
+
+def test_measure_with_a_prescription_reproduces_the_sampler():
+    """The chain prescription -> bind -> rates -> measure: on the twin of Prescription.family()
+    (the prescribed stds and multiplier), measure(lr=p) takes the step sample_bfa takes with
+    the explicit rates p.lr."""
+    from rmtalign import sample_bfa
+    from rmtalign.torch import measure, twin
+
+    p = prescribe(ResNet(6, 12, 0.5, in_dim=D, trained="all"), "fsc")
+    net = twin(p.family(), seed=7)
+    r = measure(net, net.input(), torch.mean, lr=p, blocks=net.features)
+    s = sample_bfa(p.family(), samples=[0], seed=7)
+    np.testing.assert_allclose(r.cos, s.cos[0], rtol=1e-12)  # measured: 4e-16
+    np.testing.assert_allclose(r.fdot_norm, s.fdot_norm[0], rtol=1e-12)
+    np.testing.assert_allclose(r.loss_decay, s.loss_decay[0], rtol=1e-12)
