@@ -111,6 +111,28 @@ def test_spectrum_against_the_library(tmp_path, capsys):
     assert (tmp_path / "spectrum.png").stat().st_size > 5000
 
 
+def test_spectrum_exact_mode_compares_shapes(tmp_path, capsys):
+    """In exact mode each draw measures its own learning rates, hence its own scale: by default
+    a ReLU MLP's draws are divided by their smallest eigenvalue (their c_v, the law's atom)."""
+    data = _json_out(capsys, ["spectrum", "--depth", "6", "--width", "16", "--layers", "4",
+                              "--samples", "2", "--mode", "exact", "--out", str(tmp_path)])
+    assert data["result"]["normalise"] == "atom"
+    fam = ra.MLP(6, 16)
+    ev = ra.sample_bfk(fam, [4], 2, point_seed(0, fam, "bfa-exact")).eigenvalues[:, 0]
+    rows = _rows(tmp_path / "spectrum_samples.csv")
+    got = np.array([float(r["eigenvalue_normalised"]) for r in rows]).reshape(2, 16)
+    assert np.array_equal(got, ev / ev.min(axis=1, keepdims=True))
+    law = theory.bfk_density(fam, 4)
+    (c, w), = law.atoms.items()
+    grid = [r for r in _rows(tmp_path / "spectrum_theory.csv") if r["atom_mass"] == ""]
+    assert np.allclose([float(r["x"]) for r in grid], law.x / c, rtol=1e-15, atol=0)
+    atom = [r for r in _rows(tmp_path / "spectrum_theory.csv") if r["atom_mass"] != ""]
+    assert float(atom[0]["x"]) == 1.0 and float(atom[0]["atom_mass"]) == w
+    # the draws' own c_v sit on the atom: exactly the fraction m - rank of each kernel
+    frac = np.mean(np.abs(got - 1.0) <= 1e-9)
+    assert data["result"]["atom_mass_sampled"] == [frac] and 0 < frac < 1
+
+
 def test_jacobian_against_the_library(tmp_path, capsys):
     data = _json_out(capsys, ["jacobian", "--family", "resnet", "--depth", "8", "--width", "12",
                               "--start", "2", "--stop", "6", "--samples", "2", "--out", str(tmp_path)])
@@ -147,9 +169,15 @@ def test_limit_closed_forms_and_phase_diagram(tmp_path, capsys):
     assert (tmp_path / "phase_diagram.png").stat().st_size > 5000
 
 
-def test_limit_alpha_grid(tmp_path, capsys):
-    data = _json_out(capsys, ["limit", "--alphas", "0:1:5", "--depths", "20", "--out", str(tmp_path)])
-    assert data["phase_diagram"]["alphas"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+def test_limit_alpha_c_plane(tmp_path, capsys):
+    data = _json_out(capsys, ["limit", "--alphas", "0:1:5", "--c", "2,0.5", "--depths", "20",
+                              "--mode", "free", "--out", str(tmp_path)])
+    assert [d["alphas"] for d in data["phase_diagrams"]] == [[0.0, 0.25, 0.5, 0.75, 1.0]] * 2
+    assert [d["c"] for d in data["phase_diagrams"]] == [0.5, 2.0]
+    crit = {d["c"]: d["cos"] for d in data["limits"] if d["alpha"] == 0.5}
+    assert crit == pytest.approx({c: (1 + 2 * c * c / 3) ** -0.5 for c in (0.5, 2.0)}, rel=1e-14)
+    rows = _rows(tmp_path / "phase_diagram.csv")
+    assert len(rows) == 2 * 5 * 2 and {r["c"] for r in rows} == {"0.5", "2.0"}
 
 
 def test_prescribe_json_reads_back(tmp_path, capsys):
@@ -313,6 +341,7 @@ BAD = [
     (["limit", "--alphas", "1.5"], ["--alphas", "[0.0, 1.0]", "1.5"]),
     (["limit", "--alphas", "0:1:x"], ["--alphas", "0:1:x"]),
     (["limit", "--c", "0"], ["--c", "> 0", "'0'"]),
+    (["limit", "--c", "1,-1"], ["--c", "> 0", "'-1'"]),
     (["limit", "--position", "0"], ["--position", "'0'"]),
     (["prescribe", "--scheme", "mup"], ["--scheme", "fsc", "mup"]),
     (["prescribe", "--loss-decay", "nan"], ["--loss-decay", "nan"]),

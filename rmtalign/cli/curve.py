@@ -112,12 +112,31 @@ def compute(args) -> AlignmentCurves:
     return AlignmentCurves(args.mode, seed_record(grid), np.array(depths), families, th, fw, smp)
 
 
-def _stem(fam):
-    """The family's label without its depth (the curves' common name)."""
-    return fam.label.rsplit(" L=", 1)[0]
+def _law(args):
+    """The family's law in words (mathtext), the same at every depth: e.g. ``ResNet relu,
+    β = c L^-α (c = 1, α = 0.5)``."""
+    name = f"{'MLP' if args.family == 'mlp' else 'ResNet'} {args.activation}"
+    if args.weights != "gaussian":
+        name += f" {args.weights}"
+    if args.family == "resnet":
+        if args.branch_scale is not None:
+            name += rf", $\beta$ = {args.branch_scale:g}"
+        else:
+            c = 1.0 if args.c is None else args.c
+            alpha = 0.5 if args.alpha is None else args.alpha
+            name += rf", $\beta = c\,L^{{-\alpha}}$ ($c$ = {c:g}, $\alpha$ = {alpha:g})"
+    return name
 
 
-def _figure(res, against):
+def _plain(text):
+    """Mathtext to plain text for the terminal summary."""
+    for a, b in (("$\\beta = c\\,L^{-\\alpha}$", "beta = c L^-alpha"), ("$\\beta$", "beta"),
+                 ("$\\alpha$", "alpha"), ("$c$", "c")):
+        text = text.replace(a, b)
+    return text
+
+
+def _figure(res, against, law):
     alignment_curve = _common.plotting_function("alignment_curve")
     output_curve = _common.plotting_function("output_curve")
     if alignment_curve is None or output_curve is None:
@@ -131,10 +150,12 @@ def _figure(res, against):
         sampled = None if res.sampled[0] is None else res.sampled
         theory = None if res.theory[0] is None else [t.angle_deg[-1] for t in res.theory]
         fig, ax = output_curve(res.depths, sampled=sampled, theory=theory, quantity="angle_deg",
-                               label=_stem(res.families[0]), xlabel="depth $L$")
+                               xlabel="depth $L$")  # the title names the law
         ax.set_xscale("log")
+        ax.set_xticks(res.depths, [str(L) for L in res.depths])
+        ax.minorticks_off()
         ax.set_ylim(0, 90)
-    ax.set_title(f"{_stem(res.families[0])}, {res.mode} mode", fontsize=9)
+    ax.set_title(f"{law}, $m$ = {res.families[0].width}, {res.mode} mode", fontsize=9)
     return fig
 
 
@@ -144,11 +165,11 @@ def run(args) -> int:
     against = args.against or ("layer" if len(res.depths) == 1 else "depth")
     out.csv("curve.csv", res)
     out.json("curve.json", res)
-    fig = _figure(res, against)
+    law = _law(args)
+    fig = _figure(res, against, law)
     if fig is not None:
         out.png("curve.png", fig)
-    lines = [f"{_stem(res.families[0])}, mode {res.mode}: output BFA theta_(L-1) "
-             "in degrees"]
+    lines = [f"{_plain(law)}, m = {args.width}, {res.mode} mode: output BFA theta_(L-1) in degrees"]
     for L, th, fw, smp in zip(res.depths, res.theory, res.finite, res.sampled):
         parts = [f"  L={L:<6d}"]
         if th is not None:

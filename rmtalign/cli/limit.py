@@ -6,12 +6,14 @@ trivial, critical or degenerate, the rate of convergence and the closed form), a
 cos(theta_(L-1)) at finite depths --depths next to that limit (rmtalign.theory.phase_diagram,
 NaN where beta > 1). Theory only: no sampling, no seed.
 
-Writes OUT/limit.csv (one row per alpha: the depth limit), OUT/phase_diagram.csv (alpha,
-depth, cos; the limit as rows with depth = inf), OUT/limit.json and OUT/phase_diagram.png.
+Several values of --c span the (alpha, c) plane: one depth limit per (c, alpha) and one phase
+diagram per c. Writes OUT/limit.csv (one row per c and alpha: the depth limit),
+OUT/phase_diagram.csv (c, alpha, depth, cos; the limit as rows with depth = inf), OUT/limit.json
+and OUT/phase_diagram.png (one panel per c).
 
 examples:
   rmtalign limit --c 1 --alphas 0.25,0.5,0.75
-  rmtalign limit --c 2 --alphas 0:1:21 --depths 100,1000,10000 --json
+  rmtalign limit --c 0.5,1,2 --alphas 0:1:21 --depths 100,1000,10000 --json
 """
 from __future__ import annotations
 
@@ -41,8 +43,9 @@ def add_arguments(p):
     g.add_argument("--alphas", "--alpha", dest="alphas", type=_alphas, default=[0.25, 0.5, 0.75],
                    metavar="A[,A...]|START:STOP:N",
                    help="exponents alpha in [0, 1] (default 0.25,0.5,0.75); START:STOP:N for a grid")
-    g.add_argument("--c", type=_common.real_type(0.0, low_open=True), default=1.0,
-                   help="the constant c > 0 (default 1)")
+    g.add_argument("--c", type=_common.list_type(_common.real_type(0.0, low_open=True), "numbers > 0"),
+                   default=[1.0], metavar="C[,C...]",
+                   help="the constant c > 0, or several: the (alpha, c) plane (default 1)")
     g.add_argument("--activation", choices=("relu", "linear"), default="relu")
     g.add_argument("--weights", choices=("gaussian", "orthogonal"), default="gaussian")
     g.add_argument("--mode", choices=("exact", "free"), default="exact",
@@ -55,15 +58,25 @@ def add_arguments(p):
 
 
 def compute(args):
-    """``(list of DepthLimit, PhaseDiagram)``."""
+    """``(list of DepthLimit over c then alpha, list of PhaseDiagram, one per c)``."""
     from .. import theory
 
     alphas = sorted(set(float(a) for a in args.alphas))
-    limits = [theory.depth_limit(a, args.c, args.activation, args.weights, args.mode, args.position)
-              for a in alphas]
-    diagram = theory.phase_diagram(alphas, args.c, sorted(set(args.depths)), args.activation,
-                                   args.weights, args.mode)
-    return limits, diagram
+    cs = sorted(set(args.c))
+    limits = [theory.depth_limit(a, c, args.activation, args.weights, args.mode, args.position)
+              for c in cs for a in alphas]
+    diagrams = [theory.phase_diagram(alphas, c, sorted(set(args.depths)), args.activation,
+                                     args.weights, args.mode) for c in cs]
+    return limits, diagrams
+
+
+def _diagrams_table(diagrams):
+    """The phase diagrams' tables stacked, with a column ``c``."""
+    tables = [d.to_table() for d in diagrams]
+    cols = {"c": np.concatenate([np.full(len(t["alpha"]), d.c) for d, t in zip(diagrams, tables)])}
+    for k in tables[0]:
+        cols[k] = np.concatenate([t[k] for t in tables])
+    return cols
 
 
 def _limits_table(limits):
@@ -78,31 +91,44 @@ def _limits_table(limits):
             "rate": [num(lim.rate) for lim in limits], "formula": [lim.formula for lim in limits]}
 
 
-def _figure(diagram):
+def _figure(diagrams):
     phase_diagram = _common.plotting_function("phase_diagram")
     if phase_diagram is None:
         return None
-    fig, ax = phase_diagram(diagram)
-    ax.set_title(f"{diagram.activation}, {diagram.weights} weights, {diagram.mode} masks", fontsize=9)
+    from matplotlib.figure import Figure
+
+    n = len(diagrams)
+    fig = Figure(figsize=(5.6 * min(n, 3), 4.2 * -(-n // 3)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(-(-n // 3), min(n, 3))).ravel()
+    for ax, d in zip(axes, diagrams):
+        phase_diagram(d, ax=ax)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    d = diagrams[0]
+    fig.suptitle(f"ResNets, {d.activation}, {d.weights} weights, {d.mode} masks", fontsize=10)
     return fig
 
 
 def run(args) -> int:
     out = _common.Output(args.out)
-    limits, diagram = compute(args)
+    limits, diagrams = compute(args)
     out.csv("limit.csv", _limits_table(limits))
-    out.csv("phase_diagram.csv", diagram)
-    out.json("limit.json", {"limits": limits, "phase_diagram": diagram})
-    fig = _figure(diagram)
+    out.csv("phase_diagram.csv", _diagrams_table(diagrams))
+    out.json("limit.json", {"limits": limits, "phase_diagrams": diagrams})
+    fig = _figure(diagrams)
     if fig is not None:
         out.png("phase_diagram.png", fig)
     f = _common.fmt
-    head = "  alpha   regime      limit cos  angle   " + "  ".join(f"L={L:<7d}" for L in diagram.depths)
-    lines = [f"ResNets beta = {args.c:g} L^-alpha, {args.activation}, {args.weights} weights, "
-             f"{args.mode} masks: cos(theta) at depth fraction {args.position:g}"
-             + ("" if args.position == 1.0 else " (the finite-L columns are the output layer's)"), head]
-    for j, lim in enumerate(limits):
+    depths = diagrams[0].depths
+    lines = [f"ResNets beta = c L^-alpha, {args.activation}, {args.weights} weights, {args.mode} masks: "
+             f"cos(theta) at depth fraction {args.position:g}"
+             + ("" if args.position == 1.0 else " (the finite-L columns are the output layer's)"),
+             "  c       alpha   regime      limit cos  angle   " + "  ".join(f"L={L:<7d}" for L in depths)]
+    na = diagrams[0].alphas.size
+    for i, lim in enumerate(limits):
+        d = diagrams[i // na]
         rate = "" if lim.rate is None else f"  rate L^-{lim.rate:g}"
-        lines.append(f"  {lim.alpha:<6.3g}  {lim.regime:<10s}  {f(lim.cos):>9s}  {f(lim.angle_deg, '.2f'):>6s}   "
-                     + "  ".join(f"{f(c):<9s}" for c in diagram.cos[:, j]) + rate)
-    return _common.report(args, out, {"limits": limits, "phase_diagram": diagram}, lines)
+        lines.append(f"  {lim.c:<6.3g}  {lim.alpha:<6.3g}  {lim.regime:<10s}  {f(lim.cos):>9s}  "
+                     f"{f(lim.angle_deg, '.2f'):>6s}   "
+                     + "  ".join(f"{f(c):<9s}" for c in d.cos[:, i % na]) + rate)
+    return _common.report(args, out, {"limits": limits, "phase_diagrams": diagrams}, lines)

@@ -4,8 +4,10 @@ Samples the dense backward-to-feature kernels K_v of --samples networks (rmtalig
 the layers --layers and compares their eigenvalues with the limiting spectral law of K_v
 (rmtalign.theory.bfk_density: the free model, in the units of mean_field's c_v). The default
 --mode free samples that same model, so the two sides share their units; in --mode exact the
-sampled kernels use the draw's own masks and measured learning rates (for ReLU ResNets the
-masks are correlated across depth, which the law leaves out). Reported per layer: the
+sampled kernels use the draw's own masks and measured learning rates, which set each draw's
+scale, so the shapes are compared (--normalise, default for exact mode: atom where the law has
+one, as a ReLU MLP's c_v, otherwise mean; for ReLU ResNets the masks are also correlated across
+depth, which the law leaves out). Reported per layer: the
 Kolmogorov distance between the sampled eigenvalues and the law, the mass of the law's atoms
 and the fraction of sampled eigenvalues sitting on them, and cos = M1/sqrt(M2) of both.
 
@@ -33,10 +35,14 @@ class SpectrumComparison(Result):
     ``ks_distance`` (sup-distance of the cdfs over the law's grid, atoms included),
     ``atom_mass`` (the law's) and ``atom_mass_sampled`` (fraction of eigenvalues within
     ``1e-9`` relative of an atom), ``cos_spectrum`` of the law and ``cos_spectrum_sampled``
-    (mean over samples). Table: one row per layer."""
+    (mean over samples). With ``normalise`` (``"mean"`` or ``"atom"``) the distances and atoms
+    compare shapes: each draw's eigenvalues divided by their mean (or smallest value, a ReLU
+    MLP's ``c_v``) and the law's ``x`` by its ``M1`` (or its atom); ``theory`` holds the laws
+    rescaled so. Table: one row per layer."""
 
     family: object
     mode: str
+    normalise: object
     layers: np.ndarray
     sampled: object
     theory: list
@@ -57,7 +63,18 @@ class SpectrumComparison(Result):
         n, nl, m = ev.shape
         return {"sample": np.repeat(self.sampled.sample, nl * m),
                 "layer": np.tile(np.repeat(self.layers, m), n),
-                "index": np.tile(np.arange(m), n * nl), "eigenvalue": ev.reshape(-1)}
+                "index": np.tile(np.arange(m), n * nl), "eigenvalue": ev.reshape(-1),
+                "eigenvalue_normalised": (ev / self._draw_scales()[:, :, None]).reshape(-1)}
+
+    def _draw_scales(self) -> np.ndarray:
+        """Each draw's unit at each layer ``(samples, layers)``: 1, its mean or its smallest
+        eigenvalue."""
+        ev = np.asarray(self.sampled.eigenvalues)
+        if self.normalise == "mean":
+            return ev.mean(axis=2)
+        if self.normalise == "atom":
+            return ev.min(axis=2)
+        return np.ones(ev.shape[:2])
 
     def theory_table(self) -> dict:
         """The laws on their grids: ``layer, x, density, cdf``, then one row per atom
@@ -91,6 +108,10 @@ def add_arguments(p):
                    help="sampled networks (default 4; each gives m eigenvalues per layer)")
     g.add_argument("--mode", choices=("exact", "free"), default="free",
                    help="free: the random-matrix model the law describes (default); exact: the real network")
+    g.add_argument("--normalise", choices=("none", "mean", "atom"), default=None,
+                   help="compare shapes, each draw on its own scale: mean (divide by M1) or atom "
+                        "(by the draw's smallest eigenvalue and the law's atom, a ReLU MLP's c_v); "
+                        "default none in free mode, in exact mode atom where the law has one, else mean")
     _common.add_common_arguments(p)
 
 
@@ -118,6 +139,15 @@ def _on_atoms(ev, atoms):
     return hit
 
 
+def _rescaled(d, scale):
+    """The law of ``X / scale`` for ``X`` of law ``d``."""
+    from ..theory import Density
+
+    return Density(np.asarray(d.x) / scale, np.asarray(d.density) * scale,
+                   {loc / scale: mass for loc, mass in d.atoms.items()},
+                   tuple(t / scale for t in d.support), d.residual)
+
+
 def compute(args) -> SpectrumComparison:
     from .. import theory
     from ..sampling import sample_bfk
@@ -125,19 +155,38 @@ def compute(args) -> SpectrumComparison:
 
     fam = _common.make_family(args, args.depth)
     layers = _layers(args, fam)
+    laws = [theory.bfk_density(fam, v) for v in layers]
+    normalise = args.normalise
+    if normalise is None:
+        normalise = "none" if args.mode == "free" else \
+            ("atom" if all(len(d.atoms) == 1 for d in laws) else "mean")
+    if normalise == "atom":
+        bad = [v for v, d in zip(layers, laws) if len(d.atoms) != 1]
+        if bad:
+            raise _common.UsageError(f"--normalise atom needs a law with one atom (a ReLU MLP's c_v); "
+                                     f"K_{bad[0]}'s has {len(laws[layers.index(bad[0])].atoms)}: use "
+                                     "--normalise mean")
+    normalise = None if normalise == "none" else normalise
     smp = sample_bfk(fam, layers, args.samples, point_seed(_common.seed_of(args), fam, f"bfa-{args.mode}"),
                      mode=args.mode, progress=not args.quiet and None)
-    laws, ks, atom, atom_s = [], [], [], []
-    for j, v in enumerate(layers):
-        d = theory.bfk_density(fam, v)
-        ev = smp.eigenvalues[:, j].ravel()
-        laws.append(d)
+    res = SpectrumComparison(fam, args.mode, normalise, np.asarray(layers), smp, [], None, None,
+                             None, None, None)
+    own = res._draw_scales()
+    ks, atom, atom_s = [], [], []
+    for j, (v, d) in enumerate(zip(layers, laws)):
+        if normalise == "mean":
+            d = _rescaled(d, float(theory.bfk_moments(fam, v, 1)[0]))
+        elif normalise == "atom":
+            d = _rescaled(d, next(iter(d.atoms)))
+        ev = (smp.eigenvalues[:, j] / own[:, j, None]).ravel()
+        res.theory.append(d)
         ks.append(d.kolmogorov_distance(ev))
         atom.append(sum(d.atoms.values()))
         atom_s.append(_on_atoms(ev, d.atoms).mean())
-    cos_th = theory.bfa(fam, mode="free").cos_spectrum[np.asarray(layers) - 1]
-    return SpectrumComparison(fam, args.mode, np.asarray(layers), smp, laws, np.array(ks),
-                              np.array(atom), np.array(atom_s), cos_th, smp.mean("cos_spectrum"))
+    res.ks_distance, res.atom_mass, res.atom_mass_sampled = np.array(ks), np.array(atom), np.array(atom_s)
+    res.cos_spectrum = theory.bfa(fam, mode="free").cos_spectrum[np.asarray(layers) - 1]
+    res.cos_spectrum_sampled = smp.mean("cos_spectrum")
+    return res
 
 
 def _figure(res):
@@ -150,7 +199,9 @@ def _figure(res):
     fig = Figure(figsize=(4.6 * n, 3.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, n))
     for ax, v, d in zip(axes, res.layers, res.theory):
-        spectrum(res.sampled, int(v), theory=d, ax=ax)
+        # res.theory is already on the normalised scale: its mean is 1 (its atom at 1)
+        spectrum(res.sampled, int(v), theory=d, ax=ax, normalise=res.normalise,
+                 theory_mean=1.0 if res.normalise == "mean" else None)
     fig.suptitle(f"BFK spectrum, {res.family.label}", fontsize=10)
     return fig
 
@@ -165,8 +216,9 @@ def run(args) -> int:
     fig = _figure(res)
     if fig is not None:
         out.png("spectrum.png", fig)
-    lines = [f"{res.family.label}, {len(res.sampled.sample)} samples, {res.mode} mode: BFK spectrum "
-             "against the width limit (free model)"]
+    unit = {None: "", "mean": ", each draw / its M1", "atom": ", each draw / its c_v"}[res.normalise]
+    lines = [f"{res.family.label}, {len(res.sampled.sample)} samples, {res.mode} mode{unit}: BFK "
+             "spectrum against the width limit (free model)"]
     for row in zip(res.layers, res.ks_distance, res.atom_mass, res.atom_mass_sampled,
                    res.cos_spectrum, res.cos_spectrum_sampled):
         v, ks, a, a_s, c, c_s = row
