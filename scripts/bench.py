@@ -37,7 +37,7 @@ for path in (ROOT, os.path.join(ROOT, "tests")):  # the package, and the oracles
 
 import numpy as np  # noqa: E402
 
-CASES = ("bfa_exact_mlp", "bfa_exact_big", "bfk_dense", "jacobian_long", "rng_normals")
+CASES = ("bfa_exact_mlp", "bfa_exact_big", "bfk_dense", "jacobian_long", "rng_normals", "measure_cost")
 
 # Issue 2, section 5: the ratios each case has to reach.
 TARGETS = {
@@ -46,6 +46,7 @@ TARGETS = {
     "bfk_dense": "ours_gflops >= 0.7 * gemm_gflops and speedup_vs_numpy >= 10",
     "jacobian_long": "finite and ratio_to_gemm_bound <= 2",
     "rng_normals": "(no target; ours is the hot kernel of the matrix-free chains)",
+    "measure_cost": "ratio <= 3 (issue 8: rmtalign.torch.measure vs one SGD training step)",
 }
 
 
@@ -490,12 +491,90 @@ def _case_rng_normals(args, out):
     return notes
 
 
+def _case_measure_cost(args, out):
+    """``rmtalign.torch.measure`` against one training step (forward, backward, SGD update) of
+    the same model and batch: a float32 ReLU MLP of 16 layers, width 1024, batch 256."""
+    if not _have_torch() or args.no_torch:
+        return ["needs torch (ratio null)"]
+    torch = _torch_setup()
+    from torch import nn
+
+    L, m, n, k = (8, 256, 64, 10) if args.quick else (16, 1024, 256, 10)
+    out.update(L=L, m=m, batch=n, dtype="float32")
+    torch.manual_seed(0)
+    layers = []
+    for i in range(L):
+        layers += [nn.Linear(m, k if i == L - 1 else m)] + ([nn.ReLU()] if i < L - 1 else [])
+    model = nn.Sequential(*layers)
+    x = torch.randn(n, m)
+    y = torch.randint(0, k, (n,))
+
+    def loss_fn(output):
+        return nn.functional.cross_entropy(output, y)
+
+    trained = __import__("copy").deepcopy(model)  # the training step moves its own copy
+    opt = torch.optim.SGD(trained.parameters(), lr=1e-3)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(trained(x)).backward()
+        opt.step()
+
+    notes = ["ratio = ours_s (measure, mode='jvp', lr=None: the balanced rule) / step_s (zero_grad, "
+             "forward, backward, SGD step); ratio_difference the same for mode='difference'"]
+    try:
+        from rmtalign.torch import measure
+    except Exception as err:  # noqa: BLE001
+        notes.append(f"rmtalign.torch.measure unavailable ({type(err).__name__}: {err})")
+        measure = None
+    # Interleaved: the step and measure alternate within each timed round, so that a change of
+    # load on a shared machine hits both alike; medians are compared. As for the torch peers
+    # (_time_torch), with 2 threads and with 1: the headline is the configuration whose training
+    # step is faster, and the ratio compares the two at the same thread count.
+    rounds = max(3, args.repeat)
+    by = {}
+    for nt in sorted({min(2, os.cpu_count() or 1), 1}, reverse=True):
+        torch.set_num_threads(nt)
+        t_step, t_meas, t_diff = [], [], []
+        for r in range(rounds + 1):  # round 0 is the warm-up
+            t0 = time.perf_counter()
+            train_step()
+            t1 = time.perf_counter()
+            if measure is not None:
+                res = measure(model, x, loss_fn)
+                t2 = time.perf_counter()
+                measure(model, x, loss_fn, mode="difference")
+                t3 = time.perf_counter()
+            if r:
+                t_step.append(t1 - t0)
+                if measure is not None:
+                    t_meas.append(t2 - t1)
+                    t_diff.append(t3 - t2)
+        by[nt] = {"step_s": statistics.median(t_step)}
+        if measure is not None:
+            by[nt].update(ours_s=statistics.median(t_meas), ours_difference_s=statistics.median(t_diff))
+            by[nt]["ratio"] = by[nt]["ours_s"] / by[nt]["step_s"]
+            by[nt]["ratio_difference"] = by[nt]["ours_difference_s"] / by[nt]["step_s"]
+    best = min(by, key=lambda nt: by[nt]["step_s"])
+    out.update(by[best])
+    out["torch_threads"] = best
+    out["by_threads"] = {str(k): v for k, v in by.items()}
+    out["runs"] = rounds
+    if measure is not None:
+        out["blocks"] = len(res.layers)
+        out["cos_last"] = float(res.cos[-1])
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    out["ours_peak_rss_mb"] = _rss_mb()
+    return notes
+
+
 _RUNNERS = {
     "bfa_exact_mlp": _case_bfa_exact_mlp,
     "bfa_exact_big": _case_bfa_exact_big,
     "bfk_dense": _case_bfk_dense,
     "jacobian_long": _case_jacobian_long,
     "rng_normals": _case_rng_normals,
+    "measure_cost": _case_measure_cost,
 }
 
 
@@ -517,6 +596,8 @@ def _meets(case, r):
             if r["ratio_to_gemm_bound"] is None:
                 return None
             return bool(r.get("ours_finite")) and r["ratio_to_gemm_bound"] <= 2
+        if case == "measure_cost":
+            return None if r.get("ratio") is None else r["ratio"] <= 3
     except (KeyError, TypeError):
         return None
     return None
