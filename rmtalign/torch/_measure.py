@@ -150,8 +150,8 @@ def measure(model, inputs, loss_fn, lr=None, blocks=None, *, mode="jvp", step=1e
     -----
     A batch is flattened into one feature vector per block (the paper's convention): ``cos`` is
     one cosine between two vectors of ``size = batch x features`` entries, not a mean over
-    samples. Both passes see the same dropout masks (the RNG state is rewound before the second
-    and restored at the end). Cost: one forward+backward pass and one forward-mode pass (about
+    samples. Both passes see the same dropout masks (the RNG state of the CPU and of the CUDA
+    devices in use is rewound before the second pass and restored at the end). Cost: one forward+backward pass and one forward-mode pass (about
     two training steps), plus a copy of each block's output.
 
     The forward-mode pass uses ``torch.autograd.forward_ad`` (the engine behind
@@ -271,7 +271,7 @@ def _resolve_blocks(model, blocks):
         names, mods = [], []
         for name, mod in model.named_modules():
             if isinstance(mod, Residual) or isinstance(mod, _LAYER_TYPES):
-                if not any(name.startswith(n + ".") for n, m in zip(names, mods)
+                if not any(name.startswith(n + ".") or (not n and name) for n, m in zip(names, mods)
                            if isinstance(m, Residual)):
                     names.append(name)
                     mods.append(mod)
@@ -545,8 +545,8 @@ def _to_numpy(t):
 
 def _cuda_devices(model, args, kwargs):
     tensors = [*model.parameters(), *model.buffers(), *args, *kwargs.values()]
-    return sorted({t.device.index or 0 for t in tensors
-                   if isinstance(t, torch.Tensor) and t.device.type == "cuda"})
+    return sorted({torch.cuda.current_device() if t.device.index is None else t.device.index
+                   for t in tensors if isinstance(t, torch.Tensor) and t.device.type == "cuda"})
 
 
 class _RNGState:
