@@ -44,7 +44,7 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 KINDS = ("sgd", "adam")
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)  # eq: identity (it holds a model and arrays)
 class Binding(Result):
     """A prescription bound to a model: the parameter names of its weight layers ``l = 1..L``.
 
@@ -116,9 +116,10 @@ class Binding(Result):
         return abc["lr_adam"] / np.sqrt(self._numels())
 
     def rates(self, kind: str = "sgd") -> dict:
-        """``{parameter name: rate}`` for every trainable parameter of the model: a layer's weight
-        and bias share the layer's rate (:meth:`layer_rates`); frozen layers and parameters
-        outside the layers (``others``) get 0."""
+        """``{parameter name: rate}`` for the layers' weights and biases and every other trainable
+        parameter: a layer's weight and bias share the layer's rate (:meth:`layer_rates`, 0 for
+        the prescription's frozen layers); parameters outside the layers (``others``) get 0.
+        This is what ``rmtalign.torch.measure(model, x, loss, lr=prescription)`` uses."""
         per_layer = self.layer_rates(kind)
         out = {name: 0.0 for name in self.others}
         for w, b, r in zip(self.weights, self.biases, per_layer):
