@@ -67,6 +67,7 @@ import math
 import numbers
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from .._validate import check_real
@@ -247,26 +248,12 @@ def _exchangeable(family, mode, n, rho):
     phi, psi = family.phi, family.psi
     d = float(family.in_dim)
 
-    def maps(act, q):  # (kappa, P, P3) of the covariance q = (diag, off), as pairs/scalars
-        if not act.has_masks:
-            return q, (1.0, 1.0), 1.0
-        r = float(_snap(q[1] / q[0]))
-        t = math.acos(r)
-        kap = (q[0] / 2, q[0] * (math.sqrt(1 - r * r) + (math.pi - t) * r) / (2 * math.pi))
-        asr = math.asin(r)
-        return kap, (0.5, 0.25 + asr / (2 * math.pi)), 0.125 + 3 * asr / (4 * math.pi)
-
-    Q = np.empty((L - 1, 2))
-    kap = np.empty((L - 1, 2))
-    P = np.empty((L - 1, 2))
-    P3 = np.empty(L - 1)
-    Q[0] = s[0] ** 2 * d * np.array([1.0, rho])
-    for l in range(1, L):
-        kap[l - 1], P[l - 1], P3[l - 1] = maps(phi, tuple(Q[l - 1]))
-        if l < L - 1:
-            Q[l] = a * a * Q[l - 1] + beta * beta * m * s[l] ** 2 * kap[l - 1]
-    kap_out, P_out, _ = maps(psi, tuple(Q[L - 2]))
-    kap_out = np.asarray(kap_out)
+    Q, kap, P, P3 = _exchangeable_forward(s[0] ** 2 * d, rho, a * a,
+                                          beta * beta * m * s[1: L - 1] ** 2, phi.has_masks)
+    if psi.has_masks:
+        kap_out, P_out = kap[L - 2], P[L - 2]
+    else:
+        kap_out, P_out = Q[L - 2], np.ones(2)
     if not (np.all(np.isfinite(Q)) and np.all(np.isfinite(kap_out))):
         raise ValueError("the forward covariances over/underflow for depth="
                          f"{L}; use a variance-preserving init")
@@ -274,10 +261,11 @@ def _exchangeable(family, mode, n, rho):
     # b_L: every entry 1/(n k); its Gram's common factor 1/n^2 (as that of every gradient norm)
     # is dropped: the rates are scale-free in it.
     B_L = np.array([1.0, 1.0]) / family.out_dim
-    Bn = np.empty((L - 1, 2))
-    Bn[L - 2] = np.asarray(P_out) * family.output_multiplier ** 2 * s[L - 1] ** 2 * B_L
-    for l in range(L - 1, 1, -1):
-        Bn[l - 2] = a * a * Bn[l - 1] + beta * beta * m * s[l - 1] ** 2 * P[l - 2] * Bn[l - 1]
+    # Bn_{l-1} = (a^2 + g2 P_{l-1}) o Bn_l: a reversed cumulative product, entry by entry
+    factors = np.empty((L - 1, 2))
+    factors[0] = P_out * family.output_multiplier ** 2 * s[L - 1] ** 2 * B_L
+    factors[1:] = (a * a + (beta * beta * m * s[1: L - 1] ** 2)[:, None] * P[: L - 2])[::-1]
+    Bn = np.cumprod(factors, axis=0)[::-1]
     G = np.empty((L, 2))
     G[0] = d * np.array([1.0, rho])
     G[1:L - 1] = m * kap[: L - 2]
@@ -295,30 +283,8 @@ def _exchangeable(family, mode, n, rho):
     C = (eta * betas ** 2)[: L - 1, None] * G[: L - 1]
     C, a2, g2 = _normalised(family, C)
 
-    def mul(A, B):  # (A B) / n
-        return np.array([eps * A[0] * B[0] + (1 - eps) * A[1] * B[1],
-                         eps * (A[0] * B[1] + A[1] * B[0]) + (1 - 2 * eps) * A[1] * B[1]])
-
-    def t3(A, B, Pp, p3):  # T3(A, B) / n
-        return np.array([eps * A[0] * B[0] * Pp[0] + (1 - eps) * A[1] * B[1] * Pp[1],
-                         eps * (A[0] * B[1] + A[1] * B[0]) * Pp[1] + (1 - 2 * eps) * A[1] * B[1] * p3])
-
-    p = float(phi.mask_probability)
-    gauss = family.weights == "gaussian"
-    E1 = np.empty((L - 1, 2))
-    E2 = np.empty((L - 1, 2))  # E(K^2) / n
-    E1[0] = C[0]
-    E2[0] = mul(C[0], C[0])
-    for v in range(1, L - 1):
-        e1, e2, Pm = E1[v - 1], E2[v - 1], P[v - 1]
-        EY = Pm * e1
-        EY2 = t3(e1, e1, Pm, P3[v - 1]) + p * Pm * (e2 - mul(e1, e1))
-        S = a2 * e1 + g2 * EY
-        XX = g2 * g2 * (EY2 + (mul(EY, EY) if gauss else 0.0))
-        c = C[v]
-        E1[v] = c + S
-        E2[v] = (mul(c, c) + mul(c, S) + mul(S, c) + a2 * a2 * e2
-                 + a2 * g2 * (mul(e1, EY) + mul(EY, e1) + Pm * e2 + p * e2) + XX)
+    E1, E2 = _exchangeable_loop(C, P, P3, eps, a2, g2, float(phi.mask_probability),
+                                family.weights == "gaussian")
     num = inner(Bn, E1)          # <Bn, E1> / n^2
     sq = inner(Bn, E2)           # <Bn, E2> / n^3
     trB = Bn[:, 0]               # tr Bn / n
@@ -326,6 +292,87 @@ def _exchangeable(family, mode, n, rho):
         cos = np.where(E1[:, 0] > 0, num / np.sqrt(sq * trB), np.nan)
         spec = np.where(E1[:, 0] > 0, E1[:, 0] * math.sqrt(eps) / np.sqrt(E2[:, 0]), np.nan)
     return cos, spec, num / trB, sq / trB
+
+
+@numba.njit(cache=True)
+def _exchangeable_forward(q0, rho, a2, gains, relu):  # pragma: no cover - compiled
+    """Forward covariances ``Q_l`` (diagonal, off-diagonal), ReLU kernels, mask overlaps ``P``
+    (diagonal, off-diagonal) and triple overlaps ``P3`` (distinct indices), ``l = 1 .. L-1``,
+    for ``Q_1 = q0 [1, rho]`` and ``Q_{l+1} = a2 Q_l + gains[l-1] kappa(Q_l)``."""
+    n = gains.size + 1
+    Q = np.empty((n, 2))
+    kap = np.empty((n, 2))
+    P = np.empty((n, 2))
+    P3 = np.empty(n)
+    Q[0, 0], Q[0, 1] = q0, q0 * rho
+    snap = 8 * 2.220446049250313e-16
+    for l in range(n):
+        q, o = Q[l, 0], Q[l, 1]
+        if relu:
+            r = o / q
+            if abs(r) > 1 - snap:  # as _snap: round-off of +-1 is +-1
+                r = 1.0 if r > 0 else -1.0
+            t = math.acos(r)
+            asr = math.asin(r)
+            kap[l, 0] = q / 2
+            kap[l, 1] = q * (math.sqrt(1 - r * r) + (math.pi - t) * r) / (2 * math.pi)
+            P[l, 0], P[l, 1] = 0.5, 0.25 + asr / (2 * math.pi)
+            P3[l] = 0.125 + 3 * asr / (4 * math.pi)
+        else:
+            kap[l, 0], kap[l, 1] = q, o
+            P[l, 0], P[l, 1] = 1.0, 1.0
+            P3[l] = 1.0
+        if l + 1 < n:
+            Q[l + 1, 0] = a2 * q + gains[l] * kap[l, 0]
+            Q[l + 1, 1] = a2 * o + gains[l] * kap[l, 1]
+    return Q, kap, P, P3
+
+
+@numba.njit(cache=True)
+def _exchangeable_loop(C, P, P3, eps, a2, g2, p, gauss):  # pragma: no cover - compiled
+    """``E1`` and ``E2 / n`` as ``(diagonal, off-diagonal)`` rows (the recursion of the module
+    docstring with ``n x n`` matrices ``delta I + omega (J - I)``; ``(A B) / n`` and ``T3 / n``
+    written out for that form)."""
+    L1 = C.shape[0]
+    E1 = np.empty((L1, 2))
+    E2 = np.empty((L1, 2))
+    q = 1.0 - eps
+    r = 1.0 - 2.0 * eps
+    c0, c1 = C[0, 0], C[0, 1]
+    E1[0, 0], E1[0, 1] = c0, c1
+    E2[0, 0] = eps * c0 * c0 + q * c1 * c1
+    E2[0, 1] = eps * 2.0 * c0 * c1 + r * c1 * c1
+    for v in range(1, L1):
+        x0, x1 = E1[v - 1, 0], E1[v - 1, 1]          # E1'
+        y0, y1 = E2[v - 1, 0], E2[v - 1, 1]          # E2' / n
+        pd, po, p3 = P[v - 1, 0], P[v - 1, 1], P3[v - 1]
+        ey0, ey1 = pd * x0, po * x1                  # EY = P o E1'
+        # (E1' E1') / n and T3(E1', E1') / n
+        m0 = eps * x0 * x0 + q * x1 * x1
+        m1 = eps * 2.0 * x0 * x1 + r * x1 * x1
+        t0 = eps * x0 * x0 * pd + q * x1 * x1 * po
+        t1 = eps * 2.0 * x0 * x1 * po + r * x1 * x1 * p3
+        ey20 = t0 + p * pd * (y0 - m0)               # EY2 / n
+        ey21 = t1 + p * po * (y1 - m1)
+        s0, s1 = a2 * x0 + g2 * ey0, a2 * x1 + g2 * ey1
+        xx0, xx1 = ey20, ey21
+        if gauss:                                    # + (EY EY) / n
+            xx0 += eps * ey0 * ey0 + q * ey1 * ey1
+            xx1 += eps * 2.0 * ey0 * ey1 + r * ey1 * ey1
+        c0, c1 = C[v, 0], C[v, 1]
+        E1[v, 0], E1[v, 1] = c0 + s0, c1 + s1
+        # (C C + C S + S C) / n, with (A B + B A) / n symmetric in the two
+        cc0 = eps * c0 * c0 + q * c1 * c1
+        cc1 = eps * 2.0 * c0 * c1 + r * c1 * c1
+        cs0 = 2.0 * (eps * c0 * s0 + q * c1 * s1)
+        cs1 = 2.0 * eps * (c0 * s1 + c1 * s0) + 2.0 * r * c1 * s1
+        xe0 = 2.0 * (eps * x0 * ey0 + q * x1 * ey1)  # (E1' EY + EY E1') / n
+        xe1 = 2.0 * eps * (x0 * ey1 + x1 * ey0) + 2.0 * r * x1 * ey1
+        E2[v, 0] = (cc0 + cs0 + a2 * a2 * y0 + a2 * g2 * (xe0 + pd * y0 + p * y0)
+                    + g2 * g2 * xx0)
+        E2[v, 1] = (cc1 + cs1 + a2 * a2 * y1 + a2 * g2 * (xe1 + po * y1 + p * y1)
+                    + g2 * g2 * xx1)
+    return E1, E2
 
 
 # --------------------------------------------------------------------------- entry point

@@ -123,6 +123,21 @@ def test_orthogonal_inputs_of_a_linear_network_do_not_interact(weights):
             _close(T.bfa(fam, inputs=n, input_correlation=0.0).cos, ref)
 
 
+@pytest.mark.parametrize("fam", [MLP(10, 64, activation="linear"),
+                                 MLP(8, 64, activation="linear", weights="orthogonal", trained="all"),
+                                 ResNet.scaled(10, 64, 2.0, activation="linear")])
+def test_linear_networks_closed_form_for_any_gram(fam):
+    # Linear layers: E1_v = alpha_v G, E2_v = beta_v G^2 and Bn_v ∝ J (every input has the same
+    # b_L), so cos_batch = cos_single * (1^T G 1) / sqrt(n |G 1|^2): the angle between 1 and G 1
+    rng = np.random.default_rng(7)
+    A = rng.standard_normal((5, fam.in_dim))
+    G = A @ A.T
+    one = np.ones(5)
+    factor = one @ G @ one / math.sqrt(5 * (G @ one) @ (G @ one))
+    assert factor < 0.99
+    _close(T.bfa(fam, gram=G).cos, T.bfa(fam).cos * factor)
+
+
 def test_large_batch_limit():
     fam = MLP(16, 64)
     for rho in (0.0, 0.5):
