@@ -204,7 +204,7 @@ def _fig1b(s, grid):
         table = _Table()
         fig, axes = _figure(1, size=(7.0, 5.6))
         ax = axes[0, 0]
-        dense = np.unique(np.geomspace(depths[0], depths[-1], 40).astype(int))
+        dense = np.union1d(np.geomspace(depths[0], depths[-1], 40).astype(int), depths)
         for i, (key, label, _) in enumerate(kinds[depths[0]]):
             results = [res[(key, L)] for L in depths]
             th_fams = [_fig1_kinds(int(L), s.width)[i][2] for L in dense]
@@ -240,7 +240,7 @@ def _fig1c(s, grid):
         table = _Table()
         fig, axes = _figure(1, size=(7.0, 4.6))
         ax = axes[0, 0]
-        dense = np.geomspace(min(cs), max(cs), 40)
+        dense = np.union1d(np.geomspace(min(cs), max(cs), 40), cs)  # theory at the samples too
         th = np.array([theory.bfa(ResNet.scaled(L, m, c, 0.5)).angle_deg[-1] for c in dense])
         results = [res[c] for c in cs]
         plotting.output_curve(cs, results, th, ax=ax, quantity="angle_deg",
