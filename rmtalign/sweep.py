@@ -500,9 +500,10 @@ def _open_executor(executor, workers, count_tasks):
         except BaseException:
             # Ctrl-C or an error in the parent: stop now, not when the running tasks end (what
             # finished is already recorded).
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            procs = list((getattr(pool, "_processes", None) or {}).values())  # gone on shutdown
+            for proc in procs:
                 proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
         return
