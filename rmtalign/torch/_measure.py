@@ -156,7 +156,9 @@ def measure(model, inputs, loss_fn, lr=None, blocks=None, *, mode="jvp", step=1e
 
     The forward-mode pass uses ``torch.autograd.forward_ad`` (the engine behind
     ``torch.func.jvp``): ``torch.func.jvp`` refuses functions that update buffers in place, as
-    BatchNorm does with its running statistics in train mode.
+    BatchNorm does with its running statistics in train mode. The first forward-mode pass of a
+    process loads torch's forward-AD decompositions (torch 2.13 also imports ``torch._dynamo`` on
+    the first product of a dual tensor by a scalar): a one-time cost of a few seconds.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

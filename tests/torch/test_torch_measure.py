@@ -176,9 +176,7 @@ def test_default_blocks_forward_order_and_residual():
         def forward(self, x):
             return self.head(self.res(self.inp(x)))
 
-    # float64: a float32 Residual casts its float64 scalars under forward AD, which makes torch
-    # import torch._dynamo once per process (seconds), a cost the test need not pay
-    got = measure(Wrapped().double(), torch.randn(2, 3, dtype=torch.float64), torch.sum)
+    got = measure(Wrapped(), torch.randn(2, 3), torch.sum)
     # forward order; a Residual is one block in place of its branch's Linear; unused ones skipped
     assert got.names == ("inp", "res", "head")
 
@@ -323,6 +321,8 @@ def test_errors_name_what_is_wrong():
     assert_error_names(ValueError, ["scalar", "(4, 3)", ".mean()"], measure, net, x, lambda out: out)
     assert_error_names(TypeError, ["loss_fn", "scalar"], measure, net, x, lambda out: 1.0)
     assert_error_names(TypeError, ["loss_fn", "callable"], measure, net, x, "mean")
+    assert_error_names(ValueError, ["loss", "does not depend"], measure, net, x,
+                       lambda out: out.detach().sum())
     assert_error_names(TypeError, ["inputs", "ndarray", "torch.as_tensor"], measure, net, x.numpy(), _loss)
     assert_error_names(TypeError, ["inputs", "float"], measure, net, 1.5, _loss)
     assert_error_names(TypeError, ["inputs", "numpy array"], measure, net, (x.numpy(),), _loss)
@@ -375,3 +375,20 @@ def test_errors_name_what_is_wrong():
                        torch.randn(2, 3), torch.sum)
     # no hook is left behind by a failed call
     assert not net.inp._forward_hooks and not net.extra._forward_hooks
+
+
+def test_conv_model_float32_and_float64_agree():
+    """Default blocks of a CNN (Conv2d, Linear), Thm 2.1 at every block of a sequential model,
+    and a float32 copy measuring the same numbers to float32 precision."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2),
+                          nn.Flatten(), nn.Linear(36, 5)).double()
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    got = measure(model, x, _loss, keep_vectors=True)
+    assert got.names == ("0", "2", "4") and list(got.size) == [3 * 4 * 64, 3 * 4 * 9, 15]
+    inner = np.array([-(bv @ fv) for bv, fv in zip(got.vectors["b"], got.vectors["fdot"])])
+    np.testing.assert_allclose(inner, got.loss_decay, rtol=1e-12)
+    np.testing.assert_allclose(got.loss_decay, [1 / 3, 2 / 3, 1.0], rtol=1e-13)
+    single = measure(copy.deepcopy(model).float(), x.float(), _loss)
+    for q in ("cos", "b_norm", "fdot_norm", "loss_decay", "sensitivity"):
+        np.testing.assert_allclose(getattr(single, q), getattr(got, q), rtol=1e-4, err_msg=q)

@@ -138,16 +138,3 @@ def test_twin_errors():
     assert_error_names(ValueError, ["sample", ">= 0", "-1"], twin, ra.MLP(4, 8), 0, -1)
     assert_error_names(TypeError, ["seed"], twin, ra.MLP(4, 8), "zero")
 
-
-@pytest.mark.parametrize("scheme", ["fsc", "mfmup"])
-def test_twin_of_a_prescription_measured_with_its_rates(scheme):
-    """A prescription as ``lr`` (bound to the twin by rmtalign.torch.bind, the abc form with
-    the twin's multipliers) gives the step sample_bfa takes on the prescribed family."""
-    for fam in (ra.MLP(5, 24), ra.ResNet.scaled(6, 24, 1.0)):
-        pr = ra.prescribe(fam, scheme)
-        net = twin(pr.family(), seed=4)
-        ref = ra.sample_bfa(pr.family(), samples=1, seed=4)
-        got = measure(net, net.input(), torch.mean, lr=pr, blocks=net.features)
-        for q in QUANTITIES:
-            np.testing.assert_allclose(getattr(got, q), getattr(ref, q)[0], rtol=RTOL, atol=0,
-                                       err_msg=f"{fam.label} {q}")
