@@ -251,6 +251,10 @@ def test_figures_wiring(tmp_path, capsys, monkeypatch):
                               "--seed", "4", "--quiet", "--out", str(tmp_path)])
     assert calls == [(str(tmp_path), True, ["phase_diagram", "fig1a_bfa_layer"], False, 4)]
     assert data["files"] == [str(tmp_path / "phase_diagram.png")]
+    with pytest.raises(SystemExit):
+        main(["figures", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in rmtalign.figures.FIGURES)  # --only lists every figure
 
 
 # -- depth-curves (the README's job) ------------------------------------------------------------------

@@ -87,6 +87,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted; no partial files were left\n")
         raise SystemExit(130) from None
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head): nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
     except _USER_ERRORS as err:
         if os.environ.get("RMTALIGN_DEBUG"):
             raise
