@@ -413,6 +413,25 @@ def test_interrupted_computation_writes_nothing(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_progress_bar_only_on_a_terminal(tmp_path, capsys, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    argv = ["curve", "--depths", "4,5", "--samples", "0", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here: no bar
+    for quiet, shown in (([], True), (["--quiet"], False)):
+        term = Terminal()
+        monkeypatch.setattr(sys, "stderr", term)
+        assert main(argv + quiet) == 0
+        monkeypatch.undo()
+        assert ("curve" in term.getvalue() and "|" in term.getvalue()) == shown, term.getvalue()
+
+
 def test_library_error_keeps_its_traceback_with_rmtalign_debug(tmp_path, monkeypatch):
     monkeypatch.setenv("RMTALIGN_DEBUG", "1")
     with pytest.raises(ValueError, match="must be <= 1"):
