@@ -100,8 +100,8 @@ def alignment_curve(sampled=None, theory=None, ax=None, *, quantity="cos", logy=
     sampled : SampledBFA, sequence or mapping of them, optional
         Drawn as mean +- standard error over samples at each layer ``v``. A mapping gives the
         legend labels; otherwise the family's label is used.
-    theory : TheoryBFA (or any result with ``layers`` and ``cos``), sequence or mapping, optional
-        Drawn as lines. A theory entry whose label matches a sampled one shares its colour.
+    theory : TheoryBFA or FiniteWidthBFA, sequence or mapping of them, optional
+        Any result with ``layers`` and ``cos``, drawn as lines. A theory entry whose label matches a sampled one shares its colour.
     ax : matplotlib Axes, optional
         Where to draw (a new figure when None).
     quantity : {"cos", "angle_deg", "sensitivity", "b_norm", "fdot_norm", "loss_decay"}
@@ -129,8 +129,10 @@ def alignment_curve(sampled=None, theory=None, ax=None, *, quantity="cos", logy=
         colours[label] = eb.lines[0].get_color()
     for j, (label, r) in enumerate(theories.items()):
         colour = colours.get(label, f"C{len(samples) + j}")
+        # FiniteWidthBFA (theory.finite_width) predicts the sampled width, the others its limit
+        kind = "finite width" if hasattr(r, "cos_limit") else "width limit"
         ax.plot(r.layers, _theory_values(r, quantity), "-", lw=1.3, color=colour,
-                label=f"{label}: theory (width limit)")
+                label=f"{label}: theory ({kind})")
     ax.set_xlabel(r"layer $v$")
     ax.set_ylabel(QUANTITY_LABELS[quantity])
     if logy:

@@ -226,3 +226,10 @@ def test_spectrum_normalised_by_each_draws_atom_or_mean():
     kr = sample_bfk(RES, [6], samples=1, seed=5, mode="free")
     assert_error_names(ValueError, ["normalise='atom'", "repeated", "'mean'"], plotting.spectrum,
                        kr, 6, theory.bfk_density(RES, 6), normalise="atom")
+
+
+def test_alignment_curve_names_finite_width_theory():
+    fw = theory.finite_width(MLP(8, 16))
+    fig, ax = plotting.alignment_curve(theory={"mlp": fw})
+    assert _texts(ax) == ["mlp: theory (finite width)"]
+    np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), fw.cos)
