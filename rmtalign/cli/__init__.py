@@ -60,6 +60,7 @@ def _name_flags(message, parser):
         for opt in action.option_strings:
             if opt.startswith("--"):
                 flags.setdefault(action.dest, opt)
+
     def flag(m):
         return flags.get(m.group(1), m.group(1))
 
@@ -79,9 +80,11 @@ def main(argv=None) -> int:
     if argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         parser.error(f"unrecognized argument {argv[0]}: give a subcommand first "
                      f"({', '.join(SUBCOMMANDS)})")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     prog = f"rmtalign {args.command}"
     sub = next(a for a in parser._actions if a.dest == "command").choices[args.command]
+    if extra:  # reported by the subcommand's parser, which names itself and its --help
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.run(args)
     except KeyboardInterrupt:
