@@ -33,9 +33,8 @@ import os
 import sys
 import threading
 import time
-import traceback
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +140,8 @@ def _check_grid(grid, quantity):
                         f"({type(grid).__name__})")
     unknown = [k for k in grid if k not in GRID_KEYS]
     if unknown:
-        raise ValueError(f"grid has unknown key {unknown[0]!r}; allowed keys: {', '.join(GRID_KEYS)}")
+        raise ValueError(f"grid has unknown key {unknown[0]!r}; allowed keys: "
+                         f"{', '.join(GRID_KEYS)}")
     vals = {k: _values(k, v) for k, v in grid.items()}
     kinds = vals.setdefault("family", ["MLP"])
     for k in kinds:
@@ -179,8 +179,8 @@ def _check_options(quantity, options):
     allowed = _OPTIONS[quantity]
     for k in options:
         if k not in allowed:
-            raise ValueError(f"options has {k!r}, which quantity={quantity!r} does not take; allowed: "
-                             f"{', '.join(allowed) or 'none'}")
+            raise ValueError(f"options has {k!r}, which quantity={quantity!r} does not take; "
+                             f"allowed: {', '.join(allowed)}")
     opts = {}
     for k, default in allowed.items():
         v = options.get(k, default)
@@ -493,7 +493,8 @@ def _open_executor(executor, workers, count_tasks):
 
         # spawn: a fresh interpreter per worker (forking a process whose numba/OpenMP/BLAS
         # pools are running can deadlock the child).
-        pool = cf.ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+        pool = cf.ProcessPoolExecutor(max_workers=n,
+                                      mp_context=multiprocessing.get_context("spawn"),
                                       initializer=_pin_process, initargs=(threads,))
         try:
             yield pool, n, None, "processes"
@@ -562,7 +563,7 @@ def _completed(ex, tasks):
             units = futures.pop(fut)
             try:
                 yield units, fut.result(), None
-            except Exception as err:  # noqa: BLE001 - a broken worker fails its tasks, not the sweep
+            except Exception as err:  # noqa: BLE001 - a dead worker fails its tasks only
                 yield units, None, err
     finally:
         for fut in futures:
@@ -618,7 +619,8 @@ def _coord_column(values):
     """A coordinate column: ints, floats (NaN where not applicable), strings ('' where not
     applicable) or JSON text (sequences, mixed types)."""
     present = [v for v in values if v is not None]
-    if present and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in present):
+    if present and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                       for v in present):
         if len(present) == len(values):
             return np.asarray(values, dtype=np.int64)
         return np.asarray([np.nan if v is None else v for v in values], dtype=float)
@@ -769,8 +771,9 @@ def sweep(quantity, grid, *, seeds=(0,), samples=1, options=None, executor=None,
         per width).
     options : dict, optional
         Keyword arguments of the quantity: ``mode`` (all), ``probes``, ``dtype`` (``"bfa"``),
-        ``layers`` (``"bfk"``), ``inputs`` (a count) and ``input_correlation`` (both), ``start``, ``stop`` (``"jacobian"``), ``widths`` (required),
-        ``quantity``, ``order`` (``"width_limit"``).
+        ``layers`` (``"bfk"``), ``inputs`` (a count) and ``input_correlation`` (both),
+        ``start``, ``stop`` (``"jacobian"``), ``widths`` (required), ``quantity``, ``order``
+        (``"width_limit"``).
     executor : None, "inline", concurrent.futures.Executor or distributed.Client
         None: a local process pool of ``workers`` processes (default: the usable cores), each
         pinned to ``cores // workers`` numba and BLAS threads; a sweep of one task runs
@@ -946,7 +949,8 @@ def load_spec(path) -> dict:
         raise ValueError(f"{str(p)!r} must hold a table of {', '.join(_SPEC_KEYS)}")
     for k in spec:
         if k not in _SPEC_KEYS:
-            raise ValueError(f"{str(p)!r} has the unknown key {k!r}; allowed: {', '.join(_SPEC_KEYS)}")
+            raise ValueError(f"{str(p)!r} has the unknown key {k!r}; allowed: "
+                             f"{', '.join(_SPEC_KEYS)}")
     for k in ("quantity", "grid"):
         if k not in spec:
             raise ValueError(f"{str(p)!r} needs the key {k!r}")
@@ -998,6 +1002,7 @@ def dask_client(address=None, workers=None):
             yield client
         return
     with distributed.LocalCluster(n_workers=workers or _cores(), threads_per_worker=1,
-                                  host="127.0.0.1", processes=True, dashboard_address=None) as cluster:
+                                  host="127.0.0.1", processes=True,
+                                  dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
             yield client

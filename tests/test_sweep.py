@@ -6,7 +6,6 @@ width_limit) seeded by hand with point_seed: a sweep must return exactly their t
 import concurrent.futures as cf
 import csv
 import json
-import math
 import sys
 import warnings
 
@@ -16,7 +15,6 @@ import pytest
 from conftest import assert_error_names
 from rmtalign import MLP, ResNet, sample_bfa, sample_bfk, theory, width_limit
 from rmtalign import sweep as S
-from rmtalign.results import write_csv
 from rmtalign.seeds import point_seed
 
 # depth 3 has no layer 3: its bfk points fail (in the computation, not in the grid's validation)
