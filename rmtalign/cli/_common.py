@@ -95,6 +95,8 @@ def list_type(item, what):
         try:
             return [item(p.strip()) for p in parts]
         except argparse.ArgumentTypeError as err:
+            if len(parts) == 1:
+                raise
             raise argparse.ArgumentTypeError(f"{err} in {text!r}") from None
     parse.__name__ = "list"
     return parse
@@ -124,8 +126,8 @@ def trained_type(text):
             f"expected 'all-but-first', 'all' or comma-separated layer indices >= 1, got {text!r}") from None
 
 
-positive_int = int_type(1, what="a positive integer")
-seed_type = int_type(0, 2**128 - 1, what="a non-negative integer")
+positive_int = int_type(1)
+seed_type = int_type(0)
 depths_type = list_type(int_type(3, what="integer depths"), "integer depths >= 3")
 
 
