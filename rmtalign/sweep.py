@@ -1,7 +1,7 @@
 """Sweeps: a grid of families x seeds x samples, one quantity, on any executor.
 
 :func:`sweep` computes a quantity (``"bfa"``, ``"bfk"``, ``"jacobian"``, ``"width_limit"``,
-``"theory"``) at every point of a grid of family fields, and returns one tidy table
+``"theory"``, ``"finite_width"``) at every point of a grid of family fields, and returns one tidy table
 (:class:`SweepResult`, the package's result protocol). Every point is computed on its own and
 seeded by its content (:func:`rmtalign.seeds.point_seed`), so the numbers of a point never depend
 on the rest of the grid, on the batching, nor on the executor that ran it: in-process, a local
@@ -45,7 +45,7 @@ from .results import Result, json_ready, write_csv
 
 __all__ = ["sweep", "SweepResult", "load_spec", "dask_client", "QUANTITIES"]
 
-QUANTITIES = ("bfa", "bfk", "jacobian", "width_limit", "theory")
+QUANTITIES = ("bfa", "bfk", "jacobian", "width_limit", "theory", "finite_width")
 
 # Grid keys that only a ResNet has: an MLP point ignores them (its coordinate reads empty) and
 # the points that differ only in them collapse into one.
@@ -68,6 +68,7 @@ _OPTIONS = {
     "jacobian": {"mode": "exact", "start": 1, "stop": None},
     "width_limit": {"widths": _REQUIRED, "quantity": "cos", "mode": "exact", "order": 1},
     "theory": {"mode": "exact"},
+    "finite_width": {},
 }
 # The tidy columns of each quantity's result table: name -> "i" (integer) or "f" (float).
 _COLUMNS = {
@@ -79,9 +80,11 @@ _COLUMNS = {
     "width_limit": {"layer": "i", "width": "f", "mean": "f", "sem": "f"},
     "theory": {"layer": "i", "cos": "f", "angle_deg": "f", "cos_spectrum": "f", "m1": "f",
                "m2": "f", "m2b": "f"},
+    "finite_width": {"layer": "i", "cos": "f", "cos_limit": "f", "c1": "f",
+                     "cos_first_order": "f"},
 }
 _INVALID = "ValueError: invalid combination: "  # the error of a point whose family is invalid
-_UNSEEDED = ("theory",)  # deterministic: one unit per point, no seed or sample
+_UNSEEDED = ("theory", "finite_width")  # deterministic: one unit per point, no seed or sample
 
 # Task sizes, in estimated seconds of compute: at least _MIN_TASK_S so that the per-task cost
 # of an executor (0.1-1 ms for a process pool, a few ms for Dask) stays well under 1%; about
@@ -180,7 +183,7 @@ def _check_options(quantity, options):
     for k in options:
         if k not in allowed:
             raise ValueError(f"options has {k!r}, which quantity={quantity!r} does not take; "
-                             f"allowed: {', '.join(allowed)}")
+                             f"allowed: {', '.join(allowed) or 'none'}")
     opts = {}
     for k, default in allowed.items():
         v = options.get(k, default)
@@ -271,6 +274,8 @@ def _estimate(quantity, family, n, opts) -> float:
     L, m = family.depth, family.width
     if quantity == "theory":
         return 1e-3 + 2e-6 * L
+    if quantity == "finite_width":
+        return 1e-3 * L
     if quantity == "bfa":
         return n * (3e-3 + 5e-9 * L * m * m)
     if quantity == "bfk":
@@ -389,6 +394,10 @@ def _compute(quantity, family, samples, seed, opts):
         from .theory import bfa
 
         return bfa(family, opts["mode"])
+    if quantity == "finite_width":
+        from .theory import finite_width
+
+        return finite_width(family)
     from . import sampling
 
     if quantity == "width_limit":
@@ -747,10 +756,12 @@ def sweep(quantity, grid, *, seeds=(0,), samples=1, options=None, executor=None,
 
     Parameters
     ----------
-    quantity : {"bfa", "bfk", "jacobian", "width_limit", "theory"}
+    quantity : {"bfa", "bfk", "jacobian", "width_limit", "theory", "finite_width"}
         :func:`rmtalign.sample_bfa`, :func:`rmtalign.sample_bfk`, :func:`rmtalign.sample_jacobian`
-        (``df_stop/df_start``, by default ``start = 1, stop = L-1``), :func:`rmtalign.width_limit`
-        or the width-limit curve :func:`rmtalign.theory.bfa` (deterministic: no seeds, no samples).
+        (``df_stop/df_start``, by default ``start = 1, stop = L-1``), :func:`rmtalign.width_limit`,
+        the width-limit curve :func:`rmtalign.theory.bfa` or the finite-width one
+        :func:`rmtalign.theory.finite_width` (these two are deterministic: no seeds, no samples;
+        a family finite_width does not cover is a failed point).
     grid : dict
         Family fields -> lists of values; the sweep runs their Cartesian product (a single value
         stands for a one-value list; a sequence-valued field such as ``trained`` is given as a

@@ -114,6 +114,17 @@ def test_bfa_theory_width_limit_rows_equal_direct_calls():
         assert np.asarray(v).tobytes() == wl.columns[k].tobytes()
 
 
+def test_finite_width_rows_and_uncovered_families():
+    grid = {"depth": [5], "width": [16], "lr_rule": ["balanced", "uniform"]}
+    with pytest.warns(UserWarning, match="1 of 2 sweep points failed"):
+        r = S.sweep("finite_width", grid, executor="inline")
+    want = theory.finite_width(MLP(5, 16)).to_table()
+    rows = r.columns["lr_rule"] == "balanced"
+    for k, v in want.items():
+        assert np.asarray(v, dtype=float).tobytes() == r.columns[k][rows].tobytes()
+    assert r.failed[0]["lr_rule"] == "uniform" and "NotImplementedError" in r.failed[0]["error"]
+
+
 def test_options_defaults_key_the_same_points_and_input_batches_pass_through():
     g = {"depth": [4], "width": [6], "in_dim": [4]}
     a = S.sweep("bfa", g, executor="inline")
