@@ -69,6 +69,20 @@ def test_curve_theory_only_resnet_and_same_points_as_depth_curves(tmp_path):
     assert [r["cos_mean"] for r in a] == [r["cos_mean"] for r in b] and a[-1]["cos_theory"] == ""
 
 
+def test_results_print_one_short_line():
+    from rmtalign.cli import build_parser, curve, spectrum
+
+    parser = build_parser()
+    res = curve.compute(parser.parse_args(["curve", "--depths", "4,5", "--samples", "1", "--width", "8"]))
+    assert repr(res) == ("AlignmentCurves(MLP relu, mode='exact', depths=[4, 5], theory=True, "
+                         "samples=1)")
+    res = spectrum.compute(parser.parse_args(["spectrum", "--depth", "5", "--width", "8", "--samples",
+                                              "1", "--layers", "4"]))
+    assert repr(res).startswith("SpectrumComparison(MLP relu L=5 m=8, mode='free', normalise=None, "
+                                "layers=[4], samples=1, ks_distance=[")
+    assert len(repr(res)) < 200
+
+
 def test_curve_free_mode_and_resnet_flags(tmp_path, capsys):
     data = _json_out(capsys, ["curve", "--family", "resnet", "--branch-scale", "0.3", "--depths", "5",
                               "--width", "8", "--samples", "1", "--mode", "free",

@@ -42,6 +42,12 @@ class AlignmentCurves(Result):
     finite: list
     sampled: list
 
+    def __repr__(self) -> str:
+        smp = next((s for s in self.sampled if s is not None), None)
+        return (f"AlignmentCurves({self.families[0].label.rsplit(' L=', 1)[0]}, mode={self.mode!r}, "
+                f"depths={list(map(int, self.depths))}, theory={self.theory[0] is not None}, "
+                f"samples={0 if smp is None else len(smp.sample)})")
+
     def _table(self):
         cols = {k: [] for k in ("family", "depth", "width", "branch_scale", "layer", "samples",
                                 "cos_mean", "cos_sem", "angle_deg_mean", "angle_deg_sem",

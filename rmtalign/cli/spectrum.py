@@ -52,6 +52,11 @@ class SpectrumComparison(Result):
     cos_spectrum: np.ndarray
     cos_spectrum_sampled: np.ndarray
 
+    def __repr__(self) -> str:
+        return (f"SpectrumComparison({self.family.label}, mode={self.mode!r}, normalise="
+                f"{self.normalise!r}, layers={list(map(int, self.layers))}, samples="
+                f"{len(self.sampled.sample)}, ks_distance={np.round(self.ks_distance, 4).tolist()})")
+
     def _table(self):
         return {"layer": self.layers, "ks_distance": self.ks_distance, "atom_mass": self.atom_mass,
                 "atom_mass_sampled": self.atom_mass_sampled, "cos_spectrum": self.cos_spectrum,
