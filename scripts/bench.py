@@ -37,7 +37,8 @@ for path in (ROOT, os.path.join(ROOT, "tests")):  # the package, and the oracles
 
 import numpy as np  # noqa: E402
 
-CASES = ("bfa_exact_mlp", "bfa_exact_big", "bfk_dense", "jacobian_long", "rng_normals", "measure_cost")
+CASES = ("bfa_exact_mlp", "bfa_exact_big", "bfk_dense", "jacobian_long", "rng_normals", "measure_cost",
+         "bfa_batch", "sweep_overhead")
 
 # Issue 2, section 5: the ratios each case has to reach.
 TARGETS = {
@@ -47,6 +48,8 @@ TARGETS = {
     "jacobian_long": "finite and ratio_to_gemm_bound <= 2",
     "rng_normals": "(no target; ours is the hot kernel of the matrix-free chains)",
     "measure_cost": "ratio <= 3 (issue 8: rmtalign.torch.measure vs one SGD training step)",
+    "bfa_batch": "(issue 13: no target; a batch of n should cost far less than n single runs)",
+    "sweep_overhead": "overhead_fraction < 0.05 (issue 10: scheduling vs compute, 10^4 points)",
 }
 
 
@@ -575,7 +578,16 @@ _RUNNERS = {
     "jacobian_long": _case_jacobian_long,
     "rng_normals": _case_rng_normals,
     "measure_cost": _case_measure_cost,
+    # cases kept beside their subject, in scripts/_bench_<subject>.py (runnable alone too)
+    "bfa_batch": lambda args, out: _run_case_module("_bench_batch", args, out),
+    "sweep_overhead": lambda args, out: _run_case_module("_bench_sweep", args, out),
 }
+
+
+def _run_case_module(module, args, out):
+    """Run ``scripts/<module>.py``'s ``case(args, out)``; its results go into ``out`` only."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    __import__(module).case(args, out)
 
 
 def _meets(case, r):
@@ -598,6 +610,9 @@ def _meets(case, r):
             return bool(r.get("ours_finite")) and r["ratio_to_gemm_bound"] <= 2
         if case == "measure_cost":
             return None if r.get("ratio") is None else r["ratio"] <= 3
+        if case == "sweep_overhead":
+            f = r.get("overhead_fraction")
+            return None if f is None else f < 0.05
     except (KeyError, TypeError):
         return None
     return None
