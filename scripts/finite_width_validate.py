@@ -15,7 +15,7 @@ Two parts:
 Sampled means are cached as JSON in ``--out`` (default ``/tmp/rmtalign_finite``), so the report
 can be rerun without resampling. Usage::
 
-    .venv/bin/python scripts/finite_width_validate.py [--quick] [--sample-only] [--out DIR]
+    .venv/bin/python scripts/finite_width_validate.py [--resnet] [--quick] [--sample-only] [--out DIR]
 """
 import json
 import sys
@@ -27,7 +27,7 @@ import numpy as np
 from rmtalign import seeds
 from rmtalign import theory as T
 from rmtalign._extrapolate import fit_width_limit
-from rmtalign.families import MLP
+from rmtalign.families import MLP, ResNet
 from rmtalign.sampling import sample_bfa, width_limit
 
 quick = "--quick" in sys.argv
@@ -42,9 +42,16 @@ EXTRA = [(MLP(64, 64, activation="linear"), 384), (MLP(256, 64, activation="line
          (MLP(128, 64, trained="all"), 384), (MLP(128, 64, hidden_std=0.15, out_dim=4), 384),
          (MLP(64, 32, weights="orthogonal"), 1536), (MLP(128, 64, weights="orthogonal"), 384),
          (MLP(256, 64, weights="orthogonal"), 192)]
+# ResNets of Eq. (12), beta = c / sqrt(L): (c, activation, width, draws, depths); sampled in
+# chunks of CHUNK draws, each chunk checkpointed, so an interrupted run resumes where it stopped
+RESNET = [(1.0, "relu", 64, 256, (32, 64, 128, 256)), (2.0, "relu", 64, 256, (32, 64, 128, 256)),
+          (2.0, "linear", 64, 256, (64, 256)),
+          (1.0, "relu", 128, 96, (128, 512)), (2.0, "relu", 128, 96, (128, 512))]
+CHUNK = 32
 if quick:
     GRID = [(64, 96, 4), (128, 48, 1)]
     EXTRA = EXTRA[:1]
+    RESNET = [(2.0, "relu", 64, 64, (64,))]
 
 
 def sampled(fam, n):
@@ -82,6 +89,46 @@ def row(fam, n, name, rows):
         print(f"| {name} | {fam.width} | {fam.depth} | {ratio:g} | {v} | {mean[j]:.4f} ± {sem[j]:.4f} | "
               f"{fw.cos_limit[j]:.4f} | {fw.cos[j]:.4f} | {el:+.4f} | {ef:+.4f} | "
               f"{el / sem[j]:+.2f} | {ef / sem[j]:+.2f} |", flush=True)
+
+
+def resnet_sampled(fam, n):
+    """Per-layer mean and sem of ``sample_bfa`` for a ResNet, from checkpointed chunks of draws
+    (sample indices ``i .. i + CHUNK - 1`` of one content seed: the chunks are one call's draws)."""
+    tag = f"resnet_{fam.activation}_{fam.weights}_m{fam.width}_L{fam.depth}_b{fam.branch_scale:.6g}_s{SEED}"
+    seed = seeds.point_seed(SEED, fam, "bfa-exact")
+    draws = []
+    for i in range(0, n, CHUNK):
+        path = out / f"{tag}_{i}-{i + CHUNK}.npy"
+        if not path.exists():
+            t = time.time()
+            c = sample_bfa(fam, list(range(i, min(i + CHUNK, n))), seed=seed).cos
+            np.save(path, c)
+            print(f"  sampled {tag} draws {i}..{i + CHUNK} in {time.time() - t:.0f}s", flush=True)
+        draws.append(np.load(path))
+    c = np.concatenate(draws)
+    return c.mean(axis=0), c.std(axis=0, ddof=1) / np.sqrt(c.shape[0])
+
+
+def resnet_grid():
+    print("\n| network | c | m | L | L/m | v | sampled | width limit | finite width | err limit | "
+          "err finite | z limit | z finite |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for c, act, m, n, depths in RESNET:
+        for L in depths:
+            fam = ResNet.scaled(L, m, c, activation=act)
+            mean, sem = resnet_sampled(fam, n)
+            if "--sample-only" in sys.argv:
+                continue
+            fw = T.finite_width(fam)
+            for v in (L // 2, L - 1):
+                j = v - 1
+                el, ef = fw.cos_limit[j] - mean[j], fw.cos[j] - mean[j]
+                rows.append((m, L, L / m, v, el / sem[j], ef / sem[j], el, ef))
+                print(f"| ResNet {act} | {c:g} | {m} | {L} | {L / m:g} | {v} | {mean[j]:.4f} ± {sem[j]:.4f} | "
+                      f"{fw.cos_limit[j]:.4f} | {fw.cos[j]:.4f} | {el:+.4f} | {ef:+.4f} | "
+                      f"{el / sem[j]:+.2f} | {ef / sem[j]:+.2f} |", flush=True)
+    return rows
 
 
 def grid():
@@ -135,16 +182,23 @@ def coefficient():
                   flush=True)
 
 
+def summary(rows, name):
+    sel = [r for r in rows if r[2] >= 0.5]
+    if not sel:
+        return
+    z, zl = np.array([r[5] for r in sel]), np.array([r[4] for r in sel])
+    quarter = np.array([abs(r[7]) <= abs(r[6]) / 4 for r in sel])
+    print(f"\n{name}, L/m >= 0.5: {len(z)} points; max |z| finite width {np.max(np.abs(z)):.2f}, width "
+          f"limit {np.max(np.abs(zl)):.2f}; finite width within 2 SE or a quarter of the width "
+          f"limit's error at {np.sum((np.abs(z) <= 2) | quarter)} of {len(z)}; all points: "
+          f"max |z| finite width {np.max(np.abs([r[5] for r in rows])):.2f}")
+
+
 if __name__ == "__main__":
     t0 = time.time()
-    coefficient()
-    rows = grid()
-    if rows:
-        sel = [r for r in rows if r[2] >= 0.5]
-        z, zl = np.array([r[5] for r in sel]), np.array([r[4] for r in sel])
-        quarter = np.array([abs(r[7]) <= abs(r[6]) / 4 for r in sel])
-        print(f"\nL/m >= 0.5: {len(z)} points; max |z| finite width {np.max(np.abs(z)):.2f}, width "
-              f"limit {np.max(np.abs(zl)):.2f}; finite width within 2 SE or a quarter of the width "
-              f"limit's error at {np.sum((np.abs(z) <= 2) | quarter)} of {len(z)}; all points: "
-              f"max |z| finite width {np.max(np.abs([r[5] for r in rows])):.2f}")
+    if "--resnet" in sys.argv:
+        summary(resnet_grid(), "ResNets")
+    else:
+        coefficient()
+        summary(grid(), "MLPs")
     print(f"total {time.time() - t0:.0f}s")

@@ -87,6 +87,8 @@ _NODES = 12        # quadrature nodes carrying the law of log Zp
 _N_NODES = 7       # nodes for the number of active neurons N (ReLU)
 _HERMITE = 6       # Gauss-Hermite nodes for log beta and for log Q - log P
 _MIN_WIDTH = 16    # below, N <= 2 (where beta and 1/P degenerate) has mass > 1e-3
+_RES_HERMITE = 5   # ResNets: Gauss-Hermite nodes for each of the 4 scalars of a layer
+_RICHARDSON = (2 ** 13, 2 ** 14)  # ResNets: widths of the Richardson extrapolation giving c1
 
 # First-order (1/m) coefficients of the chain's moment constants (module docstring), derived from
 # E f(N) = f(m/2) + (m/8) f''(m/2) + O(m^-2 f) for N ~ Bin(m, 1/2); checked against exact binomial
@@ -125,14 +127,18 @@ def _check_supported(family):
     from ..families import MLP
 
     why = []
-    if not isinstance(family, MLP):
-        why.append("ResNets (skip connections) are not covered yet")
-    if (family.activation, family.weights) not in _FIRST_ORDER:
-        why.append(f"activation {family.activation!r} with {family.weights} weights is not covered "
-                   "(relu and linear, Gaussian and orthogonal are)")
-    if family.lr_rule != "balanced":
-        why.append("only lr_rule='balanced' is covered (it makes c_l = 1/(n |b_l|^2) and "
-                   "b_v^T K_v b_v deterministic)")
+    if isinstance(family, MLP):
+        if (family.activation, family.weights) not in _FIRST_ORDER:
+            why.append(f"activation {family.activation!r} with {family.weights} weights is not "
+                       "covered (relu and linear, Gaussian and orthogonal are)")
+    elif family.activation != "linear" or family.weights != "gaussian":
+        why.append(f"ResNets are covered with linear activation and Gaussian weights only, got "
+                   f"activation {family.activation!r} with {family.weights} weights (for ReLU "
+                   "ResNets the network's own masks add a finite-width effect of their own, about "
+                   "twice the linear chain's at m = 64: docs/finite_width.md)")
+    if family.lr_rule != "balanced" or family.lr_values is not None:
+        why.append("only lr_rule='balanced' without explicit lr_values is covered (it makes "
+                   "c_l = 1/(n |b_l|^2) and b_v^T K_v b_v deterministic)")
     if why:
         raise NotImplementedError(f"finite_width({family.label}): " + "; ".join(why) +
                                   ". The width limit is theory.bfa(family).")
@@ -273,6 +279,81 @@ def _first_order(k, activation, weights):
     return lim, c1
 
 
+def _resnet_law(family):
+    """``(a, beta, sig2)`` of a linear ResNet: skip, branch scale and ``sig2[i] = m s^2`` of the
+    weights ``W_{i+1}`` (``i = 0 .. L-2``; ``sig2[0]`` unused: the chain starts at ``v = 2``)."""
+    s = np.asarray(family.stds[: family.depth - 1], dtype=float)
+    return float(family.skip), float(family.branch_scale), family.width * s * s
+
+
+def _resnet_limit(k, a, beta, sig2):
+    """The linear ResNet chain as ``m -> inf`` (deterministic): ``H = a^2 + beta^2 sigma^2``,
+    ``rho^2 = 1 - a^2 k^2 / (H Z)``, ``Zp' = Z (a^2 rho^2 + beta^2 sigma^2) / H``."""
+    cos = np.full(k.size, np.nan)
+    zp, kprev = 0.0, 0.0
+    for i, kv in enumerate(k):
+        if i > 0 and kprev > 0:
+            K, b2 = kprev * kprev, beta * beta * sig2[i]
+            H = a * a + b2
+            zp = (K + zp) * (a * a * (1.0 - a * a * K / (H * (K + zp))) + b2) / H
+        if kv > 0:
+            cos[i] = kv / math.sqrt(kv * kv + zp)
+        kprev = kv
+    return cos
+
+
+def _resnet_resummed(k, m, a, beta, sig2):
+    """``E cos(theta_v)`` of a linear Gaussian ResNet from its chain in log space (module
+    docstring, ResNets): the law of ``x = log Zp`` on ``_NODES`` Gauss nodes, each layer's
+    ``g1``, ``log Q'``, ``c`` and ``log Y`` on ``_RES_HERMITE`` Gauss-Hermite nodes each."""
+    cos = np.full(k.size, np.nan)
+    h, hw = np.polynomial.hermite_e.hermegauss(_RES_HERMITE)
+    hw = hw / hw.sum()
+    g, q, c, y = np.meshgrid(h, h, h, h, indexing="ij")
+    pw = np.einsum("i,j,k,l->ijkl", hw, hw, hw, hw).ravel()
+    g, q, c, y = g.ravel(), q.ravel(), c.ravel(), y.ravel()
+    lq_mean = special.digamma((m - 1) / 2) + math.log(2.0)
+    lq_sd = math.sqrt(special.polygamma(1, (m - 1) / 2))
+    c = c / math.sqrt(m - 1)                  # E c^2 = 1/(m-1): a uniform direction's coordinate
+    x = p = None                              # None: Zp = 0 exactly
+    kprev = 0.0
+    for i, kv in enumerate(k):
+        if i > 0 and kprev > 0:
+            s2 = sig2[i] / m
+            s = math.sqrt(s2)
+            e1 = a + beta * s * g                                   # e . h
+            Qp = s2 * np.exp(lq_mean + lq_sd * q)                   # |g_perp|^2 ~ s^2 chi2_{m-1}
+            H = e1 * e1 + beta * beta * Qp                          # |h|^2 = B_{v-1} / B_v
+            K = kprev * kprev
+            zp = np.zeros(1) if x is None else np.exp(x)
+            Z = K + zp[:, None]
+            T = kprev * e1[None, :] + beta * np.sqrt(Qp * zp[:, None]) * c[None, :]
+            rho2 = np.clip(1.0 - T * T / (H[None, :] * Z), 0.0, 1.0)
+            mY = a * a * rho2 + beta * beta * s2 * (m - 1)
+            vY = 4 * a * a * beta * beta * s2 * rho2 + 2 * beta ** 4 * s2 * s2 * (m - 1)
+            sL2 = np.log1p(vY / (mY * mY))                          # log-normal, exact mean and variance
+            logY = np.log(mY) - sL2 / 2 + np.sqrt(sL2) * y[None, :]
+            pts = np.log(Z) + logY - np.log(H)[None, :]
+            q0 = np.ones(1) if p is None else p
+            x, p = _gauss_nodes(pts.ravel(), (q0[:, None] * pw[None, :]).ravel(), _NODES)
+        if kv > 0:
+            cos[i] = 1.0 if x is None else p @ np.exp(-0.5 * np.logaddexp(0.0, x - 2 * math.log(kv)))
+        kprev = kv
+    return cos
+
+
+def _resnet(family):
+    """``(cos, c1)`` of a linear Gaussian ResNet: the resummed chain at the family's width, and
+    the ``1/m`` coefficient at fixed ``sigma^2 = m s^2`` by Richardson extrapolation of the same
+    chain at ``m = 2^13, 2^14`` (its first order is exact: see the module docstring)."""
+    k = _trained_counts(family)
+    a, beta, sig2 = _resnet_law(family)
+    lim = _resnet_limit(k, a, beta, sig2)
+    d = {m: m * (_resnet_resummed(k, m, a, beta, sig2) - lim) for m in _RICHARDSON}
+    m1, m2 = _RICHARDSON
+    return _resnet_resummed(k, family.width, a, beta, sig2), 2 * d[m2] - d[m1]
+
+
 def finite_width(family) -> FiniteWidthBFA:
     """The BFA at the family's own width ``m``, exact in depth, and its ``1/m`` coefficient.
 
@@ -287,8 +368,13 @@ def finite_width(family) -> FiniteWidthBFA:
     Cost O(L), about a millisecond a layer."""
     check_family(family)
     _check_supported(family)
+    layers = np.arange(1, family.depth)
+    from ..families import ResNet
+
+    if isinstance(family, ResNet):
+        cos, c1 = _resnet(family)
+        return FiniteWidthBFA(family, layers, cos, bfa(family).cos, c1)
     k = _trained_counts(family)
     _, c1 = _first_order(k, family.activation, family.weights)
-    return FiniteWidthBFA(family, np.arange(1, family.depth),
-                          _resummed(k, family.width, family.activation, family.weights),
+    return FiniteWidthBFA(family, layers, _resummed(k, family.width, family.activation, family.weights),
                           bfa(family).cos, c1)
