@@ -43,7 +43,7 @@ from . import seeds as _seeds
 from ._validate import check_choice, check_int, check_real
 from .results import Result, json_ready, write_csv
 
-__all__ = ["sweep", "SweepResult", "load_spec", "dask_client", "QUANTITIES"]
+__all__ = ["sweep", "SweepResult", "load_spec", "dask_client", "QUANTITIES", "GRID_KEYS"]
 
 QUANTITIES = ("bfa", "bfk", "jacobian", "width_limit", "theory", "finite_width")
 

@@ -293,8 +293,8 @@ def test_progress_counts_points_and_advances_by_cost(monkeypatch):
 
 # -- batching -----------------------------------------------------------------------------------
 def test_batching_by_cost():
-    plan = S._plan("bfa", {"depth": list(range(3, 103)), "width": list(range(4, 104))}, (0,), 1,
-                   None)
+    plan = S._plan("bfa", {"depth": list(range(3, 53)), "width": list(range(4, 54))}, (0, 1, 2, 3),
+                   1, None)
     units = plan.units
     assert len(units) == 10**4
     tasks = S._batches(units, 2, None)
