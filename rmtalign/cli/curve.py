@@ -150,7 +150,11 @@ def _figure(res, against, law):
     if against == "layer":
         labels = [f"$L$ = {L}" for L in res.depths]
         sampled = {k: s for k, s in zip(labels, res.sampled) if s is not None} or None
-        theory = {k: t for k, t in zip(labels, res.theory) if t is not None} or None
+        theory = {k: t for k, t in zip(labels, res.theory) if t is not None}
+        # the finite-width prediction is for the sampled width: its label names it
+        theory.update({f"{k}, $m$ = {f.family.width}": f for k, f in zip(labels, res.finite)
+                       if f is not None})
+        theory = theory or None
         fig, ax = alignment_curve(sampled=sampled, theory=theory, quantity="angle_deg")
     else:
         sampled = None if res.sampled[0] is None else res.sampled

@@ -58,8 +58,8 @@ def add_arguments(p):
     g = p.add_argument_group("the grid")
     g.add_argument("--spec", default=None, metavar="FILE",
                    help="TOML or JSON file with the sweep's arguments (quantity, grid, seeds, ...)")
-    g.add_argument("--quantity", default=None, help="what each point computes: bfa, bfk, jacobian, "
-                   "width_limit or theory (see rmtalign.sweep.sweep)")
+    g.add_argument("--quantity", default=None, help="what each point computes, e.g. bfa, bfk, jacobian, "
+                   "width_limit, theory (all of them: rmtalign.sweep.QUANTITIES)")
     g.add_argument("--grid", type=_grid_entry, action="append", default=None, metavar="FIELD=V1,V2",
                    help="one field of the grid and its values (repeat the flag for more fields)")
     g.add_argument("--seeds", type=_common.list_type(_common.seed_type, "non-negative integer seeds"),
