@@ -372,6 +372,9 @@ def _pin(threads):
         return
     import numba
 
+    from ._runtime import configure_numba
+
+    configure_numba()  # before set_num_threads launches numba's pool with some other layer
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     if _PINNED["threads"] != threads:
         from threadpoolctl import threadpool_limits
@@ -381,10 +384,10 @@ def _pin(threads):
 
 
 def _pin_process(threads):
-    """Process-pool initializer: the thread counts of this worker, for the libraries it loads
-    later too (numba reads NUMBA_NUM_THREADS when first imported)."""
-    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
+    """Process-pool initializer: this worker's numba and BLAS thread counts.
+
+    Not through NUMBA_NUM_THREADS: numba is imported by then (unpickling this function imports
+    rmtalign), and once its pool runs, a compilation that rereads a changed variable raises."""
     _pin(threads)
 
 
