@@ -15,7 +15,7 @@ Two parts:
 Sampled means are cached as JSON in ``--out`` (default ``/tmp/rmtalign_finite``), so the report
 can be rerun without resampling. Usage::
 
-    .venv/bin/python scripts/finite_width_validate.py [--resnet] [--quick] [--sample-only] [--out DIR]
+    .venv/bin/python scripts/finite_width_validate.py [--resnet | --plot] [--quick] [--sample-only] [--out DIR]
 """
 import json
 import sys
@@ -44,14 +44,16 @@ EXTRA = [(MLP(64, 64, activation="linear"), 384), (MLP(256, 64, activation="line
          (MLP(256, 64, weights="orthogonal"), 192)]
 # ResNets of Eq. (12), beta = c / sqrt(L): (c, activation, width, draws, depths); sampled in
 # chunks of CHUNK draws, each chunk checkpointed, so an interrupted run resumes where it stopped
-RESNET = [(1.0, "relu", 64, 256, (32, 64, 128, 256)), (2.0, "relu", 64, 256, (32, 64, 128, 256)),
-          (2.0, "linear", 64, 256, (64, 256)),
-          (1.0, "relu", 128, 96, (128, 512)), (2.0, "relu", 128, 96, (128, 512))]
+RESNET = [(2.0, "linear", 64, 256, (32, 64, 128, 256)), (1.0, "linear", 64, 256, (64, 256)),
+          (2.0, "linear", 128, 128, (64, 128, 256, 512)), (2.0, "linear", 256, 64, (128, 512, 1024)),
+          (1.0, "relu", 64, 256, (32, 64, 128, 256)), (2.0, "relu", 64, 256, (32, 64, 128, 256)),
+          (1.0, "relu", 128, 96, (128, 512)), (2.0, "relu", 128, 96, (128, 512)),
+          (1.0, "relu", 256, 64, (256,))]
 CHUNK = 32
 if quick:
     GRID = [(64, 96, 4), (128, 48, 1)]
     EXTRA = EXTRA[:1]
-    RESNET = [(2.0, "relu", 64, 64, (64,))]
+    RESNET = [(2.0, "linear", 64, 64, (64,)), (2.0, "relu", 64, 64, (64,))]
 
 
 def sampled(fam, n):
@@ -110,25 +112,75 @@ def resnet_sampled(fam, n):
 
 
 def resnet_grid():
+    """Linear ResNets: prediction against the sampler. ReLU ResNets (not covered by
+    ``finite_width``): the sampled finite-width gap beside the linear chain's, i.e. the prediction
+    for the linear ResNet of the same ``a``, ``beta`` and ``m s^2 / 2`` (its default init)."""
     print("\n| network | c | m | L | L/m | v | sampled | width limit | finite width | err limit | "
           "err finite | z limit | z finite |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    rows = []
+    rows, relu = [], []
     for c, act, m, n, depths in RESNET:
         for L in depths:
             fam = ResNet.scaled(L, m, c, activation=act)
             mean, sem = resnet_sampled(fam, n)
             if "--sample-only" in sys.argv:
                 continue
-            fw = T.finite_width(fam)
+            lim = T.bfa(fam).cos
+            twin = T.finite_width(ResNet.scaled(L, m, c, activation="linear"))
             for v in (L // 2, L - 1):
                 j = v - 1
-                el, ef = fw.cos_limit[j] - mean[j], fw.cos[j] - mean[j]
+                el = lim[j] - mean[j]
+                if act == "relu":
+                    shift = twin.cos[j] - twin.cos_limit[j]
+                    relu.append(f"| {c:g} | {m} | {L} | {L / m:g} | {v} | {mean[j]:.4f} ± {sem[j]:.4f} | "
+                                f"{lim[j]:.4f} | {-el:+.4f} | {-el / sem[j]:+.2f} | {shift:+.4f} | "
+                                f"{(-el - shift) / sem[j]:+.2f} |")
+                    continue
+                ef = twin.cos[j] - mean[j]
                 rows.append((m, L, L / m, v, el / sem[j], ef / sem[j], el, ef))
                 print(f"| ResNet {act} | {c:g} | {m} | {L} | {L / m:g} | {v} | {mean[j]:.4f} ± {sem[j]:.4f} | "
-                      f"{fw.cos_limit[j]:.4f} | {fw.cos[j]:.4f} | {el:+.4f} | {ef:+.4f} | "
+                      f"{lim[j]:.4f} | {twin.cos[j]:.4f} | {el:+.4f} | {ef:+.4f} | "
                       f"{el / sem[j]:+.2f} | {ef / sem[j]:+.2f} |", flush=True)
+    if relu:
+        print("\nReLU ResNets (exact masks): sampled gap to the width limit, and the linear chain's gap")
+        print("| c | m | L | L/m | v | sampled | width limit | sampled - limit | z | linear chain's gap | "
+              "z of (sampled gap - linear chain's) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("\n".join(relu))
     return rows
+
+
+def resnet_coefficient():
+    """``width_limit``'s fitted 1/m coefficient for ResNets (c = 2, L = 32) against ``c1``."""
+    widths = [16, 32, 64, 128] if not quick else [16, 32]
+    n = 2000 if not quick else 200
+    print(f"\nResNet 1/m coefficient: width_limit over widths {widths}, {n} draws each, c0 + c1/m")
+    print("| network | v | c1 fitted ± se | c1 | fit of prediction | z (c1) | z (fit of prediction) |")
+    print("|---|---|---|---|---|---|---|")
+    for act in ("linear", "relu"):
+        fam = ResNet.scaled(32, widths[0], 2.0, activation=act)
+        path = out / f"wl_resnet_{act}_L32_c2_{'-'.join(map(str, widths))}_n{n}_s{SEED}.json"
+        if path.exists():
+            d = json.loads(path.read_text())
+            means, sems = np.array(d["means"]), np.array(d["sems"])
+        else:
+            wl = width_limit(fam, widths, samples=n, seed=SEED)
+            means, sems = wl.means, wl.sems
+            path.write_text(json.dumps({"means": means.tolist(), "sems": sems.tolist()}))
+        if "--sample-only" in sys.argv:
+            continue
+        fit = fit_width_limit(widths, means, sems)
+        c1_fit, c1_se = fit.coef[:, 1], np.sqrt(fit.cov[:, 1, 1])
+        lin = fam.replace(activation="linear")
+        c1 = T.finite_width(lin).c1
+        pred = np.array([T.finite_width(lin.replace(width=w)).cos for w in widths])
+        c1_pred_fit = fit_width_limit(widths, pred, sems).coef[:, 1]
+        name = "linear" if act == "linear" else "ReLU (c1 of the linear chain)"
+        for v in (4, 8, 16, 24, 31):
+            j = v - 1
+            print(f"| {name} | {v} | {c1_fit[j]:.3f} ± {c1_se[j]:.3f} | {c1[j]:.3f} | {c1_pred_fit[j]:.3f} | "
+                  f"{(c1_fit[j] - c1[j]) / c1_se[j]:+.2f} | {(c1_fit[j] - c1_pred_fit[j]) / c1_se[j]:+.2f} |",
+                  flush=True)
 
 
 def grid():
@@ -182,6 +234,43 @@ def coefficient():
                   flush=True)
 
 
+def plot(path="docs/img/finite_width.png"):
+    """Sampled cos against depth at a few widths, the width limit and the finite-width prediction:
+    ReLU MLPs (L = 256; the law of cos_v does not depend on L) and linear ResNets (c = 2, L = 256)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = {16: "tab:red", 32: "tab:orange", 64: "tab:green", 128: "tab:blue", 256: "tab:purple"}
+    L = 256
+    panels = [(axes[0], [(MLP(L, m), n) for m, n in ((64, 384), (128, 192), (256, 96))],
+               "ReLU MLP (He), L = 256"),
+              (axes[1], [(ResNet.scaled(L, m, 2.0, activation="linear"), n)
+                         for m, n in ((16, 256), (32, 256), (64, 256), (128, 128))],
+               "linear ResNet, beta = 2/sqrt(L), L = 256")]
+    for ax, fams, title in panels:
+        v = np.arange(1, L)
+        for fam, n in fams:
+            mean, sem = sampled(fam, n) if isinstance(fam, MLP) else resnet_sampled(fam, n)
+            col = colors[fam.width]
+            ax.fill_between(v, mean - 2 * sem, mean + 2 * sem, color=col, alpha=0.25, lw=0)
+            ax.plot(v, T.finite_width(fam).cos, color=col, lw=1.3,
+                    label=f"m = {fam.width}: finite width (line), sampled ±2 SE (band)")
+        ax.plot(v, T.bfa(fams[0][0]).cos, color="k", lw=1.3, ls="--", label="width limit")
+        ax.set_xlabel("layer v")
+        ax.set_ylabel("cos θ_v")
+        ax.set_title(title)
+        ax.set_xscale("log")
+        if isinstance(fams[0][0], MLP):
+            ax.set_yscale("log")
+        ax.legend(fontsize=7.5, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    print(f"wrote {path}")
+
+
 def summary(rows, name):
     sel = [r for r in rows if r[2] >= 0.5]
     if not sel:
@@ -196,8 +285,11 @@ def summary(rows, name):
 
 if __name__ == "__main__":
     t0 = time.time()
-    if "--resnet" in sys.argv:
-        summary(resnet_grid(), "ResNets")
+    if "--plot" in sys.argv:
+        plot()
+    elif "--resnet" in sys.argv:
+        resnet_coefficient()
+        summary(resnet_grid(), "linear ResNets")
     else:
         coefficient()
         summary(grid(), "MLPs")

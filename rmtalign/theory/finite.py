@@ -1,4 +1,5 @@
-"""The BFA at finite width, exact in depth: MLPs (ReLU and linear, Gaussian and orthogonal weights).
+"""The BFA at finite width, exact in depth: MLPs (ReLU and linear, Gaussian and orthogonal weights)
+and linear ResNets (Gaussian and orthogonal weights).
 
 **Reduction to a scalar chain.** With the balanced learning rates of Eq. (8) the kernel weights
 are ``c_l = eta_l |phi(f_{l-1})|^2 = 1 / (n B_l)``, ``B_l = |b_l|^2`` (random at finite width,
@@ -68,6 +69,54 @@ Stieltjes procedure (it keeps the first ``2 _NODES - 1`` moments: no grid, no nu
 diffusion). ``E cos = sum_i p_i k / sqrt(k^2 + exp(x_i))``. Against a Monte Carlo of the chain
 itself this is within 0.3% for ``m >= 32`` and ``L/m`` up to 16 (0.45% at ``m = 16``); its first
 order in ``1/m`` is ``c1`` (tested). Cost O(L), about a millisecond a layer.
+
+**ResNets** (model (12), ``A_v = a I + beta W_v D_{v-1}``). The reduction to ``Zp_v`` holds as
+above (balanced rates make ``c_l = 1/(n B_l)`` here too). For *linear* activations and Gaussian
+``W`` (entries ``N(0, s^2)``) the law of ``u_{v-1}`` given ``b_{v-1}`` is invariant under the
+rotations fixing ``b_{v-1}`` (the Jacobians are conjugation invariant) and the chain closes again.
+With ``e = b_v / |b_v|``, ``g = W^T e`` (so ``b_{v-1} = |b_v| h``, ``h = a e + beta g``),
+``W' = (I - e e^T) W`` independent of ``g``, and ``y = |b_v| u_{v-1}^perp`` uniform on the sphere
+of radius ``sqrt(Zp_{v-1}) / |h|`` orthogonal to ``h``, the part of ``|b_v| A_v u_{v-1}``
+orthogonal to ``e`` is ``a P w + beta W' w`` with ``w = k h / |h|^2 + y``, ``|w|^2 = Z_{v-1}/|h|^2``.
+In scalars (``k = k_{v-1}``, ``g1 = e.g ~ N(0, s^2)``, ``Q' = |g - g1 e|^2 ~ s^2 chi2_{m-1}``,
+``c`` one coordinate of a uniform unit vector of ``R^(m-1)``, ``zeta ~ N(0, 1)``,
+``X ~ chi2_{m-2}``, all independent):
+
+    H = (a + beta g1)^2 + beta^2 Q'                     (= B_{v-1} / B_v)
+    rho^2 = 1 - (k (a + beta g1) + beta sqrt(Q' Zp_{v-1}) c)^2 / (H Z_{v-1})
+    Zp_v = (Z_{v-1} / H) ((a rho + beta s zeta)^2 + beta^2 s^2 X).              (ResNet)
+
+``a = 0``, ``beta = 1`` is the linear MLP's chain; as ``m -> inf`` it is the deterministic
+recursion ``Zp' = Z (a^2 rho^2 + beta^2 sigma^2) / (a^2 + beta^2 sigma^2)``, ``sigma^2 = m s^2``,
+``rho^2 = 1 - a^2 k^2 / (H Z)``, which reproduces ``theory.bfa`` to round-off. It is evaluated
+like the MLP chain: ``x = log Zp`` on ``_NODES`` Gauss nodes, and per layer ``g1`` (Hermite),
+``log Q'`` (Gaussian with its exact mean and variance), ``c = xi / sqrt(m - 1)`` (``xi`` Hermite)
+and ``log Y``, ``Y = (a rho + beta s zeta)^2 + beta^2 s^2 X`` log-normal with ``Y``'s exact mean
+and variance given ``rho``, each on ``_RES_HERMITE`` nodes. These keep the first two moments of
+every scalar to the order that matters at ``1/m``, so the first order of the quadrature is the
+chain's: ``c1`` is obtained from the quadrature itself by Richardson extrapolation at
+``m = 2^13, 2^14`` (at fixed ``sigma^2``; stable to 1e-8), and checked against the MLP's
+hand-derived ``c1`` at ``a = 0`` (Gaussian). The log-normal ``Y`` costs accuracy where ``beta`` is large:
+against a Monte Carlo of the chain, 0.15% at ``beta = 0.5`` and L/m = 0.5, 0.4% at ``a = 0``,
+L/m = 1.25. With ``beta = c / sqrt(L)`` a layer adds ``O(beta^2 / m)`` to the log-variance of
+``Zp``: the whole correction is ``O(c^2 / m)`` at every depth (``c1`` tends to a limit as
+``L -> inf``: 0.22 for ``c = 1``, 0.49 for ``c = 2`` at the output), and ``cos_first_order`` is
+within 2.5e-4 of ``cos`` at ``m = 16`` and 1e-5 at ``m = 64``, up to L/m = 16.
+
+*Orthogonal* ResNet weights ``W = sigma O`` (``O`` Haar): now ``g = W^T e`` is uniform on the
+sphere of radius ``sigma`` (``g1 = e.g``, ``Q' = sigma^2 - g1^2``, ``H`` as above), and ``W'`` maps
+``g^perp`` isometrically (times ``sigma``) onto ``e^perp``, so no chi-square is left: with
+``w_g`` the part of ``w`` orthogonal to ``g``,
+
+    |P w|^2 = Z/H - (e.w)^2,            e.w = (k (a + beta g1) + beta sqrt(Q' Zp) c) / H,
+    |w_g|^2 = Z/H - (g.w / sigma)^2,    g.w / sigma = (k (a g1 + beta sigma^2) - a sqrt(Q' Zp) c) / (sigma H),
+    Zp_v = a^2 |P w|^2 + 2 a beta sigma |P w| |w_g| c' + beta^2 sigma^2 |w_g|^2,      (orthogonal ResNet)
+
+``c, c'`` coordinates of independent uniform unit vectors of ``R^(m-1)``, ``g1 / sigma`` one of
+``R^m`` (Hermite nodes with the exact variances). ``a = 0``: ``Zp`` stays 0 (``cos = 1``).
+
+ReLU ResNets are not covered: their masks break the rotation invariance, and the sampled
+finite-width gap is about twice the linear chain's (``docs/finite_width.md``).
 """
 from __future__ import annotations
 
@@ -131,9 +180,9 @@ def _check_supported(family):
         if (family.activation, family.weights) not in _FIRST_ORDER:
             why.append(f"activation {family.activation!r} with {family.weights} weights is not "
                        "covered (relu and linear, Gaussian and orthogonal are)")
-    elif family.activation != "linear" or family.weights != "gaussian":
-        why.append(f"ResNets are covered with linear activation and Gaussian weights only, got "
-                   f"activation {family.activation!r} with {family.weights} weights (for ReLU "
+    elif family.activation != "linear":
+        why.append(f"ResNets are covered with linear activation only, got activation "
+                   f"{family.activation!r} (for ReLU "
                    "ResNets the network's own masks add a finite-width effect of their own, about "
                    "twice the linear chain's at m = 64: docs/finite_width.md)")
     if family.lr_rule != "balanced" or family.lr_values is not None:
@@ -286,54 +335,88 @@ def _resnet_law(family):
     return float(family.skip), float(family.branch_scale), family.width * s * s
 
 
-def _resnet_limit(k, a, beta, sig2):
-    """The linear ResNet chain as ``m -> inf`` (deterministic): ``H = a^2 + beta^2 sigma^2``,
-    ``rho^2 = 1 - a^2 k^2 / (H Z)``, ``Zp' = Z (a^2 rho^2 + beta^2 sigma^2) / H``."""
+def _resnet_limit(k, a, beta, sig2, orthogonal=False):
+    """The linear ResNet chain as ``m -> inf`` (deterministic): with ``H = a^2 + beta^2 sigma^2``
+    and ``Z = k^2 + Zp``, ``Zp' = Z (a^2 rho^2 + beta^2 sigma^2) / H``, ``rho^2 = 1 - a^2 k^2 / (H Z)``
+    (Gaussian), ``Zp' = Z / H (a^2 + beta^2 sigma^2) - k^2 (a^4 + beta^4 sigma^4) / H^2``
+    (orthogonal)."""
     cos = np.full(k.size, np.nan)
     zp, kprev = 0.0, 0.0
     for i, kv in enumerate(k):
         if i > 0 and kprev > 0:
             K, b2 = kprev * kprev, beta * beta * sig2[i]
             H = a * a + b2
-            zp = (K + zp) * (a * a * (1.0 - a * a * K / (H * (K + zp))) + b2) / H
+            if orthogonal:
+                Z = K + zp
+                zp = a * a * (Z / H - K * a * a / (H * H)) + b2 * (Z / H - K * b2 / (H * H))
+            else:
+                zp = (K + zp) * (a * a * (1.0 - a * a * K / (H * (K + zp))) + b2) / H
         if kv > 0:
             cos[i] = kv / math.sqrt(kv * kv + zp)
         kprev = kv
     return cos
 
 
-def _resnet_resummed(k, m, a, beta, sig2):
-    """``E cos(theta_v)`` of a linear Gaussian ResNet from its chain in log space (module
-    docstring, ResNets): the law of ``x = log Zp`` on ``_NODES`` Gauss nodes, each layer's
-    ``g1``, ``log Q'``, ``c`` and ``log Y`` on ``_RES_HERMITE`` Gauss-Hermite nodes each."""
-    cos = np.full(k.size, np.nan)
+def _hermite_grid(dims):
+    """Tensor Gauss-Hermite nodes (probabilists'), ``_RES_HERMITE`` per dimension: ``dims`` node
+    arrays and the weights, all flat."""
     h, hw = np.polynomial.hermite_e.hermegauss(_RES_HERMITE)
     hw = hw / hw.sum()
-    g, q, c, y = np.meshgrid(h, h, h, h, indexing="ij")
-    pw = np.einsum("i,j,k,l->ijkl", hw, hw, hw, hw).ravel()
-    g, q, c, y = g.ravel(), q.ravel(), c.ravel(), y.ravel()
-    lq_mean = special.digamma((m - 1) / 2) + math.log(2.0)
-    lq_sd = math.sqrt(special.polygamma(1, (m - 1) / 2))
+    nodes = [a.ravel() for a in np.meshgrid(*([h] * dims), indexing="ij")]
+    w = hw
+    for _ in range(dims - 1):
+        w = np.multiply.outer(w, hw)
+    return nodes, w.ravel()
+
+
+def _resnet_resummed(k, m, a, beta, sig2, orthogonal=False):
+    """``E cos(theta_v)`` of a linear ResNet from its chain in log space (module docstring,
+    ResNets): the law of ``x = log Zp`` on ``_NODES`` Gauss nodes, each layer's scalars on
+    ``_RES_HERMITE`` Gauss-Hermite nodes each (Gaussian: ``g1``, ``log Q'``, ``c``, ``log Y``;
+    orthogonal: ``g1``, ``c``, ``c'``)."""
+    cos = np.full(k.size, np.nan)
+    if orthogonal:
+        (g, c, c2), pw = _hermite_grid(3)
+        c2 = c2 / math.sqrt(m - 1)
+    else:
+        (g, q, c, y), pw = _hermite_grid(4)
+        lq_mean = special.digamma((m - 1) / 2) + math.log(2.0)
+        lq_sd = math.sqrt(special.polygamma(1, (m - 1) / 2))
     c = c / math.sqrt(m - 1)                  # E c^2 = 1/(m-1): a uniform direction's coordinate
     x = p = None                              # None: Zp = 0 exactly
     kprev = 0.0
     for i, kv in enumerate(k):
         if i > 0 and kprev > 0:
-            s2 = sig2[i] / m
-            s = math.sqrt(s2)
-            e1 = a + beta * s * g                                   # e . h
-            Qp = s2 * np.exp(lq_mean + lq_sd * q)                   # |g_perp|^2 ~ s^2 chi2_{m-1}
-            H = e1 * e1 + beta * beta * Qp                          # |h|^2 = B_{v-1} / B_v
             K = kprev * kprev
             zp = np.zeros(1) if x is None else np.exp(x)
             Z = K + zp[:, None]
-            T = kprev * e1[None, :] + beta * np.sqrt(Qp * zp[:, None]) * c[None, :]
-            rho2 = np.clip(1.0 - T * T / (H[None, :] * Z), 0.0, 1.0)
-            mY = a * a * rho2 + beta * beta * s2 * (m - 1)
-            vY = 4 * a * a * beta * beta * s2 * rho2 + 2 * beta ** 4 * s2 * s2 * (m - 1)
-            sL2 = np.log1p(vY / (mY * mY))                          # log-normal, exact mean and variance
-            logY = np.log(mY) - sL2 / 2 + np.sqrt(sL2) * y[None, :]
-            pts = np.log(Z) + logY - np.log(H)[None, :]
+            if orthogonal:                    # W = sigma O: g = W^T e uniform on the sphere of radius sigma
+                sig = math.sqrt(sig2[i])
+                g1 = sig * g / math.sqrt(m)
+                Qp = sig2[i] - g1 * g1
+                e1 = a + beta * g1
+                H = e1 * e1 + beta * beta * Qp
+                r = np.sqrt(Qp * zp[:, None]) * c[None, :]
+                ew = (kprev * e1[None, :] + beta * r) / H
+                gw = (kprev * (a * g1 + beta * sig2[i])[None, :] - a * r) / (sig * H)
+                pw2 = np.maximum(Z / H - ew * ew, 0.0)          # |P w|^2
+                qw2 = np.maximum(Z / H - gw * gw, 0.0)          # |w - (w.g/|g|) g/|g||^2
+                new = (a * a * pw2 + 2 * a * beta * sig * np.sqrt(pw2 * qw2) * c2[None, :]
+                       + beta * beta * sig2[i] * qw2)
+                pts = np.log(np.maximum(new, np.finfo(float).tiny))
+            else:
+                s2 = sig2[i] / m
+                s = math.sqrt(s2)
+                e1 = a + beta * s * g                               # e . h
+                Qp = s2 * np.exp(lq_mean + lq_sd * q)               # |g_perp|^2 ~ s^2 chi2_{m-1}
+                H = e1 * e1 + beta * beta * Qp                      # |h|^2 = B_{v-1} / B_v
+                T = kprev * e1[None, :] + beta * np.sqrt(Qp * zp[:, None]) * c[None, :]
+                rho2 = np.clip(1.0 - T * T / (H[None, :] * Z), 0.0, 1.0)
+                mY = a * a * rho2 + beta * beta * s2 * (m - 1)
+                vY = 4 * a * a * beta * beta * s2 * rho2 + 2 * beta ** 4 * s2 * s2 * (m - 1)
+                sL2 = np.log1p(vY / (mY * mY))                      # log-normal, exact mean and variance
+                logY = np.log(mY) - sL2 / 2 + np.sqrt(sL2) * y[None, :]
+                pts = np.log(Z) + logY - np.log(H)[None, :]
             q0 = np.ones(1) if p is None else p
             x, p = _gauss_nodes(pts.ravel(), (q0[:, None] * pw[None, :]).ravel(), _NODES)
         if kv > 0:
@@ -343,15 +426,16 @@ def _resnet_resummed(k, m, a, beta, sig2):
 
 
 def _resnet(family):
-    """``(cos, c1)`` of a linear Gaussian ResNet: the resummed chain at the family's width, and
-    the ``1/m`` coefficient at fixed ``sigma^2 = m s^2`` by Richardson extrapolation of the same
-    chain at ``m = 2^13, 2^14`` (its first order is exact: see the module docstring)."""
+    """``(cos, c1)`` of a linear ResNet: the resummed chain at the family's width, and the ``1/m``
+    coefficient at fixed ``sigma^2 = m s^2`` by Richardson extrapolation of the same chain at
+    ``m = 2^13, 2^14`` (its first order is exact: see the module docstring)."""
     k = _trained_counts(family)
     a, beta, sig2 = _resnet_law(family)
-    lim = _resnet_limit(k, a, beta, sig2)
-    d = {m: m * (_resnet_resummed(k, m, a, beta, sig2) - lim) for m in _RICHARDSON}
+    orth = family.weights == "orthogonal"
+    lim = _resnet_limit(k, a, beta, sig2, orth)
+    d = {m: m * (_resnet_resummed(k, m, a, beta, sig2, orth) - lim) for m in _RICHARDSON}
     m1, m2 = _RICHARDSON
-    return _resnet_resummed(k, family.width, a, beta, sig2), 2 * d[m2] - d[m1]
+    return _resnet_resummed(k, family.width, a, beta, sig2, orth), 2 * d[m2] - d[m1]
 
 
 def finite_width(family) -> FiniteWidthBFA:
@@ -359,13 +443,16 @@ def finite_width(family) -> FiniteWidthBFA:
 
     ``cos``: predicted mean of ``sample_bfa(family).cos`` at every ``v = 1 .. L-1`` (the
     resummed finite-width chain of :mod:`rmtalign.theory.finite`); ``cos_limit``:
-    ``theory.bfa(family).cos``; ``c1``: the exact coefficient of ``1/m`` at fixed depth.
-    Covered: MLPs with Gaussian or orthogonal weights, ReLU or linear, balanced learning rates,
-    any init scale and any set of trained layers, ``width >= 16``; other families raise
-    ``NotImplementedError``. Accuracy against the exact sampler and where the chain was checked:
-    ``docs/theory.md`` (Finite width); for orthogonal weights the output layer at ``L/m >= 2``
-    may be overestimated by a few percent (measured up to 6% at m = 64, L/m = 4; unresolved).
-    Cost O(L), about a millisecond a layer."""
+    ``theory.bfa(family).cos``; ``c1``: the exact coefficient of ``1/m`` at fixed depth (for
+    ResNets at fixed ``m s^2``).
+    Covered: MLPs with Gaussian or orthogonal weights, ReLU or linear, and ResNets with linear
+    activation (Gaussian or orthogonal weights); balanced learning rates, any init scale and any set of
+    trained layers, ``width >= 16``. Other families raise ``NotImplementedError`` (ReLU ResNets
+    among them). Accuracy against the exact sampler and where the chains were checked:
+    ``docs/finite_width.md``; for orthogonal MLPs the output layer at ``L/m >= 2`` may be
+    overestimated by a few percent (measured up to 6% at m = 64, L/m = 4; unresolved).
+    Cost O(L): about a millisecond a layer (MLPs), a few milliseconds a layer (ResNets: three
+    evaluations of the chain, two of them for ``c1``)."""
     check_family(family)
     _check_supported(family)
     layers = np.arange(1, family.depth)
