@@ -1,0 +1,84 @@
+"""Sphinx configuration of the rmtalign documentation site.
+
+Build (warnings are errors, as in ``tests/test_docs.py``)::
+
+    python -m sphinx -W --keep-going -b html docs docs/_build/html
+
+Pages are Markdown (myst-parser); the API reference (``docs/api/*.rst``) is generated from the
+numpydoc docstrings by autodoc + numpydoc.
+"""
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # the checkout's rmtalign, if it is not installed
+
+import rmtalign  # noqa: E402
+
+project = "rmtalign"
+author = "rmtalign authors"
+copyright = "2026, rmtalign authors"
+version = release = rmtalign.__version__
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "numpydoc",
+]
+
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+templates_path = []
+
+# -- Markdown ------------------------------------------------------------------------------------
+# Heading anchors, so that links such as ``index.md#model-and-conventions`` (GitHub's slugs)
+# resolve on the site as they do on GitHub.
+myst_heading_anchors = 3
+myst_enable_extensions = ["dollarmath"]
+
+# -- API reference -------------------------------------------------------------------------------
+autodoc_default_options = {"members": True, "member-order": "bysource"}
+autodoc_typehints = "none"  # the signatures and the docstrings say it; type hints are sparse
+autodoc_class_signature = "mixed"
+# The public names live in private modules (rmtalign/torch/_measure.py, ...) and are documented
+# under the public module that exports them.
+add_module_names = False
+numpydoc_show_class_members = False   # members are listed by autodoc itself
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
+numpydoc_validation_checks = set()    # docstrings are prose in numpydoc style, not linted here
+
+# -- HTML ----------------------------------------------------------------------------------------
+html_theme = "alabaster"
+html_title = f"rmtalign {release}"
+html_static_path = []
+html_theme_options = {"description": "Random-matrix numerics of the backward-feature angle",
+                      "fixed_sidebar": True}
+
+# -- Optional pages --------------------------------------------------------------------------------
+# Pages written by others that may not exist yet in a checkout: the landing page's toctree lists
+# them, and they are dropped from it while the file is absent (a missing page that is *not* in
+# this set is still an error).
+OPTIONAL_PAGES = {"figures", "experiments", "finite_width", "cli", "howto_torch", "theory"}
+
+
+def _drop_missing_pages(app, docname, source):
+    if docname != root_doc:
+        return
+
+    def present(name):
+        return any(os.path.exists(os.path.join(app.srcdir, name + ext)) for ext in source_suffix)
+
+    def filter_block(block):
+        lines = block.group(0).split("\n")
+        kept = [ln for ln in lines
+                if not (ln.strip() in OPTIONAL_PAGES and not present(ln.strip()))]
+        return "\n".join(kept)
+
+    source[0] = re.sub(r"```\{toctree\}.*?```", filter_block, source[0], flags=re.S)
+
+
+def setup(app):
+    app.connect("source-read", _drop_missing_pages)
