@@ -57,7 +57,8 @@ class TwinNetwork(nn.Sequential):
     results), ``sample``, and ``features``, the qualified names of the modules whose outputs are
     ``f_1 .. f_{L-1}`` (what :func:`rmtalign.torch.measure` takes as ``blocks`` to reproduce
     :func:`rmtalign.sample_bfa`; its default blocks are the same plus the readout ``Linear``).
-    :meth:`input` is the sampler's input ``x`` as a batch of one.
+    :meth:`input` is the batch the samplers run this draw on: their input ``x`` as a batch of one
+    by default, or the ``(n, d)`` batch of ``twin(..., inputs=..., input_correlation=...)``.
     """
 
     def __init__(self, family, weights, x, seed_record, sample):
@@ -81,10 +82,12 @@ class TwinNetwork(nn.Sequential):
         self.features = tuple(_feature_name(mods, l) for l in range(1, L))
 
     def input(self) -> torch.Tensor:
-        """The sampler's input ``x`` as a float64 batch of one, shape ``(1, d)``, on the device of
-        the weights."""
+        """The samplers' inputs of this draw as a float64 batch on the device of the weights, one
+        input a row: shape ``(1, d)`` (the input ``x``) by default, ``(n, d)`` for a twin built
+        with ``inputs=``. A new tensor at every call."""
         device = next(self.parameters()).device
-        return torch.from_numpy(self._x.copy())[None].to(device)
+        x = torch.from_numpy(self._x.copy())
+        return (x[None] if x.ndim == 1 else x).to(device)
 
 
 def _feature_name(mods, l):
@@ -94,7 +97,7 @@ def _feature_name(mods, l):
     return f"layer{l}" if isinstance(mod, Residual) else f"layer{l}.1"
 
 
-def twin(family, seed=None, sample=0) -> TwinNetwork:
+def twin(family, seed=None, sample=0, *, inputs=None, input_correlation=None) -> TwinNetwork:
     """The float64 ``nn.Module`` whose weights are draw ``sample`` of ``family`` with ``seed``.
 
     The weights are exactly those of :func:`rmtalign.sample_network` (and so those the samplers
@@ -102,6 +105,14 @@ def twin(family, seed=None, sample=0) -> TwinNetwork:
     ``sample_bfa(family, samples=[sample], seed=seed)`` at every layer to round-off (with the
     family's learning-rate rule: ``lr=None`` for the default balanced rule, ``lr=`` the sampler's
     rates as a mapping otherwise). See :class:`TwinNetwork` for the layout.
+
+    With ``inputs``, :meth:`TwinNetwork.input` is the ``(n, d)`` batch that
+    ``sample_bfa(family, samples=[sample], seed=seed, inputs=inputs,
+    input_correlation=input_correlation)`` runs this draw on (that of
+    ``sample_network(..., inputs=inputs, input_correlation=input_correlation)``), and the same
+    ``measure`` call reproduces that batch sampler: ``torch.mean`` of the ``(n, k)`` output is its
+    loss, the mean of ``f_L`` over the ``n k`` outputs, and ``measure`` flattens each feature over
+    the batch as the sampler does (measured: agreement to ~1e-15 relative).
 
     Parameters
     ----------
@@ -111,12 +122,21 @@ def twin(family, seed=None, sample=0) -> TwinNetwork:
         ``numpy.random.SeedSequence(**net.seed)`` to a sampler to get the same draw).
     sample : int
         The sample index, as in the samplers.
+    inputs : None, int or array_like
+        None (default): the family's own input, as a batch of one. Otherwise the samplers'
+        ``inputs`` (see :func:`rmtalign.sample_bfa`): a count ``n`` (``n = 1`` is the family's
+        input; ``n >= 2`` inputs drawn from ``seed`` and ``sample``, needs ``n <= in_dim``) or an
+        explicit ``(n, d)`` array. The weights do not depend on it.
+    input_correlation : float, optional
+        Pairwise correlation of ``n`` drawn inputs, in ``(-1/(n-1), 1)``; default 0. Only with a
+        count ``inputs``.
 
     Memory: the ``L`` dense weight matrices (``O(L m^2)``), shared with the arrays
-    ``sample_network`` returns.
+    ``sample_network`` returns, and the batch (``O(n d)``).
     """
     check_family(family)
     sample = check_int("sample", sample, 0)
     ss, _ = seeds.resolve_seed(seed)
-    x, weights = sample_network(family, ss, sample)
+    x, weights = sample_network(family, ss, sample, inputs=inputs,
+                                input_correlation=input_correlation)
     return TwinNetwork(family, weights, x, seeds.seed_record(ss), sample)
