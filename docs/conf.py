@@ -48,6 +48,7 @@ except ImportError:
 autodoc_default_options = {"members": True, "member-order": "bysource"}
 autodoc_typehints = "none"  # the signatures and the docstrings say it; type hints are sparse
 autodoc_class_signature = "mixed"
+autodoc_preserve_defaults = True  # signatures show `dtype=np.float64`, not the object's repr
 # The public names live in private modules (rmtalign/torch/_measure.py, ...) and are documented
 # under the public module that exports them.
 add_module_names = False
