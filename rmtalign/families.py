@@ -90,6 +90,8 @@ class Family:
         to a rule, ``replace(lr_values=None, lr_rule="balanced")``). They are numbers for this
         width and depth: ``replace(width=...)`` keeps them as they are.
 
+    Notes
+    -----
     The last two fields are left out of :meth:`to_dict` at their defaults, so the content seeds of
     families that do not use them are unchanged.
     """

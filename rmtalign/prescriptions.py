@@ -215,6 +215,8 @@ def prescribe(family, scheme="fsc", setting="dense", *, loss_decay=1.0,
     feature_speed : float
         Target ``|fdot_{L-1}|_rms`` (``"mfmup"``, ``"fsc"``).
 
+    Notes
+    -----
     Under ``"fsc"`` the width limit has (SP) ``|f_v|_rms = 1``, (LD) ``-dL/dt = loss_decay``,
     (BC) every trained layer contributing ``loss_decay / n``, and (FL) ``|fdot_{L-1}|_rms =
     feature_speed``, exactly. Cost: one :func:`rmtalign.theory.bfa` (O(L log L)).

@@ -267,6 +267,8 @@ def sample_bfa(family, samples=1, seed=None, mode="exact", dtype=np.float64, *, 
     progress : bool or None
         Progress bar over samples (None: only for long jobs on a terminal).
 
+    Notes
+    -----
     Cost: three matrix-free passes, ``O(L m^2)`` time and ``O(L m)`` memory per sample; a batch
     shares each layer's generated weights between its ``n`` inputs (``O(L m^2 n)`` flops,
     ``O(L m n)`` memory).

@@ -131,6 +131,8 @@ def twin(family, seed=None, sample=0, *, inputs=None, input_correlation=None) ->
         Pairwise correlation of ``n`` drawn inputs, in ``(-1/(n-1), 1)``; default 0. Only with a
         count ``inputs``.
 
+    Notes
+    -----
     Memory: the ``L`` dense weight matrices (``O(L m^2)``), shared with the arrays
     ``sample_network`` returns, and the batch (``O(n d)``).
     """
