@@ -145,8 +145,11 @@ def _maps(activation, Q):
 
 
 # --------------------------------------------------------------------------- general path
-def _general(family, mode, Gx):
-    """Per-layer ``(cos, cos_spectrum, m1, m2)`` for the input Gram ``Gx`` (n x n), O(L n^3)."""
+def _general(family, Gx):
+    """Per-layer ``(cos, cos_spectrum, m1, m2)`` for the input Gram ``Gx`` (n x n), O(L n^3).
+
+    One computation for both modes: the families it is called for have masks free from their
+    kernel (MLPs, linear networks) or made so (ReLU ResNets in ``mode="free"``)."""
     L, m = family.depth, family.width
     n = Gx.shape[0]
     s = family.stds
@@ -236,7 +239,7 @@ def _normalised(family, C):
 
 
 # --------------------------------------------------------------------------- exchangeable path
-def _exchangeable(family, mode, n, rho):
+def _exchangeable(family, n, rho):
     """As :func:`_general` for ``n`` inputs of Gram ``d ((1 - rho) I + rho J)``, carrying each
     ``n x n`` matrix as ``(diagonal, off-diagonal)``: O(L) for any ``n`` (``inf`` included)."""
     eps = 1.0 / n
@@ -435,8 +438,8 @@ def _batch_bfa(family, mode, inputs, input_correlation, gram):
             "implemented: their masks are correlated across depth and with b_v; mode='free' gives "
             "the free-mask model, and MLPs and linear networks are exact")
     if rho is None:
-        cos, spec, m1, m2 = _general(family, mode, G)
+        cos, spec, m1, m2 = _general(family, G)
     else:
-        cos, spec, m1, m2 = _exchangeable(family, mode, _LARGE if math.isinf(n) else n, rho)
+        cos, spec, m1, m2 = _exchangeable(family, _LARGE if math.isinf(n) else n, rho)
     return BatchTheoryBFA(family, mode, np.arange(1, family.depth), cos, spec, m1, m2, m2,
                           n, rho, None if rho is not None else G)
