@@ -200,7 +200,7 @@ def test_relu_triples_against_the_multivariate_normal_cdf():
 
 
 # ---------------------------------------------------------------- against Monte Carlo
-def _torch_batch_cos(fam, samples, n, rho, seed):
+def _torch_batch_cos(fam, samples, n, rho, seed, X=None):
     pytest.importorskip("torch")
     from oracles.batch_ref import bfa_batch_torch, correlated_inputs
 
@@ -211,8 +211,8 @@ def _torch_batch_cos(fam, samples, n, rho, seed):
     torch.set_num_threads(1)  # tiny products: threads only contend
     for _ in range(samples):
         W = [s * rng.standard_normal(shape) for shape, s in zip(fam.shapes, fam.stds)]
-        X = correlated_inputs(n, fam.in_dim, rho, rng)
-        out.append(bfa_batch_torch(fam, W, X)["cos"])
+        Xd = correlated_inputs(n, fam.in_dim, rho, rng) if X is None else X
+        out.append(bfa_batch_torch(fam, W, Xd)["cos"])
     return np.array(out)
 
 
@@ -236,6 +236,24 @@ def test_prediction_against_the_torch_oracle(fam, n, rho, samples):
     if fam.phi.has_masks:
         z1 = (mean[ok] - single[ok]) / np.hypot(se[ok], bias)
         assert np.max(np.abs(z1)) > 5, z1  # the test has the power to reject one input's theory
+
+
+def test_prediction_for_an_explicit_gram_against_the_torch_oracle():
+    # the general path with unequal correlations (some negative) and unequal norms
+    fam = MLP(7, 256)
+    X = np.random.default_rng(3).standard_normal((5, fam.in_dim)) * [[1.0], [1.5], [0.7], [1.0], [1.2]]
+    X[1] -= 0.8 * X[0]
+    X[3] += X[2]
+    samples = 16
+    cos = _torch_batch_cos(fam, samples, 5, None, seed=1399, X=X)
+    th = T.bfa(fam, gram=X @ X.T).cos
+    exch = T.bfa(fam, inputs=5, input_correlation=0.0).cos
+    mean = cos.mean(0)
+    se = cos.std(0, ddof=1) / math.sqrt(samples)
+    ok = np.isfinite(th)
+    scale = np.hypot(se[ok], 0.5 / fam.width)  # width bias as in the test above
+    assert np.max(np.abs((mean[ok] - th[ok]) / scale)) < 3.5
+    assert np.max(np.abs((mean[ok] - exch[ok]) / scale)) > 5  # the Gram's structure matters
 
 
 # ---------------------------------------------------------------- result and errors
