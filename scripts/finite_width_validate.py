@@ -1,6 +1,6 @@
 """Finite-width BFA (``theory.finite_width``) against the exact sampler, beside the width limit.
 
-Two parts:
+MLPs (default):
 
 1. the grid: iid He ReLU MLPs at widths 64..512 and L/m = 0.125..4 (then the other covered
    cases: linear, W_1 trained, another init scale, orthogonal weights), sampled with
@@ -11,6 +11,12 @@ Two parts:
    ``coef[:, 1]`` and standard error against ``finite_width(...).c1``. The fit also sees the
    1/m^2 terms, so the same fit is applied to the prediction's own values at those widths
    (column "fit of prediction"): that is what the fitted coefficient should equal.
+
+``--resnet``: the same for ResNets with ``beta = c / sqrt(L)`` (c = 1, 2; widths 64..256, L/m
+0.5..4): linear ResNets (Gaussian and orthogonal) against their prediction; ReLU ResNets, which
+``finite_width`` does not cover, as the sampled gap to the width limit beside the gap the linear
+chain of the same ``a``, ``beta``, ``m s^2 / 2`` gives; and ``c1`` against ``width_limit``'s fit
+(L = 32, c = 2, widths 16..128). ``--plot``: ``docs/img/finite_width.png``.
 
 Sampled means are cached as JSON in ``--out`` (default ``/tmp/rmtalign_finite``), so the report
 can be rerun without resampling. Usage::
@@ -42,13 +48,14 @@ EXTRA = [(MLP(64, 64, activation="linear"), 384), (MLP(256, 64, activation="line
          (MLP(128, 64, trained="all"), 384), (MLP(128, 64, hidden_std=0.15, out_dim=4), 384),
          (MLP(64, 32, weights="orthogonal"), 1536), (MLP(128, 64, weights="orthogonal"), 384),
          (MLP(256, 64, weights="orthogonal"), 192)]
-# ResNets of Eq. (12), beta = c / sqrt(L): (c, activation, width, draws, depths); sampled in
+# ResNets of Eq. (12), beta = c / sqrt(L): (c, activation, width, draws, depths[, weights]); sampled in
 # chunks of CHUNK draws, each chunk checkpointed, so an interrupted run resumes where it stopped
 RESNET = [(2.0, "linear", 64, 256, (32, 64, 128, 256)), (1.0, "linear", 64, 256, (64, 256)),
           (2.0, "linear", 128, 128, (64, 128, 256, 512)), (2.0, "linear", 256, 64, (128, 512, 1024)),
           (1.0, "relu", 64, 256, (32, 64, 128, 256)), (2.0, "relu", 64, 256, (32, 64, 128, 256)),
           (1.0, "relu", 128, 96, (128, 512)), (2.0, "relu", 128, 96, (128, 512)),
-          (1.0, "relu", 256, 64, (256,))]
+          (1.0, "relu", 256, 64, (256,)),
+          (2.0, "linear", 64, 256, (64, 256), "orthogonal"), (2.0, "linear", 128, 96, (512,), "orthogonal")]
 CHUNK = 32
 if quick:
     GRID = [(64, 96, 4), (128, 48, 1)]
@@ -119,14 +126,14 @@ def resnet_grid():
           "err finite | z limit | z finite |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows, relu = [], []
-    for c, act, m, n, depths in RESNET:
+    for c, act, m, n, depths, *weights in RESNET:
         for L in depths:
-            fam = ResNet.scaled(L, m, c, activation=act)
+            fam = ResNet.scaled(L, m, c, activation=act, weights=(weights or ["gaussian"])[0])
             mean, sem = resnet_sampled(fam, n)
             if "--sample-only" in sys.argv:
                 continue
             lim = T.bfa(fam).cos
-            twin = T.finite_width(ResNet.scaled(L, m, c, activation="linear"))
+            twin = T.finite_width(fam.replace(activation="linear"))
             for v in (L // 2, L - 1):
                 j = v - 1
                 el = lim[j] - mean[j]
@@ -138,7 +145,7 @@ def resnet_grid():
                     continue
                 ef = twin.cos[j] - mean[j]
                 rows.append((m, L, L / m, v, el / sem[j], ef / sem[j], el, ef))
-                print(f"| ResNet {act} | {c:g} | {m} | {L} | {L / m:g} | {v} | {mean[j]:.4f} ± {sem[j]:.4f} | "
+                print(f"| ResNet {act}{', orthogonal' if fam.weights == 'orthogonal' else ''} | {c:g} | {m} | {L} | {L / m:g} | {v} | {mean[j]:.4f} ± {sem[j]:.4f} | "
                       f"{lim[j]:.4f} | {twin.cos[j]:.4f} | {el:+.4f} | {ef:+.4f} | "
                       f"{el / sem[j]:+.2f} | {ef / sem[j]:+.2f} |", flush=True)
     if relu:
@@ -236,38 +243,53 @@ def coefficient():
 
 def plot(path="docs/img/finite_width.png"):
     """Sampled cos against depth at a few widths, the width limit and the finite-width prediction:
-    ReLU MLPs (L = 256; the law of cos_v does not depend on L) and linear ResNets (c = 2, L = 256)."""
+    ReLU MLPs (L = 256; the law of cos_v does not depend on L); linear ResNets (c = 2, L = 256) as
+    the gap to the width limit; ReLU ResNets (not covered) likewise, beside the linear chain's gap."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     colors = {16: "tab:red", 32: "tab:orange", 64: "tab:green", 128: "tab:blue", 256: "tab:purple"}
     L = 256
-    panels = [(axes[0], [(MLP(L, m), n) for m, n in ((64, 384), (128, 192), (256, 96))],
-               "ReLU MLP (He), L = 256"),
-              (axes[1], [(ResNet.scaled(L, m, 2.0, activation="linear"), n)
-                         for m, n in ((16, 256), (32, 256), (64, 256), (128, 128))],
-               "linear ResNet, beta = 2/sqrt(L), L = 256")]
-    for ax, fams, title in panels:
-        v = np.arange(1, L)
-        for fam, n in fams:
-            mean, sem = sampled(fam, n) if isinstance(fam, MLP) else resnet_sampled(fam, n)
-            col = colors[fam.width]
-            ax.fill_between(v, mean - 2 * sem, mean + 2 * sem, color=col, alpha=0.25, lw=0)
-            ax.plot(v, T.finite_width(fam).cos, color=col, lw=1.3,
-                    label=f"m = {fam.width}: finite width (line), sampled ±2 SE (band)")
-        ax.plot(v, T.bfa(fams[0][0]).cos, color="k", lw=1.3, ls="--", label="width limit")
-        ax.set_xlabel("layer v")
-        ax.set_ylabel("cos θ_v")
-        ax.set_title(title)
+    v = np.arange(1, L)
+    ax = axes[0]
+    for m, n in ((64, 384), (128, 192), (256, 96)):
+        fam = MLP(L, m)
+        mean, sem = sampled(fam, n)
+        ax.fill_between(v, mean - 2 * sem, mean + 2 * sem, color=colors[m], alpha=0.25, lw=0)
+        ax.plot(v, T.finite_width(fam).cos, color=colors[m], lw=1.3,
+                label=f"m = {m}: finite width (line), sampled ±2 SE (band)")
+    ax.plot(v, T.bfa(MLP(L, 64)).cos, color="k", lw=1.3, ls="--", label="width limit")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylabel("cos θ_v")
+    ax.set_title("ReLU MLP (He), L = 256")
+    for ax, act, widths in ((axes[1], "linear", ((16, 256), (32, 256), (64, 256), (128, 128))),
+                            (axes[2], "relu", ((64, 256),))):
+        lim = T.bfa(ResNet.scaled(L, 64, 2.0, activation=act)).cos
+        for m, n in widths:
+            fam = ResNet.scaled(L, m, 2.0, activation=act)
+            mean, sem = resnet_sampled(fam, n)
+            ax.fill_between(v, mean - lim - 2 * sem, mean - lim + 2 * sem, color=colors[m], alpha=0.25, lw=0)
+            twin = T.finite_width(fam.replace(activation="linear"))
+            if act == "linear":
+                ax.plot(v, twin.cos - lim, color=colors[m], lw=1.3,
+                        label=f"m = {m}: finite width (line), sampled ±2 SE (band)")
+            else:
+                ax.plot(v, twin.cos - twin.cos_limit, color=colors[m], lw=1.3, ls=":",
+                        label=f"m = {m}: sampled ±2 SE (band); the linear chain's gap (dotted)")
+        ax.axhline(0.0, color="k", lw=1.3, ls="--", label="width limit")
         ax.set_xscale("log")
-        if isinstance(fams[0][0], MLP):
-            ax.set_yscale("log")
-        ax.legend(fontsize=7.5, loc="lower left")
+        ax.set_ylabel("cos θ_v − width limit")
+        ax.set_title(f"{'linear' if act == 'linear' else 'ReLU (not covered)'} ResNet, "
+                     f"β = 2/√L, L = {L}")
+    for ax in axes:
+        ax.set_xlabel("layer v")
+        ax.legend(fontsize=7.5, loc="upper left" if ax is not axes[0] else "lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=120)
     print(f"wrote {path}")
 
 
