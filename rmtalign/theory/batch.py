@@ -16,8 +16,8 @@ matrix of normalised block traces). ``I_n (x) W`` is an M_n-valued circular elem
 for orthogonal weights) with covariance ``E(X B X^T) = B``, free over M_n from everything built
 from earlier weights. In the width limit the mask pattern ``(D^1(i), .., D^n(i))`` of each neuron
 is the sign pattern of a centred Gaussian vector with the forward covariance ``Q_{v-1}`` (iid over
-neurons), and it is free over M_n from ``K_{v-1}`` (a row's sign flips the neuron's whole pattern
-and conjugates ``K`` by a diagonal sign, as for one input), so with
+neurons), and it is free over M_n from ``K_{v-1}`` (flipping the sign of a row of ``W`` flips the
+neuron's whole pattern and conjugates ``K`` by a diagonal sign, as for one input), so with
 
     P_ab = E[D^a D^b] = 1/4 + arcsin(r_ab) / (2 pi),
     P3_acb = E[D^a D^c D^b] = 1/8 + (arcsin r_ac + arcsin r_cb + arcsin r_ab) / (4 pi)
@@ -51,7 +51,9 @@ numbers (Thm 3.2 with amalgamation)
     cos(theta_v) = <Bn_v, E1_v> / sqrt(<Bn_v, E2_v> tr Bn_v),     <A, B> = sum_ab A_ab B_ab.
 
 The ReLU ResNet with its own masks (``mode="exact"``) has masks correlated across depth and with
-``b_v`` (``rmtalign.theory.bfk``); their batch version is not implemented.
+``b_v`` (``rmtalign.theory.bfk``); their batch version is not implemented (the free-mask values
+are up to 5% high at the output there, ``docs/theory.md``, Batches, which also has the validation
+against the batch sampler and the torch oracle).
 
 **Exchangeable batches** (``inputs=n, input_correlation=rho``): every matrix stays of the form
 ``omega J + (delta - omega) I`` (Hadamard products act on ``(delta, omega)``, matrix products and
