@@ -36,7 +36,7 @@ class Sizes:
     curve_steps: int = 100
     curve_lrs: tuple = (-2, 0, 2)  # offsets (octaves) from the scheme's centre
     # experiment 2: ResNets
-    res_width: int = 128
+    res_width: int = 64
     res_depths: tuple = (8, 32, 128)
     res_betas: tuple = ("1", "1/sqrt(L)", "1/L")
     res_schemes: tuple = ("sp", "fsc")
@@ -93,7 +93,7 @@ def points(name, sizes: Sizes) -> list:
                                 out.append(_point(s, task=task, arch="mlp", depth=depth,
                                                   width=s.mlp_width, scheme=scheme, optimizer=opt,
                                                   log2_lr=_CENTRE[scheme, opt] + off,
-                                                  steps=s.curve_steps, seed=seed, evals=10,
+                                                  steps=s.curve_steps, seed=seed, evals=5,
                                                   measure_at=[0.0, 0.5, 1.0]))
     elif name == "resnet":
         for depth in s.res_depths:
@@ -106,7 +106,7 @@ def points(name, sizes: Sizes) -> list:
                                                   beta=beta_value(rule, depth), beta_rule=rule,
                                                   scheme=scheme, optimizer=opt,
                                                   log2_lr=_CENTRE[scheme, opt] + off,
-                                                  steps=s.curve_steps, seed=seed, evals=10,
+                                                  steps=s.curve_steps, seed=seed, evals=5,
                                                   measure_at=[0.0, 0.5, 1.0]))
     elif name == "transfer":
         sweeps = [("width", "mlp", s.tr_width_depth, w) for w in s.tr_widths]

@@ -34,7 +34,7 @@ __all__ = ["point_key", "train_point", "run_grid", "read_records"]
 # A run is stopped as diverged when its training loss is not finite or exceeds this multiple of
 # the loss at init (cross-entropy at chance is ~2.3: a loss 10x that is no longer training).
 _DIVERGED = 10.0
-_EVAL = 1000  # training examples on which the training loss is evaluated
+_EVAL = 500  # training (and test) examples on which the losses are evaluated
 
 
 def _content(*parts) -> str:
@@ -76,7 +76,8 @@ def _task(name, cache_dir):
 def train_point(point: dict, cache_dir=None) -> dict:
     """Train one point; returns ``{"key", "point", "final", "curve", "bfa", "seconds"}``.
 
-    ``final``: ``train_loss`` (on the first 1000 training examples), ``test_loss``, ``test_acc`` (NaN for
+    ``final``: ``train_loss`` (on the first 500 training examples; ``test_*`` on the first 500
+    test examples), ``test_loss``, ``test_acc`` (NaN for
     regression), ``diverged`` (the run was stopped: a non-finite loss or gradient, or a loss above
     ``10 x`` its initial value; its losses are NaN). ``curve``: the same at ``evals + 1`` evenly
     spaced steps. ``bfa``: at the steps ``measure_at`` (fractions of ``steps``), the
@@ -93,8 +94,9 @@ def train_point(point: dict, cache_dir=None) -> dict:
     loss, ce = _loss_fn(task), task.loss == "ce"
     x, x_test = torch.from_numpy(task.x), torch.from_numpy(task.x_test)
     y, y_test = torch.from_numpy(task.y), torch.from_numpy(task.y_test)
-    # the training loss is evaluated on a fixed subset: a full pass costs more than the training
+    # losses are evaluated on fixed subsets: full passes would cost more than the training
     x_eval, y_eval = x[:_EVAL], y[:_EVAL]
+    x_test, y_test = x_test[:_EVAL], y_test[:_EVAL]
     lr = 2.0 ** p["log2_lr"]
     order = np.random.default_rng(_seed("batches", p["task"], p["batch"], p["seed"]))
     init_seed = _seed("init", p["task"], p["arch"], p["depth"], p["width"], p["beta"],
