@@ -191,7 +191,7 @@ class WidthLimit(Result):
     dof: np.ndarray
     pvalue: np.ndarray
     inputs: int = 1
-    input_gram: np.ndarray = field(default_factory=lambda: np.ones((1, 1)))
+    input_gram: np.ndarray = field(default_factory=lambda: np.ones((1, 1)), repr=False)
 
     def _table(self):
         """Rows ``(layer, width, mean, sem)`` for every width, then the extrapolated limit as
