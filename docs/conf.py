@@ -68,7 +68,7 @@ html_theme_options = {"description": "Random-matrix numerics of the backward-fea
 # Pages being written (issue 10 and its neighbours) that a checkout may not have yet: the landing
 # page's toctree lists them, and they are dropped from it while the file is absent. A missing
 # page that is not in this set is still an error. Empty this set once they have all landed.
-OPTIONAL_PAGES = {"figures", "experiments", "finite_width"}
+OPTIONAL_PAGES = {"figures", "experiments"}
 
 
 def _drop_missing_pages(app, docname, source):
