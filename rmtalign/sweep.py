@@ -27,6 +27,7 @@ import csv
 import hashlib
 import itertools
 import json
+import logging
 import math
 import numbers
 import os
@@ -1015,8 +1016,16 @@ def dask_client(address=None, workers=None):
         with distributed.Client(address) as client:
             yield client
         return
-    with distributed.LocalCluster(n_workers=workers or _cores(), threads_per_worker=1,
-                                  host="127.0.0.1", processes=True,
-                                  dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as client:
+    nanny_log = logging.getLogger("distributed.nanny")
+    with contextlib.ExitStack() as stack:
+        stack.callback(nanny_log.setLevel, nanny_log.level)  # restored after the cluster closed
+        cluster = stack.enter_context(distributed.LocalCluster(
+            n_workers=workers or _cores(), threads_per_worker=1, host="127.0.0.1",
+            processes=True, dashboard_address=None))
+        client = stack.enter_context(distributed.Client(cluster))
+        try:
             yield client
+        finally:
+            # A closing LocalCluster kills its busy-waiting worker processes after 4 s and the
+            # nanny warns "Worker process still alive ..., killing" on stderr: routine here.
+            nanny_log.setLevel(logging.ERROR)
