@@ -204,77 +204,6 @@ def free_masks(family, key: int) -> np.ndarray:
                      .astype(np.float64) for l in range(1, L)])
 
 
-@dataclass(frozen=True)
-class FreeBatchLimits:
-    """Width limits of a batch that the free model uses (arrays over layers; index 0 = layer 1).
-
-    ``corr`` ``(L-1, n, n)``: correlation of ``f_l``'s entries across the inputs (the masks' law);
-    ``forward_gram`` ``(L, n, n)``: ``G_{l-1} G_{l-1}^T`` of the inputs to ``W_l``;
-    ``backward_gram`` ``(L, n, n)``: ``b_l^i . b_l^j``; ``grad_sq``, ``lr`` ``(L,)``;
-    ``kernel_weights`` ``(L, n, n)``: ``C_l = eta_l beta_l^2 G_{l-1} G_{l-1}^T``.
-    """
-
-    corr: np.ndarray
-    forward_gram: np.ndarray
-    backward_gram: np.ndarray
-    grad_sq: np.ndarray
-    lr: np.ndarray
-    kernel_weights: np.ndarray
-
-
-def _dual(act, Q: np.ndarray):
-    """``(E[phi(u) phi(u)^T], E[phi'(u) phi'(u)^T])`` for ``u ~ N(0, Q)`` (``n x n``): the
-    arc-cosine kernels of degree 1 and 0 for ReLU (Cho & Saul 2009), ``(Q, 1)`` for the identity."""
-    if act.is_identity:
-        return Q, np.ones_like(Q)
-    if act.name != "relu":  # pragma: no cover - every masked activation of rules is ReLU
-        raise NotImplementedError(f"the free model of a batch knows ReLU and linear, not {act.name}")
-    sd = np.sqrt(np.diag(Q))
-    norms = np.outer(sd, sd)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        theta = np.arccos(np.clip(np.where(norms > 0, Q / norms, 0.0), -1.0, 1.0))
-    return (norms * (np.sin(theta) + (np.pi - theta) * np.cos(theta)) / (2 * np.pi),
-            (np.pi - theta) / (2 * np.pi))
-
-
-def free_batch_limits(family, X: np.ndarray) -> FreeBatchLimits:
-    """The width limit of the Grams, gradient norms, learning rates and BFK weights of a batch
-    ``X`` (``(n, d)``): the forward covariances per unit ``Q_1 = s_1^2 X X^T``,
-    ``Q_l = a^2 Q_{l-1} + beta^2 m s_l^2 E[phi phi^T](Q_{l-1})`` and the backward Grams
-    ``B_L = 1/(n^2 k)``, ``B_{L-1} = alpha^2 m s_L^2 B_L o E[psi' psi']``,
-    ``B_{l-1} = a^2 B_l + beta^2 m s_l^2 B_l o E[phi' phi'](Q_{l-1})`` (``o``: entrywise; the
-    gradient-independence limit). One input gives :func:`rmtalign.theory.mean_field`'s numbers
-    (to round-off)."""
-    L, m, k = family.depth, family.width, family.out_dim
-    n = X.shape[0]
-    s = family.stds
-    a, beta, alpha = family.skip, family.branch_scale, family.output_multiplier
-    XX = X @ X.T
-    Q = np.empty((L - 1, n, n))
-    G = np.empty((L, n, n))
-    dphi = np.empty((L - 1, n, n))  # E[phi'(f_l) phi'(f_l)^T] (psi' for l = L-1)
-    Q[0] = s[0] ** 2 * XX
-    G[0] = XX
-    for l in range(2, L):
-        E, dphi[l - 2] = _dual(family.phi, Q[l - 2])
-        G[l - 1] = m * E
-        Q[l - 1] = a * a * Q[l - 2] + beta * beta * m * s[l - 1] ** 2 * E
-    E, dphi[L - 2] = _dual(family.psi, Q[L - 2])
-    G[L - 1] = m * E
-    B = np.empty((L, n, n))
-    B[L - 1] = 1.0 / (n * n * k)
-    B[L - 2] = alpha**2 * m * s[L - 1] ** 2 * B[L - 1] * dphi[L - 2]
-    for l in range(L - 1, 1, -1):
-        B[l - 2] = a * a * B[l - 1] + beta * beta * m * s[l - 1] ** 2 * B[l - 1] * _dual(family.phi, Q[l - 2])[1]
-    betas = family.branch_scales
-    grad_sq = betas**2 * np.einsum("lij,lij->l", B, G)
-    lr = family.rates(grad_sq)
-    sd = np.sqrt(np.einsum("lii->li", Q))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = np.where(sd[:, :, None] * sd[:, None, :] > 0, Q / (sd[:, :, None] * sd[:, None, :]), 0.0)
-    return FreeBatchLimits(corr, G, B, grad_sq, lr, (lr * betas**2)[:, None, None] * G)
-
-
 def free_batch_masks(family, key: int, corr: np.ndarray) -> np.ndarray:
     """The free model's masks of a batch, ``(L-1, n, m)``: for each layer and unit, the signs of a
     Gaussian vector over the inputs with correlation ``corr[l-1]`` (the width-limit law of
@@ -356,7 +285,9 @@ def _run_passes(family, key, mode, probes, dtype, weights, tangent, inputs):
         if family.output_multiplier != 1.0:  # f_L = alpha W_L psi(f_{L-1})
             b_top *= family.output_multiplier
     else:
-        from .theory.signal import mean_field  # the free model's kernel weights are width limits
+        # the free model's kernel weights and mask law are width limits: theory's, one home
+        from .theory.batch import batch_limits
+        from .theory.signal import mean_field
 
         f = None
         single = n == 1 and inputs.X is None  # the family's own input, of norm sqrt(d)
@@ -365,7 +296,7 @@ def _run_passes(family, key, mode, probes, dtype, weights, tangent, inputs):
             mf = mean_field(family)
             kernel_weights = mf.kernel_weights[:, None, None]
         else:
-            mf = free_batch_limits(family, X)
+            mf = batch_limits(family, X @ X.T)
             masks = free_batch_masks(family, key, mf.corr)
             kernel_weights = mf.kernel_weights
         # one probe W_L^T b_L for every input (b_L^i . b_L^j = 1/(n^2 k)), masked per input below

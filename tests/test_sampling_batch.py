@@ -194,7 +194,11 @@ def test_free_batch_bfk_identities_with_the_same_draw(name):
 
 
 def test_free_batch_limits_reduce_to_the_single_input_mean_field():
-    from rmtalign._passes import free_batch_limits
+    # the free-mode batch sampler's width limits are theory's (rmtalign.theory.batch, one home)
+    from rmtalign.theory.batch import batch_limits
+
+    def free_batch_limits(fam, X):
+        return batch_limits(fam, X @ X.T)
 
     for fam in (MLP(8, 64), ResNet(8, 64, 0.5, out_dim=3, output_multiplier=0.7),
                 MLP(6, 32, activation="linear", trained="all")):
@@ -218,10 +222,10 @@ def test_free_batch_limits_reduce_to_the_single_input_mean_field():
 def test_relu_dual_kernels_against_monte_carlo():
     """E[relu(u) relu(v)] and P(u > 0, v > 0) of the free model's limits against a direct
     Monte Carlo average (5 standard errors, one draw of 400000 pairs)."""
-    from rmtalign._passes import _dual
+    from rmtalign.theory.batch import _maps
 
     Q = np.array([[1.5, -0.4, 0.9], [-0.4, 0.8, 0.3], [0.9, 0.3, 1.0]])
-    E, D = _dual(ra.rules.activation("relu"), Q)
+    E, D = _maps(ra.rules.activation("relu"), Q)
     u = np.random.default_rng(0).multivariate_normal(np.zeros(3), Q, size=400_000)
     r = np.maximum(u, 0)
     for got, sample in ((E, r[:, :, None] * r[:, None, :]),
@@ -237,11 +241,12 @@ def test_free_batch_masks_overlap_as_the_width_limit_says():
     correlation (3 standard errors over m units and the layers, Bonferroni over the pairs)."""
     from scipy import stats
 
-    from rmtalign._passes import free_batch_limits, free_batch_masks, input_batch
+    from rmtalign._passes import free_batch_masks, input_batch
+    from rmtalign.theory.batch import batch_limits
 
     fam = MLP(5, 4096, in_dim=4)
     X = input_batch(fam, 4, -0.25).matrix(fam, 1)  # no weights: the inputs of the draw keyed 1
-    corr = free_batch_limits(fam, X).corr
+    corr = batch_limits(fam, X @ X.T).corr
     masks = free_batch_masks(fam, 77, corr)
     assert masks.shape == (4, 4, 4096) and set(np.unique(masks)) == {0.0, 1.0}
     z = stats.norm.isf(0.0027 / 2 / (4 * 10))
@@ -313,3 +318,20 @@ def test_batch_results_export(tmp_path):
 def test_batch_errors_name_the_argument(kwargs, exc, words):
     assert_error_names(exc, words, ra.sample_bfa, MLP(4, 4), **kwargs)
     assert_error_names(exc, words, ra.sample_bfk, MLP(4, 4), **kwargs)
+
+
+def test_free_batch_sampler_reads_theorys_batch_limits():
+    """One home: the free-mode batch passes take their kernel weights, rates and gradient norms
+    from rmtalign.theory.batch.batch_limits of the draw's inputs, bit for bit."""
+    from rmtalign._passes import input_batch, run_passes
+    from rmtalign.theory.batch import batch_limits
+
+    for fam, (n, rho) in ((MLP(6, 32, in_dim=8), (3, 0.5)),
+                          (ResNet(6, 32, 0.5, out_dim=2, output_multiplier=0.7, in_dim=8), (4, 0.0))):
+        batch = input_batch(fam, n, rho)
+        p = run_passes(fam, 5, mode="free", probes=2, inputs=batch)
+        X = batch.matrix(fam, 5)
+        lim = batch_limits(fam, X @ X.T)
+        np.testing.assert_array_equal(p.weights_c, np.broadcast_to(lim.kernel_weights, p.weights_c.shape))
+        np.testing.assert_array_equal(p.lr, np.broadcast_to(lim.lr, p.lr.shape))
+        np.testing.assert_array_equal(p.grad_sq, np.broadcast_to(lim.grad_sq, p.grad_sq.shape))

@@ -76,7 +76,7 @@ from .._validate import check_real
 from .bfk import TheoryBFA, _uses_exact_masks
 from .layer import layer_law
 
-__all__ = ["BatchTheoryBFA"]
+__all__ = ["BatchTheoryBFA", "BatchLimits", "batch_limits"]
 
 
 @dataclass(frozen=True, repr=False)
@@ -107,9 +107,12 @@ def _snap(r):
 
 
 def _correlations(Q):
-    """Correlation matrix of the covariance ``Q``."""
+    """Correlation matrix of the covariance ``Q`` (0 where an input's variance is 0: an explicit
+    zero input of the samplers)."""
     sd = np.sqrt(np.diag(Q))
-    return _snap(Q / np.outer(sd, sd))
+    norms = np.outer(sd, sd)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _snap(np.where(norms > 0, Q / np.where(norms > 0, norms, 1.0), 0.0))
 
 
 def _relu_kernel(Q):
@@ -137,13 +140,94 @@ def _relu_triples(Q):
 
 
 def _maps(activation, Q):
-    """``(kappa(Q), P, P3)`` of an activation record for the covariance ``Q``."""
+    """``(kappa(Q), P)`` of an activation record for the covariance ``Q``: ``E[phi phi^T]`` and
+    ``E[phi' phi'^T]`` for ``u ~ N(0, Q)``."""
     n = Q.shape[0]
     if not activation.has_masks:
-        return Q.copy(), np.ones((n, n)), np.ones((n, n, n))
+        return Q.copy(), np.ones((n, n))
     if activation.name != "relu":  # pragma: no cover - no such activation today
         raise NotImplementedError(f"batch theory knows the ReLU and linear maps, not {activation.name!r}")
-    return _relu_kernel(Q), _relu_pairs(Q), _relu_triples(Q)
+    return _relu_kernel(Q), _relu_pairs(Q)
+
+
+def _triples(activation, Q):
+    """``P3_abc = E[phi'_a phi'_b phi'_c]`` for ``u ~ N(0, Q)``."""
+    n = Q.shape[0]
+    return _relu_triples(Q) if activation.has_masks else np.ones((n, n, n))
+
+
+# --------------------------------------------------------------------------- signal propagation
+@dataclass(frozen=True)
+class BatchLimits:
+    """Width-limit signal propagation of a batch (arrays over layers; index 0 = layer 1): the
+    free-mode batch samplers' kernel weights and mask law, and the general path's inputs.
+
+    ``Q``, ``corr``, ``kappa``, ``P`` ``(L-1, n, n)``: per-neuron covariance of ``f_l`` across the
+    inputs, its correlations (the masks' law), ``E[phi(f_l) phi(f_l)^T]`` and ``E[phi'(f_l)
+    phi'(f_l)^T]`` per neuron; ``Bn`` ``(L-1, n, n)``: per-neuron covariance of ``b_l``;
+    ``forward_gram`` ``(L, n, n)``: ``G_{l-1} G_{l-1}^T``, the Gram of the inputs of ``W_l``;
+    ``backward_gram`` ``(L, n, n)``: ``b_l^a . b_l^b``; ``grad_sq``, ``lr`` ``(L,)``;
+    ``kernel_weights`` ``(L, n, n)``: ``C_l = eta_l beta_l^2 G_{l-1} G_{l-1}^T``.
+    """
+
+    Q: np.ndarray
+    corr: np.ndarray
+    kappa: np.ndarray
+    P: np.ndarray
+    Bn: np.ndarray
+    forward_gram: np.ndarray
+    backward_gram: np.ndarray
+    grad_sq: np.ndarray
+    lr: np.ndarray
+    kernel_weights: np.ndarray
+
+
+def batch_limits(family, gram) -> BatchLimits:
+    """Width-limit covariances, Grams, gradient norms, learning rates and BFK weights of a batch
+    with input Gram ``gram`` (``X X^T``, ``n x n``; module docstring, *Signal propagation*). One
+    input of norm ``sqrt(d)`` gives :func:`rmtalign.theory.mean_field`'s numbers (to round-off).
+    The free-mode batch samplers read their kernel weights and mask law here.
+
+    Non-finite values are returned, not raised: the theory checks them, the samplers report them
+    in their passes."""
+    L, m = family.depth, family.width
+    Gx = np.asarray(gram, dtype=float)
+    n = Gx.shape[0]
+    s = family.stds
+    a = family.skip
+    beta = family.branch_scale
+    betas = family.branch_scales
+    phi, psi = family.phi, family.psi
+
+    Q = np.empty((L - 1, n, n))
+    kap = np.empty((L - 1, n, n))
+    P = np.empty((L - 1, n, n))
+    Q[0] = s[0] ** 2 * Gx
+    with np.errstate(over="ignore", invalid="ignore"):
+        for l in range(1, L - 1):
+            kap[l - 1], P[l - 1] = _maps(phi, Q[l - 1])
+            Q[l] = a * a * Q[l - 1] + beta * beta * m * s[l] ** 2 * kap[l - 1]
+        kap[L - 2], P[L - 2] = _maps(phi, Q[L - 2])
+        kap_out, P_out = _maps(psi, Q[L - 2])
+
+        # backward: full Gram of b_L, per-neuron covariances of b_{L-1} .. b_1
+        B_L = np.full((n, n), 1.0 / (n * n * family.out_dim))
+        Bn = np.empty((L - 1, n, n))
+        Bn[L - 2] = P_out * (family.output_multiplier ** 2 * s[L - 1] ** 2 * B_L)
+        for l in range(L - 1, 1, -1):  # b_{l-1} = a b_l + beta D_{l-1} W_l^T b_l
+            Bn[l - 2] = a * a * Bn[l - 1] + beta * beta * m * s[l - 1] ** 2 * P[l - 2] * Bn[l - 1]
+
+        # Grams of the inputs of W_l (l = 1..L), gradient norms, rates, kernel weights
+        G = np.empty((L, n, n))
+        G[0] = Gx
+        G[1:L - 1] = m * kap[: L - 2]
+        G[L - 1] = m * kap_out
+        Bfull = np.concatenate([m * Bn, B_L[None]])
+        grad_sq = betas ** 2 * np.einsum("lab,lab->l", Bfull, G)
+    eta = family.rates(grad_sq)
+    C = (eta * betas ** 2)[:, None, None] * G
+    return BatchLimits(Q, np.stack([_correlations(q) for q in Q]), kap, P, Bn, G, Bfull,
+                       grad_sq, eta, C)
 
 
 # --------------------------------------------------------------------------- general path
@@ -152,48 +236,17 @@ def _general(family, Gx):
 
     One computation for both modes: the families it is called for have masks free from their
     kernel (MLPs, linear networks) or made so (ReLU ResNets in ``mode="free"``)."""
-    L, m = family.depth, family.width
-    n = Gx.shape[0]
-    s = family.stds
-    a = family.skip
-    beta = family.branch_scale
-    betas = family.branch_scales
-    phi, psi = family.phi, family.psi
-
-    # forward: per-neuron covariances Q_l, kernels (Grams of phi(f_l)) and mask overlaps
-    Q = np.empty((L - 1, n, n))
-    kap = np.empty((L - 1, n, n))
-    P = np.empty((L - 1, n, n))
-    P3 = np.empty((L - 1, n, n, n))
-    Q[0] = s[0] ** 2 * Gx
-    for l in range(1, L - 1):
-        kap[l - 1], P[l - 1], P3[l - 1] = _maps(phi, Q[l - 1])
-        Q[l] = a * a * Q[l - 1] + beta * beta * m * s[l] ** 2 * kap[l - 1]
-    kap[L - 2], P[L - 2], P3[L - 2] = _maps(phi, Q[L - 2])
-    kap_out, P_out, _ = _maps(psi, Q[L - 2])
-    if not (np.all(np.isfinite(Q)) and np.all(np.isfinite(kap_out))):
+    L, n = family.depth, Gx.shape[0]
+    phi = family.phi
+    lim = batch_limits(family, Gx)
+    Q, P, Bn = lim.Q, lim.P, lim.Bn
+    if not (np.all(np.isfinite(Q)) and np.all(np.isfinite(lim.forward_gram[L - 1]))):
         raise ValueError("the forward covariances over/underflow for depth="
                          f"{L}; use a variance-preserving init")
-
-    # backward: full Gram of b_L, per-neuron covariances of b_{L-1} .. b_1
-    B_L = np.full((n, n), 1.0 / (n * n * family.out_dim))
-    Bn = np.empty((L - 1, n, n))
-    Bn[L - 2] = P_out * (family.output_multiplier ** 2 * s[L - 1] ** 2 * B_L)
-    for l in range(L - 1, 1, -1):  # b_{l-1} = a b_l + beta D_{l-1} W_l^T b_l
-        Bn[l - 2] = a * a * Bn[l - 1] + beta * beta * m * s[l - 1] ** 2 * P[l - 2] * Bn[l - 1]
-
-    # Grams of the inputs of W_l (l = 1..L), gradient norms, rates, kernel weights
-    G = np.empty((L, n, n))
-    G[0] = Gx
-    G[1:L - 1] = m * kap[: L - 2]
-    G[L - 1] = m * kap_out
-    Bfull = np.concatenate([m * Bn, B_L[None]])
-    grad_sq = betas ** 2 * np.einsum("lab,lab->l", Bfull, G)
-    if not np.all(np.isfinite(grad_sq)):
+    if not np.all(np.isfinite(lim.grad_sq)):
         raise ValueError(f"the gradient norms over/underflow for depth={L}; use a "
                          "variance-preserving init")
-    eta = family.rates(grad_sq)
-    C = (eta * betas ** 2)[: L - 1, None, None] * G[: L - 1]
+    C = lim.kernel_weights[: L - 1]
     C, a2, g2 = _normalised(family, C)
 
     p = float(phi.mask_probability)
@@ -205,7 +258,8 @@ def _general(family, Gx):
     for v in range(1, L - 1):  # layer v+1 from layer v (0-based rows)
         e1, e2, Pm = E1[v - 1], E2[v - 1], P[v - 1]
         EY = Pm * e1
-        EY2 = np.einsum("ac,cb,acb->ab", e1, e1, P3[v - 1]) + p * Pm * (e2 - e1 @ e1)
+        EY2 = (np.einsum("ac,cb,acb->ab", e1, e1, _triples(phi, Q[v - 1]))
+               + p * Pm * (e2 - e1 @ e1))
         S = a2 * e1 + g2 * EY
         XX = g2 * g2 * (EY2 + (EY @ EY if gauss else 0.0))
         E1[v] = C[v] + S
