@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
+import secrets
 from dataclasses import fields
 from pathlib import Path
 
@@ -71,13 +71,33 @@ def write_csv(path, columns: dict) -> Path:
     lengths = {k: len(v) for k, v in cols.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"table columns must have equal lengths, got {lengths}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+
+    def write(fh):
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for row in zip(*cols.values()):
+            w.writerow([_cell(v) for v in row])
+
+    return write_atomic(path, write, "w")
+
+
+def write_atomic(path, write, mode="w") -> Path:
+    """Call ``write(fh)`` on a temporary file beside ``path`` (``open(..., mode)``: ``"w"`` text,
+    ``"wb"`` binary), then rename it to ``path``: a reader, or a run interrupted at any point
+    (Ctrl-C included), sees the old file or the whole new one, never a partial one. The file gets
+    the permissions of any new file (``0o666`` less the umask; ``mkstemp`` would give ``0o600``).
+    Returns the path."""
+    path = Path(path)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:  # another writer's temporary file: draw another name
+            continue
     try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(cols)
-            for row in zip(*cols.values()):
-                w.writerow([_cell(v) for v in row])
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as fh:
+            write(fh)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -270,16 +270,9 @@ class Output:
         return self._atomic(name, lambda fh: fig.savefig(fh, format="png", dpi=dpi), "wb")
 
     def _atomic(self, name, write, mode) -> Path:
-        path = self.path(name)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
-        try:
-            with os.fdopen(fd, mode) as fh:
-                write(fh)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return self._done(path)
+        from ..results import write_atomic
+
+        return self._done(write_atomic(self.path(name), write, mode))
 
     def _done(self, path):
         self.written.append(str(path))
