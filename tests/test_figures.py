@@ -122,3 +122,9 @@ def test_estimated_cost_follows_samples_depth_width_squared():
     default = estimated_cost()
     assert set(paper) == set(default) == set(FIGURES)
     assert all(paper[k] >= default[k] for k in FIGURES)
+
+
+def test_progress_bar_on_stderr(tmp_path, capsys):
+    make_figures(tmp_path, dpi=20, only="fig1c_output_scale", progress=True, _sizes=TINY)
+    captured = capsys.readouterr()
+    assert "figures" in captured.err and captured.out == ""
