@@ -28,8 +28,8 @@ _EXPORTS = {
     "feature_speed": "alignment", "sensitivity": "alignment", "angle_deg": "alignment",
     "prescribe": "prescriptions", "Prescription": "prescriptions",
 }
-_MODULES = ("alignment", "families", "prescriptions", "results", "rules", "sampling", "seeds",
-            "theory")
+_MODULES = ("alignment", "families", "figures", "plotting", "prescriptions", "results", "rules",
+            "sampling", "seeds", "sweep", "theory", "torch")
 _RENAMED = {"BFAResult": "SampledBFA", "BFKResult": "SampledBFK", "JacobianResult": "SampledJacobian"}
 __all__ = sorted(_EXPORTS) + list(_MODULES) + ["__version__"]
 

@@ -2,7 +2,8 @@
 
 * :func:`measure`: the backward-feature angle, feature speeds, loss decay and sensitivity of one
   SGD step of any ``nn.Module``, per block, leaving the model untouched;
-* :func:`twin`: the ``nn.Module`` whose weights are a draw of :func:`rmtalign.sample_network`;
+* :func:`twin`: the ``nn.Module`` whose weights (and, with ``inputs=``, the batch) are a draw
+  of :func:`rmtalign.sample_network`;
 * :func:`bind`, :func:`init_`, :func:`param_groups`: apply a :class:`rmtalign.Prescription` to a
   model (init scales, per-layer learning rates as plain ``torch.optim`` groups);
 * :class:`OutputMultiplier`, :class:`Residual`: the output multiplier and the residual block of
@@ -26,7 +27,17 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name):
     if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        try:
+            module = import_module(f".{_EXPORTS[name]}", __name__)
+        except ModuleNotFoundError as err:
+            if err.name != "torch":
+                raise
+            raise ModuleNotFoundError(
+                f"rmtalign.torch.{name} needs PyTorch, which is not installed: pip install "
+                "torch (the CPU build: pip install torch --index-url "
+                "https://download.pytorch.org/whl/cpu), or the extra rmtalign[torch]",
+                name="torch") from None
+        return getattr(module, name)
     raise AttributeError(f"module 'rmtalign.torch' has no attribute {name!r}")
 
 
