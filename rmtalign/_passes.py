@@ -218,10 +218,14 @@ def free_batch_masks(family, key: int, corr: np.ndarray) -> np.ndarray:
         raise NotImplementedError("the free model of a batch draws sign masks (probability 1/2)")
     out = np.empty((L - 1, n, m))
     for l in range(1, L):
-        w, V = np.linalg.eigh(corr[l - 1])  # a square root that tolerates repeated inputs
+        # the symmetric square root: it tolerates repeated inputs, and unlike V sqrt(w) it does not
+        # depend on the basis eigh picks in a degenerate eigenspace (an exchangeable batch), so a
+        # round-off change of corr changes no mask but at near-ties
+        w, V = np.linalg.eigh(corr[l - 1])
+        root = (V * np.sqrt(np.clip(w, 0.0, None))) @ V.T
         Z = np.empty((n, m))
         rng.fill_normal(seeds.stream_key(key, seeds.MASK, l, n), Z)
-        out[l - 1] = ((V * np.sqrt(np.clip(w, 0.0, None))) @ Z) > 0
+        out[l - 1] = (root @ Z) > 0
     return out
 
 

@@ -335,3 +335,19 @@ def test_free_batch_sampler_reads_theorys_batch_limits():
         np.testing.assert_array_equal(p.weights_c, np.broadcast_to(lim.kernel_weights, p.weights_c.shape))
         np.testing.assert_array_equal(p.lr, np.broadcast_to(lim.lr, p.lr.shape))
         np.testing.assert_array_equal(p.grad_sq, np.broadcast_to(lim.grad_sq, p.grad_sq.shape))
+
+
+def test_free_batch_masks_do_not_depend_on_round_off_of_their_law():
+    """An exchangeable batch's correlation has a degenerate eigenspace: the masks must follow the
+    law, not the basis eigh happens to pick in it (a relative change of 1e-15 flips < 1e-4)."""
+    from rmtalign._passes import free_batch_masks
+
+    fam = MLP(4, 2048)
+    n = 6
+    for rho in (0.0, 0.5):
+        corr = np.broadcast_to((1 - rho) * np.eye(n) + rho * np.ones((n, n)), (3, n, n)).copy()
+        noise = np.random.default_rng(1).standard_normal(corr.shape) * 1e-15
+        moved = corr + (noise + np.swapaxes(noise, 1, 2)) / 2
+        moved[:, np.arange(n), np.arange(n)] = 1.0
+        a, b = free_batch_masks(fam, 3, corr), free_batch_masks(fam, 3, moved)
+        assert np.mean(a != b) < 1e-4, (rho, np.mean(a != b))
