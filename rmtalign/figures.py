@@ -31,12 +31,12 @@ sizes or the selection of figures leaves the other points' numbers unchanged.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
+
+from .results import write_atomic
 
 __all__ = ["FIGURES", "make_figures", "estimated_cost"]
 
@@ -587,15 +587,7 @@ def _resolve_sizes(paper, overrides):
 
 def _save_png(fig, path, dpi):
     """Save ``fig`` at ``path`` atomically (a reader never sees a half-written PNG)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(path, lambda fh: fig.savefig(fh, dpi=dpi, format="png"), "wb")
 
 
 def estimated_cost(paper=False, only=None, *, _sizes=None):
