@@ -167,6 +167,8 @@ def output_curve(x, sampled=None, theory=None, ax=None, *, quantity="angle_deg",
     colour : str, optional
         One colour for both.
     xlabel : str, optional
+    theory_x : array_like, optional
+        The scanned values of ``theory`` (default: ``x``), e.g. a finer grid than the samples'.
 
     Returns
     -------
