@@ -59,9 +59,7 @@ def _report(name, out_dir, records):
                             optimizer=opt)
     trained = {}
     for r in best:
-        c = r["curve"]
-        end = r["final"]["train_loss"]
-        ok = end is not None and end == end and end < 0.9 * c[0]["train_loss"]
+        ok = curves.trained(r)
         key = f"{r['point']['scheme']}/{r['point']['optimizer']}" + (
             f"/beta={r['point']['beta_rule']}" if r["point"].get("beta_rule") else "")
         trained.setdefault(key, {})[str(r["point"]["depth"])] = bool(ok)
