@@ -115,9 +115,10 @@ sphere of radius ``sigma`` (``g1 = e.g``, ``Q' = sigma^2 - g1^2``, ``H`` as abov
 ``c, c'`` coordinates of independent uniform unit vectors of ``R^(m-1)``, ``g1 / sigma`` one of
 ``R^m`` (Hermite nodes with the exact variances). ``a = 0``: ``Zp`` stays 0 (``cos = 1``).
 
-ReLU ResNets are not covered: their masks break the rotation invariance, and with a skip the
-network's own masks depend on the weights (``f = a f + beta W phi(f)`` has no sign symmetry);
-the measured ``1/m`` coefficient is 2.6 to 3.2 times the linear chain's (``docs/finite_width.md``).
+ReLU ResNets are not covered: their masks break the rotation invariance, and with a skip a
+neuron's masks persist across depth; the measured ``1/m`` coefficient is 2.6 to 3.2 times the
+linear chain's, an excess that masks independent of the weights but persistent across depth
+reproduce (``docs/finite_width.md``).
 """
 from __future__ import annotations
 
