@@ -188,6 +188,7 @@ def families(depth, d):
         ("MLP linear", MLP(depth, 64, in_dim=d, activation="linear"), "exact"),
         ("MLP ReLU, W_1 trained, k=4", MLP(depth, 64, in_dim=d, trained="all", out_dim=4), "exact"),
         (f"ResNet ReLU c={c} (free masks)", ResNet.scaled(depth, 64, c, in_dim=d), "free"),
+        (f"ResNet ReLU c={c} (own masks)", ResNet.scaled(depth, 64, c, in_dim=d), "exact"),
         (f"ResNet linear c={c}", ResNet.scaled(depth, 64, c, in_dim=d, activation="linear"), "exact"),
     ]
 

@@ -50,10 +50,29 @@ numbers (Thm 3.2 with amalgamation)
 
     cos(theta_v) = <Bn_v, E1_v> / sqrt(<Bn_v, E2_v> tr Bn_v),     <A, B> = sum_ab A_ab B_ab.
 
-The ReLU ResNet with its own masks (``mode="exact"``) has masks correlated across depth and with
-``b_v`` (``rmtalign.theory.bfk``); their batch version is not implemented (the free-mask values
-are up to 5% high at the output there, ``docs/theory.md``, Batches, which also has the validation
-against the batch sampler and the torch oracle).
+**Exact masks (ReLU ResNets, ``mode="exact"``).** A neuron's pre-activations form one Gaussian
+family over layers and inputs, ``Cov(f_j^a(i), f_l^c(i)) = a^(j-l) Q_l^ac`` (``j >= l``), so its
+masks are correlated across depth, inside ``K_v`` and with ``b_v``. ``E1`` is unchanged (the
+diagonal blocks ``K^ab_ii`` concentrate). The off-diagonal entries carry a profile over the two
+neurons' mask histories, affine in them (i != j; ``[a, c, b]`` arrays, rows ``l < v``):
+
+    m E[K^ac_ij K^cb_ji | masks] = alpha + sum_l Gj_l D_l^a(j) D_l^b(j) + Hi_l D_l^c(i),
+
+with ``Gj_{v,v-1} = Hi_{v,v-1} = a2 g2 E1'^ac E1'^cb``, ``Gj_{v,l} = (a2^2 + a2 g2 P_{v-1}^ab)
+Gj_{v-1,l}``, ``Hi_{v,l} = (a2^2 + a2 g2 p) Hi_{v-1,l}`` and
+
+    alpha_v = a2^2 alpha + a2 g2 (P' alpha + p alpha + sum_l Hi_l U1_{v-1,l} + Gj_l U2_{v-1,l})
+              + g2^2 (P3' E1'E1' - e P'P' E1'E1' + p P' alpha + P' sum_l Gj_l U2 + p sum_l Hi_l U1),
+
+``U1_{j,l} = E[D_j^a D_j^b D_l^c]``, ``U2_{j,l} = E[D_j^c D_l^a D_l^b]`` (three-variable orthant
+probabilities of one neuron across two layers), ``e = 1`` for orthogonal weights; ``E2 = E1 E1 +
+sum_c (alpha + sum_l Gj_l P_l + p Hi_l)``. Given the masks, the rows of ``b_v`` have covariance
+``S_v(i) = a^(2(L-1-v)) Bn_{L-1} + sum_{j=v}^{L-2} a^(2(j-v)) beta^2 m s_{j+1}^2 Bn_{j+1} o
+D_j(i) D_j(i)^T``, so ``<Bn_v, E2_v>`` gains ``sum_l sum_acb Hi_l (E[S_v^ab D_l^c] - p Bn_v^ab)``
+(``m2b``; zero at ``v = L-1``). Replacing ``U1``, ``U2`` by products of their factors gives the
+free-mask recursion above, and one input gives ``rmtalign.theory.bfk``'s exact-mask moments
+(both tested to round-off). Cost O(L^2 n^3) for the kernel, O(L^3 n^3) for the correction; no
+``n = inf`` form. Validation against the batch sampler: ``docs/theory.md``, Batches.
 
 **Exchangeable batches** (``inputs=n, input_correlation=rho``): every matrix stays of the form
 ``omega J + (delta - omega) I`` (Hadamard products act on ``(delta, omega)``, matrix products and
@@ -84,9 +103,10 @@ class BatchTheoryBFA(TheoryBFA):
     """Width-limit BFA of one GD step on a batch of inputs (see :mod:`rmtalign.theory.batch`).
 
     Fields of :class:`~rmtalign.theory.TheoryBFA`, with ``cos`` the angle of the flattened
-    ``(n m)`` vectors; ``m1 = b^T K b / (n |b|^2)`` and ``m2 = |K b|^2 / (n^2 |b|^2)`` (per input,
-    so that a batch of equal inputs has the single-input values up to a common factor), ``m2b =
-    m2``, and ``cos_spectrum = M1 / sqrt(M2)`` of the ``(n m) x (n m)`` kernel itself (Thm 3.2
+    ``(n m)`` vectors; ``m1 = b^T K b / (n |b|^2)`` and ``m2b = |K b|^2 / (n^2 |b|^2)`` (per
+    input, so that a batch of equal inputs has the single-input values up to a common factor),
+    ``m2`` the same for a ``b`` independent of the masks (``= m2b`` except for ReLU ResNets with
+    their own masks, as for one input), and ``cos_spectrum = M1 / sqrt(M2)`` of the ``(n m) x (n m)`` kernel itself (Thm 3.2
     with an isotropic probe; what ``sample_bfk(...).cos_spectrum`` measures). The batch: ``inputs``
     (``n``, an int or ``inf``), ``input_correlation`` (``rho``, or None when ``gram`` was given)
     and ``gram`` (the ``n x n`` input Gram matrix, or None for an exchangeable batch)."""
@@ -238,16 +258,8 @@ def _general(family, Gx):
     kernel (MLPs, linear networks) or made so (ReLU ResNets in ``mode="free"``)."""
     L, n = family.depth, Gx.shape[0]
     phi = family.phi
-    lim = batch_limits(family, Gx)
+    lim, C, a2, g2 = _checked_limits(family, Gx)
     Q, P, Bn = lim.Q, lim.P, lim.Bn
-    if not (np.all(np.isfinite(Q)) and np.all(np.isfinite(lim.forward_gram[L - 1]))):
-        raise ValueError("the forward covariances over/underflow for depth="
-                         f"{L}; use a variance-preserving init")
-    if not np.all(np.isfinite(lim.grad_sq)):
-        raise ValueError(f"the gradient norms over/underflow for depth={L}; use a "
-                         "variance-preserving init")
-    C = lim.kernel_weights[: L - 1]
-    C, a2, g2 = _normalised(family, C)
 
     p = float(phi.mask_probability)
     gauss = family.weights == "gaussian"
@@ -265,15 +277,39 @@ def _general(family, Gx):
         E1[v] = C[v] + S
         E2[v] = (C[v] @ C[v] + C[v] @ S + S @ C[v] + a2 * a2 * e2
                  + a2 * g2 * (e1 @ EY + EY @ e1 + Pm * e2 + p * e2) + XX)
+    return _angles(Bn, E1, E2)[:4]
+
+
+def _checked_limits(family, Gx):
+    """:func:`batch_limits` of the Gram ``Gx``, checked finite, and the normalised kernel
+    weights with the layer law's ``a^2 / t1``, ``g^2 / t1`` (:func:`_normalised`)."""
+    L = family.depth
+    lim = batch_limits(family, Gx)
+    if not (np.all(np.isfinite(lim.Q)) and np.all(np.isfinite(lim.forward_gram[L - 1]))):
+        raise ValueError("the forward covariances over/underflow for depth="
+                         f"{L}; use a variance-preserving init")
+    if not np.all(np.isfinite(lim.grad_sq)):
+        raise ValueError(f"the gradient norms over/underflow for depth={L}; use a "
+                         "variance-preserving init")
+    C, a2, g2 = _normalised(family, lim.kernel_weights[: L - 1])
+    return lim, C, a2, g2
+
+
+def _angles(Bn, E1, E2, extra=0.0):
+    """``(cos, cos_spectrum, m1, m2, m2b)`` from the per-neuron backward covariances ``Bn`` and
+    the M_n-valued moments ``E1``, ``E2`` (rows = layers); ``extra`` is added to ``<Bn, E2>``
+    for the angle (the exact masks' backward correction)."""
+    n = E1.shape[-1]
     num = np.einsum("lab,lab->l", Bn, E1)
     sq = np.einsum("lab,lab->l", Bn, E2)
+    sqb = sq + extra
     trB = np.einsum("laa->l", Bn)
     trE1 = np.einsum("laa->l", E1) / n
     trE2 = np.einsum("laa->l", E2) / n
     with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(trE1 > 0, num / np.sqrt(sq * trB), np.nan)
+        cos = np.where(trE1 > 0, num / np.sqrt(sqb * trB), np.nan)
         spec = np.where(trE1 > 0, trE1 / np.sqrt(trE2), np.nan)
-    return cos, spec, num / (n * trB), sq / (n * n * trB)
+    return cos, spec, num / (n * trB), sq / (n * n * trB), sqb / (n * n * trB)
 
 
 def _normalised(family, C):
@@ -292,6 +328,85 @@ def _normalised(family, C):
     factor = np.where(top > 0, np.exp(logc - shift) / np.where(top > 0, top, 1.0), 0.0)
     C = C * factor.reshape((-1,) + (1,) * (C.ndim - 1))
     return C, float(law.a2) / t1, float(law.g2) / t1
+
+
+# --------------------------------------------------------------------------- exact masks
+def _exact_masks(family, Gx, free=False):
+    """Per-layer ``(cos, cos_spectrum, m1, m2, m2b)`` of a ReLU ResNet with its own masks for the
+    input Gram ``Gx`` (module docstring, *Exact masks*): O(L^2 n^3) for the kernel, O(L^3 n^3)
+    for the backward correction. ``free=True`` replaces every joint mask probability across
+    layers by the product of its factors: the free-mask model, which must reproduce
+    :func:`_general` (a test of the algebra)."""
+    L, n = family.depth, Gx.shape[0]
+    lim, C, a2, g2 = _checked_limits(family, Gx)
+    Q, P, Bn = lim.Q, lim.P, lim.Bn
+    a = family.skip
+    p = float(family.phi.mask_probability)
+    e = 0.0 if family.weights == "gaussian" else 1.0
+    R = L - 1  # rows: row r is layer r + 1
+    four_pi = 4 * np.pi
+    zero = np.zeros((n, n, n))
+
+    # asin of one neuron's pre-activation correlations: A[r] across the inputs at row r, and
+    # cross(j, l)[x, y] = corr(f_j^x, f_l^y) = a^(j-l) Q_l^xy / sqrt(Q_j^xx Q_l^yy), j > l
+    A = np.arcsin(np.stack([_correlations(q) for q in Q]))
+    for r in range(R):
+        np.fill_diagonal(A[r], np.pi / 2)
+    sd = np.sqrt(np.einsum("raa->ra", Q))
+
+    def cross(j, l):
+        return np.arcsin(_snap(a ** (j - l) * Q[l] / np.outer(sd[j], sd[l])))
+
+    U1 = {}  # (j, l), j > l: E[D_j^a D_j^b D_l^c] on [a, c, b]
+    U2 = {}  # (j, l), j > l: E[D_j^c D_l^a D_l^b] on [a, c, b]
+    for j in range(R):
+        for l in range(j):
+            if free:
+                U1[j, l] = P[j][:, None, :] * p
+                U2[j, l] = p * P[l][:, None, :]
+            else:
+                X = cross(j, l)
+                U1[j, l] = 0.125 + (A[j][:, None, :] + X[:, :, None] + X.T[None, :, :]) / four_pi
+                U2[j, l] = 0.125 + (A[l][:, None, :] + X.T[:, :, None] + X[None, :, :]) / four_pi
+
+    # backward: S_r(i) = a^(2(R-1-r)) Bn[R-1] + sum_{j=r}^{R-2} a^(2(j-r)) gb_j Bn[j+1] o D_j(i)
+    # (the per-neuron covariance of b given its masks), gb_j = beta^2 m s_{j+2}^2
+    gb = family.branch_scale ** 2 * family.width * family.stds[1:R] ** 2  # gb[j], j = 0..R-2
+
+    E1 = np.empty((R, n, n))
+    E2 = np.empty((R, n, n))
+    corr = np.zeros(R)
+    E1[0] = C[0]
+    E2[0] = C[0] @ C[0]
+    # off-diagonal profile: m E[K^ac_ij K^cb_ji | masks] = alpha + sum_l Gj[l] D_l^a(j) D_l^b(j)
+    # + Hi[l] D_l^c(i), i != j, on [a, c, b]; rows l < r
+    alpha = zero
+    Gj = np.zeros((R, n, n, n))
+    Hi = np.zeros((R, n, n, n))
+    for r in range(1, R):
+        e1 = E1[r - 1]
+        Pm = P[r - 1][:, None, :]
+        ee = e1[:, :, None] * e1[None, :, :]
+        sH1 = sum((Hi[l] * U1[r - 1, l] for l in range(r - 1)), zero)
+        sG2 = sum((Gj[l] * U2[r - 1, l] for l in range(r - 1)), zero)
+        Ar = A[r - 1]
+        P3 = 0.125 + (Ar[:, None, :] + Ar[:, :, None] + Ar.T[None, :, :]) / four_pi
+        YY = P[r - 1][:, :, None] * P[r - 1][None, :, :] * ee
+        alpha = (a2 * a2 * alpha + a2 * g2 * (Pm * alpha + sH1 + p * alpha + sG2)
+                 + g2 * g2 * (P3 * ee - e * YY + p * Pm * alpha + Pm * sG2 + p * sH1))
+        Gj[: r - 1] *= a2 * a2 + a2 * g2 * Pm
+        Hi[: r - 1] *= a2 * a2 + a2 * g2 * p
+        Gj[r - 1] = a2 * g2 * ee
+        Hi[r - 1] = a2 * g2 * ee
+        E1[r] = C[r] + a2 * e1 + g2 * P[r - 1] * e1
+        V = alpha + sum((Gj[l] * P[l][:, None, :] for l in range(r)), zero) + p * Hi[:r].sum(0)
+        E2[r] = E1[r] @ E1[r] + V.sum(axis=1)
+        # E_i[S_r^ab(i) (K^2)^ab_ii] - <Bn_r, E2_r> = sum_l Hi[l] (E[S_r^ab D_l^c] - p Bn_r^ab)
+        for l in range(r):
+            for j in range(r, R - 1):
+                w = a ** (2 * (j - r)) * gb[j] * Bn[j + 1][:, None, :]
+                corr[r] += np.sum(Hi[l] * w * (U1[j, l] - p * P[j][:, None, :]))
+    return _angles(Bn, E1, E2, corr)
 
 
 # --------------------------------------------------------------------------- exchangeable path
@@ -488,14 +603,23 @@ def _batch_bfa(family, mode, inputs, input_correlation, gram):
         rho = check_real("input_correlation", input_correlation, low=low, high=1.0)
         if n == 1:
             return None
-    if _uses_exact_masks(family, mode) and n > 1:
-        raise NotImplementedError(
-            "the batch theory of ReLU ResNets with their own masks (mode='exact') is not "
-            "implemented: their masks are correlated across depth and with b_v; mode='free' gives "
-            "the free-mask model, and MLPs and linear networks are exact")
-    if rho is None:
+    if _uses_exact_masks(family, mode):
+        if math.isinf(n):
+            raise NotImplementedError(
+                "the batch theory of ReLU ResNets with their own masks (mode='exact') costs "
+                "O(L^3 n^3) and has no n = inf form; give a finite inputs=n, or mode='free' (the "
+                "free-mask model, which has one)")
+        if not family.psi.is_identity:  # pragma: no cover - no such family today
+            raise NotImplementedError("exact masks with a skip and a ReLU readout: b_{L-1} would "
+                                      "carry the mask D_{L-1}; not implemented")
+        if rho is not None:
+            G = float(family.in_dim) * ((1 - rho) * np.eye(n) + rho * np.ones((n, n)))
+        cos, spec, m1, m2, m2b = _exact_masks(family, G)
+    elif rho is None:
         cos, spec, m1, m2 = _general(family, G)
+        m2b = m2
     else:
         cos, spec, m1, m2 = _exchangeable(family, _LARGE if math.isinf(n) else n, rho)
-    return BatchTheoryBFA(family, mode, np.arange(1, family.depth), cos, spec, m1, m2, m2,
+        m2b = m2
+    return BatchTheoryBFA(family, mode, np.arange(1, family.depth), cos, spec, m1, m2, m2b,
                           n, rho, None if rho is not None else G)

@@ -199,6 +199,93 @@ def test_relu_triples_against_the_multivariate_normal_cdf():
     np.testing.assert_allclose(P3[:, 0, 0], _relu_pairs(Q)[:, 0], atol=1e-15)
 
 
+# ---------------------------------------------------------------- exact masks (ReLU ResNets)
+EXACT = {
+    "resnet": ResNet.scaled(10, 64, 2.0, in_dim=16),
+    "resnet-orth": ResNet(8, 64, 0.4, weights="orthogonal", in_dim=16),
+    "resnet-uniform-k3": ResNet(9, 64, 0.5, lr_rule="uniform", skip_scale=0.8, out_dim=3,
+                                output_multiplier=0.7, in_dim=16),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXACT))
+def test_exact_masks_with_one_input_or_equal_inputs_are_the_single_input_theory(name):
+    # the batch mask-history recursion with a 1 x 1 Gram, and with 3 equal inputs, against
+    # bfk._exact_mask_moments (FFT convolutions over the AR(1) mask correlations)
+    fam = EXACT[name]
+    ref = T.bfa(fam, "exact")
+    assert np.nanmax(np.abs(ref.cos - ref.cos_spectrum)) > 1e-3  # the correction is there
+    for G in ([[float(fam.in_dim)]], np.full((3, 3), float(fam.in_dim))):
+        out = T.bfa(fam, "exact", gram=G)
+        _close(out.cos, ref.cos)
+        # the (3m) x (3m) kernel of equal inputs is J (x) K: its spectral cosine is 1/sqrt(3) of one
+        _close(out.cos_spectrum * math.sqrt(len(G)), ref.cos_spectrum)
+        _close(out.m2b / out.m2, ref.m2b / ref.m2)
+
+
+@pytest.mark.parametrize("name", sorted(EXACT))
+def test_exact_mask_recursion_with_independent_layers_is_the_free_mask_theory(name):
+    # replacing every joint mask probability across layers by the product of its factors must
+    # give the free-mask path (_general) for any Gram: the recursion's algebra, input by input
+    from rmtalign.theory.batch import _exact_masks, _general
+
+    fam = EXACT[name]
+    X = np.random.default_rng(7).standard_normal((4, fam.in_dim)) * [[1.0], [1.4], [0.8], [1.0]]
+    X[1] -= 0.6 * X[0]
+    G = X @ X.T
+    free = _exact_masks(fam, G, free=True)
+    ref = _general(fam, G)
+    for got, want in zip(free[:4], ref):
+        _close(got, want)
+    _close(free[4], free[3])  # no backward correction with free masks
+    exact = T.bfa(fam, "exact", gram=G)
+    assert np.nanmax(np.abs(exact.cos - ref[0])) > 1e-3  # and the exact masks do differ
+
+
+def test_exact_masks_exchangeable_equals_gram_and_order_does_not_matter():
+    fam = EXACT["resnet"]
+    d = fam.in_dim
+    a = T.bfa(fam, "exact", inputs=5, input_correlation=0.3)
+    b = T.bfa(fam, "exact", gram=_equicorrelated(5, d, 0.3))
+    _close(a.cos, b.cos)
+    X = np.random.default_rng(2).standard_normal((4, d))
+    perm = [2, 0, 3, 1]
+    _close(T.bfa(fam, "exact", gram=X @ X.T).cos, T.bfa(fam, "exact", gram=X[perm] @ X[perm].T).cos)
+    # the exact masks lower the angle below the free-mask model at inner layers (C_v >= 0 for
+    # one input; here with a batch), and leave v = 2 alone
+    free = T.bfa(fam, "free", inputs=5, input_correlation=0.3)
+    assert a.cos[1] == pytest.approx(free.cos[1], rel=1e-12)
+    assert np.all(a.cos[3:] < free.cos[3:])
+
+
+def test_exact_masks_against_the_batch_sampler():
+    """sample_bfa(ResNet, mode="exact", inputs=n) at m = 128 and 512, c0 + c1/m per layer, against
+    the exact-mask batch theory (3.5 SE over 8 layers); the free-mask theory is rejected."""
+    import rmtalign as ra
+
+    fam0 = ResNet.scaled(10, 64, 2.0, in_dim=16)
+    n, rho, samples = 6, 0.5, 24
+    widths = (128, 512)
+    means, ses = [], []
+    for m in widths:
+        s = ra.sample_bfa(fam0.replace(width=m), samples, seed=1313, mode="exact", inputs=n,
+                          input_correlation=rho)
+        cos = s.cos[:, 1:]  # v = 1: no angle (W_1 frozen)
+        means.append(np.concatenate([[np.nan], cos.mean(0)]))
+        ses.append(np.concatenate([[np.nan], cos.std(0, ddof=1) / math.sqrt(samples)]))
+    (m1, m2), (s1, s2) = widths, ses
+    # c0 = (m2 y2 - m1 y1) / (m2 - m1): the line through the two widths, at 1/m = 0
+    c0 = (m2 * means[1] - m1 * means[0]) / (m2 - m1)
+    se = np.hypot(m2 * s2, m1 * s1) / (m2 - m1)
+    th = T.bfa(fam0, "exact", inputs=n, input_correlation=rho).cos
+    free = T.bfa(fam0, "free", inputs=n, input_correlation=rho).cos
+    ok = np.isfinite(th) & (se > 1e-12)
+    z = (c0 - th)[ok] / se[ok]
+    assert np.max(np.abs(z)) < 3.5, z
+    zf = (c0 - free)[ok] / se[ok]
+    assert np.max(np.abs(zf)) > 5, zf
+
+
 # ---------------------------------------------------------------- against Monte Carlo
 def _torch_batch_cos(fam, samples, n, rho, seed, X=None):
     pytest.importorskip("torch")
@@ -286,5 +373,5 @@ def test_errors_name_argument_value_and_allowed():
     assert_error_names(ValueError, ["gram", "symmetric"], T.bfa, fam, gram=[[1.0, 0.5], [0.2, 1.0]])
     assert_error_names(ValueError, ["gram", "semi-definite"], T.bfa, fam, gram=[[1.0, 2.0], [2.0, 1.0]])
     assert_error_names(ValueError, ["gram", "diagonal"], T.bfa, fam, gram=[[0.0, 0.0], [0.0, 1.0]])
-    assert_error_names(NotImplementedError, ["mode='exact'", "mode='free'"], T.bfa,
-                       ResNet(6, 64, 0.5), inputs=2)
+    assert_error_names(NotImplementedError, ["mode='exact'", "inf", "mode='free'"], T.bfa,
+                       ResNet(6, 64, 0.5), inputs=math.inf)
