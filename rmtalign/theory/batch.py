@@ -357,17 +357,17 @@ def _exact_masks(family, Gx, free=False):
     def cross(j, l):
         return np.arcsin(_snap(a ** (j - l) * Q[l] / np.outer(sd[j], sd[l])))
 
-    U1 = {}  # (j, l), j > l: E[D_j^a D_j^b D_l^c] on [a, c, b]
-    U2 = {}  # (j, l), j > l: E[D_j^c D_l^a D_l^b] on [a, c, b]
-    for j in range(R):
-        for l in range(j):
-            if free:
-                U1[j, l] = P[j][:, None, :] * p
-                U2[j, l] = p * P[l][:, None, :]
-            else:
-                X = cross(j, l)
-                U1[j, l] = 0.125 + (A[j][:, None, :] + X[:, :, None] + X.T[None, :, :]) / four_pi
-                U2[j, l] = 0.125 + (A[l][:, None, :] + X.T[:, :, None] + X[None, :, :]) / four_pi
+    def U1(j, l):  # j > l: E[D_j^a D_j^b D_l^c] on [a, c, b]
+        if free:
+            return P[j][:, None, :] * p
+        X = cross(j, l)
+        return 0.125 + (A[j][:, None, :] + X[:, :, None] + X.T[None, :, :]) / four_pi
+
+    def U2(j, l):  # j > l: E[D_j^c D_l^a D_l^b] on [a, c, b]
+        if free:
+            return p * P[l][:, None, :]
+        X = cross(j, l)
+        return 0.125 + (A[l][:, None, :] + X.T[:, :, None] + X[None, :, :]) / four_pi
 
     # backward: S_r(i) = a^(2(R-1-r)) Bn[R-1] + sum_{j=r}^{R-2} a^(2(j-r)) gb_j Bn[j+1] o D_j(i)
     # (the per-neuron covariance of b given its masks), gb_j = beta^2 m s_{j+2}^2
@@ -387,8 +387,8 @@ def _exact_masks(family, Gx, free=False):
         e1 = E1[r - 1]
         Pm = P[r - 1][:, None, :]
         ee = e1[:, :, None] * e1[None, :, :]
-        sH1 = sum((Hi[l] * U1[r - 1, l] for l in range(r - 1)), zero)
-        sG2 = sum((Gj[l] * U2[r - 1, l] for l in range(r - 1)), zero)
+        sH1 = sum((Hi[l] * U1(r - 1, l) for l in range(r - 1)), zero)
+        sG2 = sum((Gj[l] * U2(r - 1, l) for l in range(r - 1)), zero)
         Ar = A[r - 1]
         P3 = 0.125 + (Ar[:, None, :] + Ar[:, :, None] + Ar.T[None, :, :]) / four_pi
         YY = P[r - 1][:, :, None] * P[r - 1][None, :, :] * ee
@@ -401,11 +401,20 @@ def _exact_masks(family, Gx, free=False):
         E1[r] = C[r] + a2 * e1 + g2 * P[r - 1] * e1
         V = alpha + sum((Gj[l] * P[l][:, None, :] for l in range(r)), zero) + p * Hi[:r].sum(0)
         E2[r] = E1[r] @ E1[r] + V.sum(axis=1)
-        # E_i[S_r^ab(i) (K^2)^ab_ii] - <Bn_r, E2_r> = sum_l Hi[l] (E[S_r^ab D_l^c] - p Bn_r^ab)
-        for l in range(r):
-            for j in range(r, R - 1):
-                w = a ** (2 * (j - r)) * gb[j] * Bn[j + 1][:, None, :]
-                corr[r] += np.sum(Hi[l] * w * (U1[j, l] - p * P[j][:, None, :]))
+    # E_i[S_r^ab(i) (K^2)^ab_ii] - <Bn_r, E2_r> = sum_{l<r} <Hi_r[l], E[S_r^ab D_l^c] - p Bn_r^ab>,
+    # with Hi_r[l] = h^(r-1-l) base_l (h = a2^2 + a2 g2 p, base_l = a2 g2 E1_l^ac E1_l^cb) and
+    # E[S_r^ab D_l^c] - p Bn_r^ab = sum_{j=r}^{R-2} a^(2(j-r)) gb_j Bn_{j+1}^ab (U1(j, l) - p P_j^ab):
+    # the scalars tau[j, l] = <base_l, Bn_{j+1} o (U1(j, l) - p P_j)> carry it (O(L^2) memory)
+    h = a2 * a2 + a2 * g2 * p
+    tau = np.zeros((R, R))
+    for l in range(R):
+        base = a2 * g2 * E1[l][:, :, None] * E1[l][None, :, :]
+        for j in range(l + 1, R - 1):
+            tau[j, l] = np.sum(base * Bn[j + 1][:, None, :] * (U1(j, l) - p * P[j][:, None, :]))
+    for r in range(1, R - 1):
+        j = np.arange(r, R - 1)
+        inner = (a ** (2 * (j - r)) * gb[j]) @ tau[r: R - 1, :r]      # over j, for each l < r
+        corr[r] = np.sum(h ** (r - 1 - np.arange(r)) * inner)
     return _angles(Bn, E1, E2, corr)
 
 
