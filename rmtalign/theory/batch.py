@@ -379,38 +379,45 @@ def _exact_masks(family, Gx, free=False):
     E1[0] = C[0]
     E2[0] = C[0] @ C[0]
     # off-diagonal profile: m E[K^ac_ij K^cb_ji | masks] = alpha + sum_l Gj[l] D_l^a(j) D_l^b(j)
-    # + Hi[l] D_l^c(i), i != j, on [a, c, b]; rows l < r
+    # + Hi[l] D_l^c(i), i != j, on [a, c, b], rows l < r. Every coefficient is a multiple of
+    # base(l) = a2 g2 E1_l^ac E1_l^cb: Gj[l] = F[l]^ab base(l), Hi[l] = h^(r-1-l) base(l), so
+    # only n x n factors are kept (memory O(L n^2 + n^3)).
+    h = a2 * a2 + a2 * g2 * p
+
+    def base(l):
+        return a2 * g2 * E1[l][:, :, None] * E1[l][None, :, :]
+
     alpha = zero
-    Gj = np.zeros((R, n, n, n))
-    Hi = np.zeros((R, n, n, n))
+    F = np.ones((R, n, n))
     for r in range(1, R):
         e1 = E1[r - 1]
         Pm = P[r - 1][:, None, :]
         ee = e1[:, :, None] * e1[None, :, :]
-        sH1 = sum((Hi[l] * U1(r - 1, l) for l in range(r - 1)), zero)
-        sG2 = sum((Gj[l] * U2(r - 1, l) for l in range(r - 1)), zero)
+        sH1, sG2 = zero, zero
+        for l in range(r - 1):
+            b = base(l)
+            sH1 = sH1 + h ** (r - 2 - l) * b * U1(r - 1, l)
+            sG2 = sG2 + F[l][:, None, :] * b * U2(r - 1, l)
         Ar = A[r - 1]
         P3 = 0.125 + (Ar[:, None, :] + Ar[:, :, None] + Ar.T[None, :, :]) / four_pi
         YY = P[r - 1][:, :, None] * P[r - 1][None, :, :] * ee
         alpha = (a2 * a2 * alpha + a2 * g2 * (Pm * alpha + sH1 + p * alpha + sG2)
                  + g2 * g2 * (P3 * ee - e * YY + p * Pm * alpha + Pm * sG2 + p * sH1))
-        Gj[: r - 1] *= a2 * a2 + a2 * g2 * Pm
-        Hi[: r - 1] *= a2 * a2 + a2 * g2 * p
-        Gj[r - 1] = a2 * g2 * ee
-        Hi[r - 1] = a2 * g2 * ee
+        F[: r - 1] *= a2 * a2 + a2 * g2 * P[r - 1]
         E1[r] = C[r] + a2 * e1 + g2 * P[r - 1] * e1
-        V = alpha + sum((Gj[l] * P[l][:, None, :] for l in range(r)), zero) + p * Hi[:r].sum(0)
-        E2[r] = E1[r] @ E1[r] + V.sum(axis=1)
+        V = alpha.sum(axis=1)
+        for l in range(r):
+            V = V + np.einsum("acb,ab->ab", base(l), F[l] * P[l] + p * h ** (r - 1 - l))
+        E2[r] = E1[r] @ E1[r] + V
     # E_i[S_r^ab(i) (K^2)^ab_ii] - <Bn_r, E2_r> = sum_{l<r} <Hi_r[l], E[S_r^ab D_l^c] - p Bn_r^ab>,
     # with Hi_r[l] = h^(r-1-l) base_l (h = a2^2 + a2 g2 p, base_l = a2 g2 E1_l^ac E1_l^cb) and
     # E[S_r^ab D_l^c] - p Bn_r^ab = sum_{j=r}^{R-2} a^(2(j-r)) gb_j Bn_{j+1}^ab (U1(j, l) - p P_j^ab):
     # the scalars tau[j, l] = <base_l, Bn_{j+1} o (U1(j, l) - p P_j)> carry it (O(L^2) memory)
-    h = a2 * a2 + a2 * g2 * p
     tau = np.zeros((R, R))
     for l in range(R):
-        base = a2 * g2 * E1[l][:, :, None] * E1[l][None, :, :]
+        b = base(l)
         for j in range(l + 1, R - 1):
-            tau[j, l] = np.sum(base * Bn[j + 1][:, None, :] * (U1(j, l) - p * P[j][:, None, :]))
+            tau[j, l] = np.sum(b * Bn[j + 1][:, None, :] * (U1(j, l) - p * P[j][:, None, :]))
     for r in range(1, R - 1):
         j = np.arange(r, R - 1)
         inner = (a ** (2 * (j - r)) * gb[j]) @ tau[r: R - 1, :r]      # over j, for each l < r
