@@ -220,7 +220,8 @@ def test_exact_masks_with_one_input_or_equal_inputs_are_the_single_input_theory(
         _close(out.cos, ref.cos)
         # the (3m) x (3m) kernel of equal inputs is J (x) K: its spectral cosine is 1/sqrt(3) of one
         _close(out.cos_spectrum * math.sqrt(len(G)), ref.cos_spectrum)
-        _close(out.m2b / out.m2, ref.m2b / ref.m2)
+        with np.errstate(invalid="ignore"):  # v = 1: K_1 = 0 (W_1 frozen)
+            _close(out.m2b / out.m2, ref.m2b / ref.m2)
 
 
 @pytest.mark.parametrize("name", sorted(EXACT))
