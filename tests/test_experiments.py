@@ -55,7 +55,7 @@ def test_tiny_outputs(tiny_run):
     drift = _read(out / "transfer" / "drift.csv")
     # (width, mlp), (depth, mlp) x 4 schemes; the ResNet sweep has one depth: drift 0 by definition
     assert len(drift) == 3 * 4
-    assert {"drift_octaves", "drift_min", "drift_max", "seeds", "censored"} <= set(drift[0])
+    assert {"drift_octaves", "drift_min", "drift_max", "seeds", "censored", "trained"} <= set(drift[0])
     opt = _read(out / "transfer" / "optima.csv")
     assert len(opt) == 5 * 4
     for name in ("transfer_loss.png", "transfer_optima.png"):
@@ -109,14 +109,16 @@ def test_optimal_log2_lr():
 
 def test_drift_per_seed():
     rows = {"sweep": [], "arch": [], "scheme": [], "optimizer": [], "seed": [], "size": [],
-            "opt_log2_lr": [], "censored": []}
+            "opt_log2_lr": [], "censored": [], "trained": []}
     for seed, (a, b) in enumerate([(-3.0, -5.0), (-2.0, -5.0)]):
         for size, v in ((32, a), (512, b)):
-            for k, x in zip(rows, ("width", "mlp", "sp", "adam", seed, size, v, False)):
+            for k, x in zip(rows, ("width", "mlp", "sp", "adam", seed, size, v, False,
+                                   seed == 0 or size == 32)):
                 rows[k].append(x)
     d = transfer.drifts(rows)
     assert d["drift_octaves"] == [-2.5] and d["drift_min"] == [-3.0] and d["drift_max"] == [-2.0]
     assert d["seeds"] == [2] and d["censored"] == [False]
+    assert d["trained"] == [False]  # seed 1 did not train at width 512
 
 
 @pytest.mark.parametrize("argv, words", [

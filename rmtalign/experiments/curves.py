@@ -118,13 +118,17 @@ def plot_curves(best, path, *, by, lines):
 
 def plot_bfa(best, path, *, by, lines, optimizer="sgd"):
     """``cos theta_v`` against layer ``v`` at each measured step (shades), one panel per
-    (value of ``lines``, value of ``by``), the width-limit theory at init dashed."""
+    (value of ``lines`` and scheme, value of ``by``), the width-limit theory at init dashed."""
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     best = [r for r in best if r["point"]["optimizer"] == optimizer and r["bfa"]]
-    rows = sorted({str(r["point"][lines]) for r in best})
+
+    def row_of(r):
+        return (str(r["point"][lines]), r["point"]["scheme"])
+
+    rows = sorted({row_of(r) for r in best})
     cols = sorted({r["point"][by] for r in best})
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.8 * len(cols), 2.2 * len(rows)),
                              squeeze=False, sharey=True)
@@ -132,7 +136,7 @@ def plot_bfa(best, path, *, by, lines, optimizer="sgd"):
         for j, c in enumerate(cols):
             ax = axes[i, j]
             for r in best:
-                if str(r["point"][lines]) != rowv or r["point"][by] != c:
+                if row_of(r) != rowv or r["point"][by] != c:
                     continue
                 steps = sorted({b["step"] for b in r["bfa"]})
                 for n, s in enumerate(steps):
@@ -143,7 +147,8 @@ def plot_bfa(best, path, *, by, lines, optimizer="sgd"):
                 pts = [b for b in r["bfa"] if b["step"] == steps[0]]
                 ax.plot([b["layer"] for b in pts], [b["theory_cos"] for b in pts], "k--", lw=0.8,
                         label="theory, init")
-            ax.set_title(f"{lines}={rowv}, {by}={c}", fontsize=8)
+            label = f"{rowv[1]}" if lines == "scheme" else f"{rowv[1]}, {lines}={rowv[0]}"
+            ax.set_title(f"{label}, {by}={c}", fontsize=8)
             ax.set_xlabel("layer v", fontsize=8)
             ax.tick_params(labelsize=7)
             if j == 0:

@@ -44,13 +44,13 @@ class Sizes:
     # experiment 3: transfer
     tr_optimizers: tuple = ("adam",)
     tr_schemes: tuple = ("sp", "mup", "mfmup", "fsc")
-    tr_widths: tuple = (32, 128, 512)
+    tr_widths: tuple = (32, 512)
     tr_width_depth: int = 4
-    tr_depths: tuple = (4, 16, 64)
+    tr_depths: tuple = (4, 64)
     tr_depth_width: int = 32
-    tr_resnet_depths: tuple = (4, 16, 64)
+    tr_resnet_depths: tuple = (4, 64)
     tr_resnet_widths: tuple = ()  # a ResNet width sweep (at depth tr_width_depth) in --full
-    tr_lrs: tuple = tuple(range(-3, 3))  # offsets from the centre: 6 octaves
+    tr_lrs: tuple = tuple(range(-1, 7))  # offsets from the centre: 8 octaves
     tr_steps: int = 60
     tr_seeds: tuple = (0, 1)
     base_width: int = 64

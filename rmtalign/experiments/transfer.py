@@ -45,14 +45,18 @@ def optimal_log2_lr(log2_lr, loss):
 
 def optima(records) -> dict:
     """One row per (sweep, arch, scheme, optimizer, seed, size): the optimal log2 learning rate,
-    whether it is censored, and the best loss. Records carry ``point["sweep"]`` (``"width"`` or
-    ``"depth"``); ``size`` is the swept width or depth."""
+    whether it is censored, the best loss, and whether the best run trained (its loss below
+    ``0.9 x`` the chance loss; an optimum of a curve that never trained is noise). Records carry
+    ``point["sweep"]`` (``"width"`` or ``"depth"``); ``size`` is the swept width or depth."""
+    from .curves import CHANCE_LOSS
+
     groups = {}
     for rec in records:
         p = rec["point"]
         size = p["width"] if p["sweep"] == "width" else p["depth"]
         key = (p["sweep"], p["arch"], p["scheme"], p["optimizer"], p["seed"], size)
         groups.setdefault(key, []).append((p["log2_lr"], rec["final"]["train_loss"]))
+        chance = CHANCE_LOSS[p["task"]]
     rows = {k: [] for k in ("sweep", "arch", "scheme", "optimizer", "seed", "size",
                             "opt_log2_lr", "censored", "best_loss", "trained")}
     for key in sorted(groups):
@@ -66,30 +70,33 @@ def optima(records) -> dict:
         rows["opt_log2_lr"].append(opt)
         rows["censored"].append(bool(cens))
         rows["best_loss"].append(best)
-        rows["trained"].append(bool(np.isfinite(best)))
+        rows["trained"].append(bool(np.isfinite(best) and best < 0.9 * chance))
     return rows
 
 
 def drifts(opt_rows) -> dict:
     """Per (sweep, arch, scheme, optimizer): the drift of the optimum from the smallest to the
-    largest size (octaves), its mean over seeds, the seeds' min and max, and whether an end
-    point was censored (the drift is then a bound)."""
+    largest size (octaves), its mean over seeds, the seeds' min and max, whether an end
+    point was censored (the drift is then a bound), and whether both ends trained in every seed
+    (otherwise the drift is that of a flat curve: noise)."""
     n = len(opt_rows["sweep"])
     by = {}
     for i in range(n):
         k = tuple(opt_rows[c][i] for c in ("sweep", "arch", "scheme", "optimizer"))
         by.setdefault(k, {}).setdefault(opt_rows["seed"][i], {})[opt_rows["size"][i]] = (
-            opt_rows["opt_log2_lr"][i], opt_rows["censored"][i])
+            opt_rows["opt_log2_lr"][i], opt_rows["censored"][i], opt_rows["trained"][i])
     out = {c: [] for c in ("sweep", "arch", "scheme", "optimizer", "size_min", "size_max",
-                           "drift_octaves", "drift_min", "drift_max", "seeds", "censored")}
+                           "drift_octaves", "drift_min", "drift_max", "seeds", "censored",
+                           "trained")}
     for k in sorted(by):
-        per_seed, cens = [], False
+        per_seed, cens, ok = [], False, True
         lo = hi = None
         for seed, sizes in sorted(by[k].items()):
             lo, hi = min(sizes), max(sizes)
-            (a, ca), (b, cb) = sizes[lo], sizes[hi]
+            (a, ca, ta), (b, cb, tb) = sizes[lo], sizes[hi]
             per_seed.append(b - a)
             cens = cens or ca or cb
+            ok = ok and ta and tb
         d = np.array(per_seed, float)
         for c, v in zip(("sweep", "arch", "scheme", "optimizer"), k):
             out[c].append(v)
@@ -100,6 +107,7 @@ def drifts(opt_rows) -> dict:
         out["drift_max"].append(float(np.nanmax(d)) if np.isfinite(d).any() else float("nan"))
         out["seeds"].append(int(np.isfinite(d).sum()))
         out["censored"].append(bool(cens))
+        out["trained"].append(bool(ok))
     return out
 
 
