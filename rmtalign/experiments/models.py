@@ -37,7 +37,7 @@ import rmtalign.torch  # noqa: F401  (ra.torch: the bridge)
 from .._validate import check_choice, check_int, check_real
 
 __all__ = ["ARCHS", "SCHEMES", "OPTIMIZERS", "BASE_LR_MEANING", "build_network", "family_of",
-           "Setup", "make_setup"]
+           "Setup", "make_setup", "beta_value"]
 
 ARCHS = ("mlp", "resnet")
 SCHEMES = ("sp", "ntk", "mfmup", "fsc", "mup")

@@ -6,7 +6,7 @@ a :class:`Sizes` record, then tables and plots written from the grid's records.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 from .models import beta_value
 
@@ -129,7 +129,3 @@ def points(name, sizes: Sizes) -> list:
                          f"got {name!r}")
     return out
 
-
-def with_task(sizes: Sizes, task: str) -> Sizes:
-    """``sizes`` on another task (every experiment)."""
-    return replace(sizes, task=task, mlp_tasks=(task,))

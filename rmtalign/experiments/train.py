@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from .data import load_task
 from .models import make_setup
 
-__all__ = ["point_key", "train_point", "run_grid", "read_records"]
+__all__ = ["point_key", "train_point", "run_grid", "read_records", "default_workers"]
 
 # A run is stopped as diverged when its training loss is not finite or exceeds this multiple of
 # the loss at init (cross-entropy at chance is ~2.3: a loss 10x that is no longer training).
