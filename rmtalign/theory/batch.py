@@ -71,8 +71,16 @@ sum_c (alpha + sum_l Gj_l P_l + p Hi_l)``. Given the masks, the rows of ``b_v`` 
 D_j(i) D_j(i)^T``, so ``<Bn_v, E2_v>`` gains ``sum_l sum_acb Hi_l (E[S_v^ab D_l^c] - p Bn_v^ab)``
 (``m2b``; zero at ``v = L-1``). Replacing ``U1``, ``U2`` by products of their factors gives the
 free-mask recursion above, and one input gives ``rmtalign.theory.bfk``'s exact-mask moments
-(both tested to round-off). Cost O(L^2 n^3) for the kernel, O(L^3 n^3) for the correction; no
-``n = inf`` form. Validation against the batch sampler: ``docs/theory.md``, Batches.
+(both tested to round-off). Cost for an explicit Gram: O(L^2 n^3) for the kernel, O(L^2 n^3 + L^3)
+for the correction (the scalars ``tau[j, l]``; L = 100, n = 32: 8 s). For an **equicorrelated
+batch** every ``[a, c, b]`` tensor has 5 values, one per index pattern (``a = c = b``; ``a = b !=
+c``; ``a = c != b``; ``c = b != a``; all distinct), and every ``n x n`` matrix 2: the pattern
+values of ``alpha``, ``Gj``, ``Hi``, ``U1``, ``U2``, ``P3`` do not depend on ``n``, which enters
+through the sums over ``c`` (``sum_c T`` is ``t0 + (n-1) t1`` on the diagonal, ``t2 + t3 + (n-2)
+t4`` off it) and the rates. That form (:func:`_exact_masks_exchangeable`) costs O(L^2) for any
+``n`` (L = 100: 0.05 s at n = 1024 and at ``n = inf``, which is evaluated at ``n = 2^40`` as for
+the exchangeable path below); it equals the explicit recursion to round-off (tests).
+Validation against the batch sampler: ``docs/theory.md``, Batches.
 
 **Exchangeable batches** (``inputs=n, input_correlation=rho``): every matrix stays of the form
 ``omega J + (delta - omega) I`` (Hadamard products act on ``(delta, omega)``, matrix products and
@@ -333,10 +341,11 @@ def _normalised(family, C):
 # --------------------------------------------------------------------------- exact masks
 def _exact_masks(family, Gx, free=False):
     """Per-layer ``(cos, cos_spectrum, m1, m2, m2b)`` of a ReLU ResNet with its own masks for the
-    input Gram ``Gx`` (module docstring, *Exact masks*): O(L^2 n^3) for the kernel, O(L^3 n^3)
-    for the backward correction. ``free=True`` replaces every joint mask probability across
-    layers by the product of its factors: the free-mask model, which must reproduce
-    :func:`_general` (a test of the algebra)."""
+    input Gram ``Gx`` (module docstring, *Exact masks*): O(L^2 n^3) for the kernel, O(L^2 n^3 +
+    L^3) for the backward correction (equicorrelated batches take
+    :func:`_exact_masks_exchangeable`, O(L^2)). ``free=True`` replaces every joint mask
+    probability across layers by the product of its factors: the free-mask model, which must
+    reproduce :func:`_general` (a test of the algebra)."""
     L, n = family.depth, Gx.shape[0]
     lim, C, a2, g2 = _checked_limits(family, Gx)
     Q, P, Bn = lim.Q, lim.P, lim.Bn
@@ -425,10 +434,146 @@ def _exact_masks(family, Gx, free=False):
     return _angles(Bn, E1, E2, corr)
 
 
+# --------------------------------------------------------------------------- exact masks, patterns
+# An [a, c, b] tensor of an equicorrelated batch has 5 values, one per index pattern:
+# 0: a = c = b, 1: a = b != c, 2: a = c != b, 3: c = b != a, 4: all distinct. An n x n matrix
+# (diagonal, off-diagonal) enters it as M[a, c], M[c, b] or M[a, b]:
+_AC = np.array([0, 1, 0, 1, 1])
+_CB = np.array([0, 1, 1, 0, 1])
+_AB = np.array([0, 0, 1, 1, 1])
+
+
+def _sum_c(T, eps):
+    """``(1/n) sum_c T[a, c, b]`` of pattern tensors (last axis 5) as (diagonal, off-diagonal)."""
+    d = eps * T[..., 0] + (1 - eps) * T[..., 1]
+    o = eps * (T[..., 2] + T[..., 3]) + (1 - 2 * eps) * T[..., 4]
+    return np.stack([d, o], axis=-1)
+
+
+def _matmul_n(A, B, eps):
+    """``(A B) / n`` of two (diagonal, off-diagonal) matrices."""
+    d = eps * A[0] * B[0] + (1 - eps) * A[1] * B[1]
+    o = eps * (A[0] * B[1] + A[1] * B[0]) + (1 - 2 * eps) * A[1] * B[1]
+    return np.array([d, o])
+
+
+def _exact_masks_exchangeable(family, n, rho, free=False):
+    """:func:`_exact_masks` for ``n`` inputs of Gram ``d ((1 - rho) I + rho J)``, every ``[a, c,
+    b]`` tensor carried on its 5 index patterns and every ``n x n`` matrix on (diagonal,
+    off-diagonal): the pattern values do not depend on ``n``, which enters only through the sums
+    over ``c`` (and the rates), so ``n`` is a parameter. ``E2``, ``V`` are carried divided by ``n``,
+    ``<., .>`` by ``n^2``, the backward correction by ``n^3``. Cost O(L^2) for any ``n``: the
+    cross-layer probabilities ``U1(j, l)``, ``U2(j, l)`` of all pairs ``l < j``, the backward
+    scalars ``tau[j, l]`` summed by a backward recursion over ``j``."""
+    eps, Q, P, _, Bn, C, a2, g2 = _exchangeable_limits(family, n, rho)
+    L = family.depth
+    a = family.skip
+    p = float(family.phi.mask_probability)
+    e = 0.0 if family.weights == "gaussian" else 1.0
+    R = L - 1
+    four_pi = 4 * np.pi
+    gb = family.branch_scale ** 2 * family.width * family.stds[1:R] ** 2  # gb[j], j = 0..R-2
+
+    sd = np.sqrt(Q[:, 0])
+    A = np.empty((R, 2))
+    A[:, 0] = np.pi / 2
+    A[:, 1] = np.arcsin(_snap(Q[:, 1] / Q[:, 0]))
+    P3 = 0.125 + (A[:, _AB] + A[:, _AC] + A[:, _CB]) / four_pi          # (R, 5)
+
+    def cross(j):  # asin corr(f_j^x, f_l^y), l = 0..j-1, as (j, 2)
+        ls = np.arange(j)
+        return np.arcsin(_snap((a ** (j - ls) / (sd[j] * sd[:j]))[:, None] * Q[:j]))
+
+    def U1(j):  # E[D_j^a D_j^b D_l^c], l < j, (j, 5)
+        if free:
+            return np.broadcast_to(p * P[j, _AB], (j, 5))
+        X = cross(j)
+        return 0.125 + (A[j, _AB] + X[:, _AC] + X[:, _CB]) / four_pi
+
+    def U2(j):  # E[D_j^c D_l^a D_l^b], l < j, (j, 5)
+        if free:
+            return p * P[:j, _AB]
+        X = cross(j)
+        return 0.125 + (A[:j, _AB] + X[:, _AC] + X[:, _CB]) / four_pi
+
+    h = a2 * a2 + a2 * g2 * p
+    E1 = np.empty((R, 2))
+    E2 = np.empty((R, 2))            # E2 / n
+    E1[0] = C[0]
+    E2[0] = _matmul_n(C[0], C[0], eps)
+    base = np.zeros((R, 5))          # a2 g2 E1_l^ac E1_l^cb
+    base[0] = a2 * g2 * E1[0, _AC] * E1[0, _CB]
+    F = np.ones((R, 2))
+    alpha = np.zeros(5)
+    tau = np.zeros((R, R))           # tau[j, l] / n^3
+    for r in range(1, R):
+        j = r - 1
+        e1 = E1[j]
+        Pm = P[j, _AB]
+        ee = e1[_AC] * e1[_CB]
+        if j > 0:
+            u1 = U1(j)
+            hp = h ** np.arange(j - 1, -1, -1)                        # h^(r-2-l), l < j
+            sH1 = (hp[:, None] * base[:j] * u1).sum(axis=0)
+            sG2 = (F[:j, _AB] * base[:j] * U2(j)).sum(axis=0)
+            if j < R - 1:  # tau[j, l] = <base_l, Bn_{j+1} o (U1(j, l) - p P_j)> / n^3
+                t = _sum_c(base[:j] * Bn[j + 1, _AB] * (u1 - p * Pm), eps)
+                tau[j, :j] = _inner(eps, np.ones(2), t)
+        else:
+            sH1 = sG2 = np.zeros(5)
+        YY = P[j, _AC] * P[j, _CB] * ee
+        alpha = (a2 * a2 * alpha + a2 * g2 * (Pm * alpha + sH1 + p * alpha + sG2)
+                 + g2 * g2 * (P3[j] * ee - e * YY + p * Pm * alpha + Pm * sG2 + p * sH1))
+        F[:j] *= a2 * a2 + a2 * g2 * P[j]
+        E1[r] = C[r] + a2 * e1 + g2 * P[j] * e1
+        base[r] = a2 * g2 * E1[r, _AC] * E1[r, _CB]
+        w = F[:r] * P[:r] + p * h ** np.arange(r - 1, -1, -1)[:, None]  # (r, 2), l < r
+        V = _sum_c(alpha, eps) + _sum_c(base[:r] * w[:, _AB], eps).sum(axis=0)
+        E2[r] = _matmul_n(E1[r], E1[r], eps) + V
+    # corr[r] = sum_{l<r} h^(r-1-l) W_r[l], W_r[l] = sum_{j=r}^{R-2} a^(2(j-r)) gb_j tau[j, l]
+    # = gb_r tau[r, l] + a^2 W_{r+1}[l]
+    corr = np.zeros(R)
+    W = np.zeros(R)
+    for r in range(R - 2, 0, -1):
+        W = gb[r] * tau[r] + a * a * W
+        corr[r] = np.sum(h ** np.arange(r - 1, -1, -1) * W[:r])
+    return _exchangeable_angles(eps, Bn, E1, E2, corr)
+
+
 # --------------------------------------------------------------------------- exchangeable path
 def _exchangeable(family, n, rho):
     """As :func:`_general` for ``n`` inputs of Gram ``d ((1 - rho) I + rho J)``, carrying each
     ``n x n`` matrix as ``(diagonal, off-diagonal)``: O(L) for any ``n`` (``inf`` included)."""
+    eps, Q, P, P3, Bn, C, a2, g2 = _exchangeable_limits(family, n, rho)
+    phi = family.phi
+    E1, E2 = _exchangeable_loop(C, P, P3, eps, a2, g2, float(phi.mask_probability),
+                                family.weights == "gaussian")
+    return _exchangeable_angles(eps, Bn, E1, E2)[:4]
+
+
+def _inner(eps, A, B):
+    """``<A, B> / n^2`` of two ``(diagonal, off-diagonal)`` matrices (rows broadcast)."""
+    return eps * A[..., 0] * B[..., 0] + (1 - eps) * A[..., 1] * B[..., 1]
+
+
+def _exchangeable_angles(eps, Bn, E1, E2, extra=0.0):
+    """``(cos, cos_spectrum, m1, m2, m2b)`` as :func:`_angles`, from ``(diagonal, off-diagonal)``
+    rows of ``Bn``, ``E1`` and ``E2 / n``; ``extra`` (the exact masks' backward correction,
+    divided by ``n^3``) is added to ``<Bn, E2> / n^3`` for the angle."""
+    num = _inner(eps, Bn, E1)    # <Bn, E1> / n^2
+    sq = _inner(eps, Bn, E2)     # <Bn, E2> / n^3
+    sqb = sq + extra
+    trB = Bn[:, 0]               # tr Bn / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(E1[:, 0] > 0, num / np.sqrt(sqb * trB), np.nan)
+        spec = np.where(E1[:, 0] > 0, E1[:, 0] * math.sqrt(eps) / np.sqrt(E2[:, 0]), np.nan)
+    return cos, spec, num / trB, sq / trB, sqb / trB
+
+
+def _exchangeable_limits(family, n, rho):
+    """Signal propagation of :func:`batch_limits` for an equicorrelated batch, every ``n x n``
+    matrix a ``(diagonal, off-diagonal)`` pair: ``(1/n, Q, P, P3, Bn, C, a2, g2)`` with ``C``,
+    ``a2``, ``g2`` normalised (:func:`_normalised`) and ``Bn`` up to a common factor."""
     eps = 1.0 / n
     L, m = family.depth, family.width
     s = family.stds
@@ -462,26 +607,14 @@ def _exchangeable(family, n, rho):
     G[L - 1] = m * kap_out
     Bfull = np.concatenate([m * Bn, B_L[None]])
 
-    def inner(A, B):  # <A, B> / n^2
-        return eps * A[..., 0] * B[..., 0] + (1 - eps) * A[..., 1] * B[..., 1]
-
-    grad_sq = betas ** 2 * inner(Bfull, G)
+    grad_sq = betas ** 2 * _inner(eps, Bfull, G)
     if not np.all(np.isfinite(grad_sq)):
         raise ValueError(f"the gradient norms over/underflow for depth={L}; use a "
                          "variance-preserving init")
     eta = family.rates(grad_sq)
     C = (eta * betas ** 2)[: L - 1, None] * G[: L - 1]
     C, a2, g2 = _normalised(family, C)
-
-    E1, E2 = _exchangeable_loop(C, P, P3, eps, a2, g2, float(phi.mask_probability),
-                                family.weights == "gaussian")
-    num = inner(Bn, E1)          # <Bn, E1> / n^2
-    sq = inner(Bn, E2)           # <Bn, E2> / n^3
-    trB = Bn[:, 0]               # tr Bn / n
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(E1[:, 0] > 0, num / np.sqrt(sq * trB), np.nan)
-        spec = np.where(E1[:, 0] > 0, E1[:, 0] * math.sqrt(eps) / np.sqrt(E2[:, 0]), np.nan)
-    return cos, spec, num / trB, sq / trB
+    return eps, Q, P, P3, Bn, C, a2, g2
 
 
 @numba.njit(cache=True)
@@ -620,17 +753,14 @@ def _batch_bfa(family, mode, inputs, input_correlation, gram):
         if n == 1:
             return None
     if _uses_exact_masks(family, mode):
-        if math.isinf(n):
-            raise NotImplementedError(
-                "the batch theory of ReLU ResNets with their own masks (mode='exact') costs "
-                "O(L^3 n^3) and has no n = inf form; give a finite inputs=n, or mode='free' (the "
-                "free-mask model, which has one)")
         if not family.psi.is_identity:  # pragma: no cover - no such family today
             raise NotImplementedError("exact masks with a skip and a ReLU readout: b_{L-1} would "
                                       "carry the mask D_{L-1}; not implemented")
         if rho is not None:
-            G = float(family.in_dim) * ((1 - rho) * np.eye(n) + rho * np.ones((n, n)))
-        cos, spec, m1, m2, m2b = _exact_masks(family, G)
+            cos, spec, m1, m2, m2b = _exact_masks_exchangeable(
+                family, _LARGE if math.isinf(n) else n, rho)
+        else:
+            cos, spec, m1, m2, m2b = _exact_masks(family, G)
     elif rho is None:
         cos, spec, m1, m2 = _general(family, G)
         m2b = m2

@@ -259,6 +259,84 @@ def test_exact_masks_exchangeable_equals_gram_and_order_does_not_matter():
     assert np.all(a.cos[3:] < free.cos[3:])
 
 
+# equicorrelated batches: the [a, c, b] tensors on their 5 index patterns, n a parameter
+@pytest.mark.parametrize("name", sorted(EXACT))
+@pytest.mark.parametrize("n", [2, 3, 5])
+@pytest.mark.parametrize("rho", [0.0, 0.5, 0.9])
+def test_exact_mask_patterns_equal_the_explicit_recursion(name, n, rho):
+    # bfa(inputs=n, input_correlation=rho) takes the pattern form; the explicit n x n x n
+    # recursion of the same Gram must give every output to round-off (own masks and, with the
+    # cross-layer probabilities replaced by products, free masks)
+    from rmtalign.theory.batch import _exact_masks, _exact_masks_exchangeable
+
+    fam = EXACT[name]
+    G = _equicorrelated(n, fam.in_dim, rho)
+    out = T.bfa(fam, "exact", inputs=n, input_correlation=rho)
+    got = (out.cos, out.cos_spectrum, out.m1, out.m2, out.m2b)
+    for g, w in zip(got, _exact_masks(fam, G)):
+        _close(g, w)
+    free = _exact_masks_exchangeable(fam, n, rho, free=True)
+    for g, w in zip(free, _exact_masks(fam, G, free=True)):
+        _close(g, w)
+    if n > 2:
+        other = T.bfa(fam, "free", inputs=n, input_correlation=rho).cos
+        assert np.nanmax(np.abs(out.cos - other)) > 1e-3  # the own masks matter
+
+
+@pytest.mark.parametrize("name", sorted(EXACT))
+def test_exact_mask_patterns_with_free_masks_are_the_exchangeable_free_path(name):
+    # the pattern form with independent layers is the O(L) free-mask path, for any n and at inf
+    from rmtalign.theory.batch import _LARGE, _exact_masks_exchangeable, _exchangeable
+
+    fam = EXACT[name]
+    for n in (2, 7, 1000, _LARGE):
+        for rho in (0.0, 0.5, 0.9):
+            free = _exact_masks_exchangeable(fam, n, rho, free=True)
+            for g, w in zip(free[:4], _exchangeable(fam, n, rho)):
+                _close(g, w)
+            _close(free[4], free[3])
+
+
+def test_exact_mask_patterns_serve_large_batches_without_the_explicit_path(monkeypatch):
+    # equicorrelated batches of any size never build n x n x n tensors
+    from rmtalign.theory import batch
+
+    def explicit(*args, **kwargs):
+        raise AssertionError("the explicit O(L^2 n^3) path was called")
+
+    fam = ResNet.scaled(40, 64, 2.0)
+    ref = T.bfa(fam, "exact", inputs=4, input_correlation=0.5).cos
+    monkeypatch.setattr(batch, "_exact_masks", explicit)
+    for n in (4, 1024, 10**9, math.inf):
+        out = T.bfa(fam, "exact", inputs=n, input_correlation=0.5)
+        assert out.inputs == n and np.all(np.isfinite(out.cos[1:]))
+    _close(T.bfa(fam, "exact", inputs=4, input_correlation=0.5).cos, ref)
+    with pytest.raises(AssertionError, match="explicit"):  # an explicit Gram still goes there
+        T.bfa(fam, "exact", gram=np.eye(3) * fam.in_dim)
+
+
+@pytest.mark.parametrize("name", sorted(EXACT))
+def test_exact_masks_large_batch_limit(name):
+    # n = inf (evaluated at n = 2^40) is the limit of finite n: |cos(n) - cos(inf)| falls like
+    # 1/n (n |diff| settles to a constant), and Richardson's 2 cos(2n) - cos(n) is O(1/n^2) off
+    fam = EXACT[name]
+    ref = T.bfa(fam, "exact").cos
+    _close(T.bfa(fam, "exact", inputs=math.inf, input_correlation=1.0).cos, ref)  # equal inputs
+    for rho in (0.0, 0.5, 0.9):
+        lim = T.bfa(fam, "exact", inputs=math.inf, input_correlation=rho).cos[1:]
+        c = {n: T.bfa(fam, "exact", inputs=n, input_correlation=rho).cos[1:]
+             for n in (256, 512, 1024, 2048)}
+        d = {n: np.max(np.abs(c[n] - lim)) for n in c}
+        assert d[256] > d[512] > d[1024] > d[2048] > 0
+        assert abs(2048 * d[2048] / (1024 * d[1024]) - 1) < 0.02
+        assert abs(2048 * d[2048] / (256 * d[256]) - 1) < 0.03
+        rich = np.max(np.abs(2 * c[2048] - c[1024] - lim))
+        assert rich < 0.02 * d[2048]  # O(1/n) of the 1/n term: ~4e-3 here
+        # the own masks still matter at n = inf
+        free = T.bfa(fam, "free", inputs=math.inf, input_correlation=rho).cos[1:]
+        assert np.max(np.abs(lim - free)) > 1e-3
+
+
 def test_exact_masks_against_the_batch_sampler():
     """sample_bfa(ResNet, mode="exact", inputs=n) at m = 128 and 512, c0 + c1/m per layer, against
     the exact-mask batch theory (3.5 SE over 8 layers); the free-mask theory is rejected."""
@@ -374,5 +452,3 @@ def test_errors_name_argument_value_and_allowed():
     assert_error_names(ValueError, ["gram", "symmetric"], T.bfa, fam, gram=[[1.0, 0.5], [0.2, 1.0]])
     assert_error_names(ValueError, ["gram", "semi-definite"], T.bfa, fam, gram=[[1.0, 2.0], [2.0, 1.0]])
     assert_error_names(ValueError, ["gram", "diagonal"], T.bfa, fam, gram=[[0.0, 0.0], [0.0, 1.0]])
-    assert_error_names(NotImplementedError, ["mode='exact'", "inf", "mode='free'"], T.bfa,
-                       ResNet(6, 64, 0.5), inputs=math.inf)
