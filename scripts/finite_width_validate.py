@@ -16,12 +16,14 @@ MLPs (default):
 0.5..4): linear ResNets (Gaussian and orthogonal) against their prediction; ReLU ResNets, which
 ``finite_width`` does not cover, as the sampled gap to the width limit beside the gap the linear
 chain of the same ``a``, ``beta``, ``m s^2 / 2`` gives; and ``c1`` against ``width_limit``'s fit
-(L = 32, c = 2, widths 16..128). ``--plot``: ``docs/img/finite_width.png``.
+(L = 32, c = 2, widths 16..128). ``--relu-probe``: ReLU ResNets with masks independent of the
+weights (an exact per-neuron representation, no matrices), which masks carry the excess, and
+their 1/m coefficient against ``width_limit``'s. ``--plot``: ``docs/img/finite_width.png``.
 
 Sampled means are cached as JSON in ``--out`` (default ``/tmp/rmtalign_finite``), so the report
 can be rerun without resampling. Usage::
 
-    .venv/bin/python scripts/finite_width_validate.py [--resnet | --plot] [--quick] [--sample-only] [--out DIR]
+    .venv/bin/python scripts/finite_width_validate.py [--resnet | --relu-probe | --plot] [--quick] [--sample-only] [--out DIR]
 """
 import json
 import sys
@@ -293,6 +295,173 @@ def plot(path="docs/img/finite_width.png"):
     print(f"wrote {path}")
 
 
+# --------------------------------------------------------------------------- ReLU ResNets: the masks
+def _masks(mode, rng, n, L, m, a):
+    """Masks independent of the weights, ``(L-1, n, m)``: ``gp`` the width limit's law (signs of an
+    AR(1) of lag-1 correlation ``a``, iid over neurons: persistent across depth), ``gpfix`` the same
+    with exactly ``m/2`` active (the top half), ``free`` Bernoulli(1/2) iid over layers, ``ones``
+    (a linear network)."""
+    if mode == "ones":
+        return np.ones((L - 1, n, m))
+    if mode == "free":
+        return (rng.random((L - 1, n, m)) < 0.5).astype(float)
+    z, out = rng.standard_normal((n, m)), np.empty((L - 1, n, m))
+    for l in range(L - 1):
+        if l > 0:
+            z = a * z + np.sqrt(1 - a * a) * rng.standard_normal((n, m))
+        out[l] = (z > 0) if mode == "gp" else (z.argsort(1).argsort(1) >= m // 2)
+    return out
+
+
+def reduced_resnet(fam, n, seed, mode):
+    """``cos`` of ``n`` draws of a ResNet (model (12), Gaussian weights, balanced rates) whose masks
+    are independent of the weights: exactly, in law, iid neurons coupled only through averages.
+    Given the masks, ``W_l^T b_l = s |b_l| xi_l`` and ``W_l x = e_l s <xi_l, x> + s |x| P_e eta_l``
+    (``e_l = b_l / |b_l|``, ``xi_l, eta_l`` iid N(0, I)), so no matrix is drawn: O(n m L)."""
+    L, m, a, beta = fam.depth, fam.width, fam.skip, fam.branch_scale
+    s, k = np.asarray(fam.stds), T.finite._trained_counts(fam)
+    rng = np.random.default_rng([SEED, seed, m, L])
+    D = _masks(mode, rng, n, L, m, a)
+    xi, eta = rng.standard_normal((L - 1, n, m)), rng.standard_normal((L - 1, n, m))
+    nrm = lambda x: np.sqrt((x * x).sum(-1, keepdims=True))
+    b = np.empty((L - 1, n, m))
+    b[L - 2] = rng.standard_normal((n, m))
+    for v in range(L - 2, 0, -1):
+        b[v - 1] = a * b[v] + beta * s[v] * nrm(b[v]) * D[v - 1] * xi[v]
+    u, out = np.zeros((n, m)), np.full((n, L - 1), np.nan)
+    for i in range(L - 1):
+        B = (b[i] * b[i]).sum(-1, keepdims=True)
+        if i > 0:
+            x, e = D[i - 1] * u, b[i] / np.sqrt(B)
+            u = a * u + beta * s[i] * (e * (xi[i] * x).sum(-1, keepdims=True)
+                                       + nrm(x) * (eta[i] - e * (e * eta[i]).sum(-1, keepdims=True)))
+        if fam.trained_mask[i]:
+            u = u + b[i] / B
+        if k[i] > 0:
+            out[:, i] = k[i] / np.sqrt(B[:, 0] * (u * u).sum(-1))
+    return out
+
+
+def _network_own_masks(fam, n, seed):
+    """The same quantity from the network itself (its own masks; numpy, matrices drawn)."""
+    L, m, a, beta = fam.depth, fam.width, fam.skip, fam.branch_scale
+    s, k = np.asarray(fam.stds), T.finite._trained_counts(fam)
+    rng = np.random.default_rng([SEED, seed, m, L, 1])
+    W = [None] + [s[l] * rng.standard_normal((n, m, m)) for l in range(1, L - 1)]
+    fv, D = rng.standard_normal((n, m)), []
+    for l in range(L - 1):
+        if l > 0:
+            fv = a * fv + beta * np.einsum("nij,nj->ni", W[l], np.maximum(fv, 0))
+        D.append((fv > 0).astype(float))
+    b = [None] * (L - 1)
+    b[L - 2] = rng.standard_normal((n, m))
+    for v in range(L - 2, 0, -1):
+        b[v - 1] = a * b[v] + beta * D[v - 1] * np.einsum("nji,nj->ni", W[v], b[v])
+    u, out = np.zeros((n, m)), np.full((n, L - 1), np.nan)
+    for i in range(L - 1):
+        if i > 0:
+            u = a * u + beta * np.einsum("nij,nj->ni", W[i], D[i - 1] * u)
+        B = (b[i] * b[i]).sum(1)
+        if fam.trained_mask[i]:
+            u = u + b[i] / B[:, None]
+        if k[i] > 0:
+            out[:, i] = k[i] / np.sqrt(B * (u * u).sum(1))
+    return out
+
+
+def _reduced_F(fam, w, D, xi, eta, bL):
+    """The reduced system's ``cos`` at every layer for neuron weights ``w`` (..., M) summing to 1
+    (``w = 1/m`` on ``m`` neurons is the network of width ``m``)."""
+    L, a, beta = fam.depth, fam.skip, fam.branch_scale
+    sig, k = np.asarray(fam.stds) * np.sqrt(fam.width), T.finite._trained_counts(fam)
+    av = lambda x: (w * x).sum(-1, keepdims=True)
+    b = [None] * (L - 1)
+    b[L - 2] = np.broadcast_to(bL, w.shape).copy()
+    for v in range(L - 2, 0, -1):
+        b[v - 1] = a * b[v] + beta * sig[v] * np.sqrt(av(b[v] ** 2)) * D[v - 1] * xi[v]
+    u, out = np.zeros(w.shape), np.full(w.shape[:-1] + (L - 1,), np.nan)
+    for i in range(L - 1):
+        Ab = av(b[i] ** 2)
+        if i > 0:
+            x = D[i - 1] * u
+            u = a * u + beta * sig[i] * (b[i] * av(xi[i] * x) / np.sqrt(Ab)
+                                         + np.sqrt(av(x * x)) * (eta[i] - b[i] * av(b[i] * eta[i]) / Ab))
+        if fam.trained_mask[i]:
+            u = u + b[i] / Ab
+        if k[i] > 0:
+            out[..., i] = (k[i] / np.sqrt(Ab * av(u * u)))[..., 0]
+    return out
+
+
+def von_mises_c1(fam, M=4000, probes=2000, chunk=50, h=1e-3, mode="gp"):
+    """``c1 = 1/2 E_z d^2/dh^2 F((1-h) mu + h delta_z)`` with ``mu`` on ``M`` particles and ``probes``
+    probe neurons (central differences in ``h``): a Monte Carlo estimate, with its standard error."""
+    L = fam.depth
+    rng = np.random.default_rng([SEED, 7, L])
+    draw = lambda n: (_masks(mode, rng, 1, L, n, fam.skip)[:, 0], rng.standard_normal((L - 1, n)),
+                      rng.standard_normal((L - 1, n)), rng.standard_normal(n))
+    D, xi, eta, bL = draw(M)
+    F0 = _reduced_F(fam, np.full(M, 1.0 / M), D, xi, eta, bL)
+    d2 = []
+    for _ in range(probes // chunk):
+        p = draw(chunk)
+        cat = lambda x, y: np.concatenate([np.broadcast_to(x[:, None, :], (L - 1, chunk, M)), y[:, :, None]], -1)
+        args = (cat(D, p[0]), cat(xi, p[1]), cat(eta, p[2]),
+                np.concatenate([np.broadcast_to(bL, (chunk, M)), p[3][:, None]], -1))
+        Fh = [_reduced_F(fam, np.concatenate([np.full((chunk, M), (1 - e) / M), np.full((chunk, 1), e)], -1), *args)
+              for e in (h, -h)]
+        d2.append((Fh[0] + Fh[1] - 2 * F0) / h ** 2)
+    d2 = np.concatenate(d2)
+    return F0, 0.5 * d2.mean(0), 0.5 * d2.std(0) / np.sqrt(len(d2))
+
+
+def relu_probe():
+    """ReLU ResNets: which masks carry the finite-width excess, and the 1/m coefficient of the
+    reduced (weight-independent-mask) model against ``width_limit``'s fit of the sampler."""
+    q = 4 if quick else 1
+    fam = ResNet.scaled(48, 16, 2.0)
+    lim, lim_free = T.bfa(fam).cos, T.bfa(fam, mode="free").cos
+    print("\nReLU ResNet m = 16, L = 48, c = 2: gap to the width limit (free masks: to the free one)")
+    print("| masks | draws | v = 24 | v = 47 |\n|---|---|---|---|")
+    for mode, n in (("own", 2000 // q), ("gp", 20000 // q), ("gpfix", 20000 // q), ("free", 20000 // q)):
+        o = (_network_own_masks(fam, n, 1) if mode == "own"
+             else np.concatenate([reduced_resnet(fam, 2000, 1 + j, mode) for j in range(n // 2000)]))
+        ref = lim_free if mode == "free" else lim
+        print(f"| {mode} | {len(o)} | " + " | ".join(
+            f"{o[:, v - 1].mean() - ref[v - 1]:+.4f} ± {o[:, v - 1].std() / np.sqrt(len(o)):.4f}"
+            for v in (24, 47)) + " |", flush=True)
+    widths, n = [16, 32, 64, 128], 40000 // q
+    d = json.loads((out / f"wl_resnet_relu_L32_c2_16-32-64-128_n2000_s{SEED}.json").read_text())
+    fit = fit_width_limit(widths, np.array(d["means"]), np.array(d["sems"]))
+    wl, wl_se = fit.coef[:, 1], np.sqrt(fit.cov[:, 1, 1])
+    print(f"\n1/m coefficient, L = 32: reduced model over widths {widths} ({n} draws each), c0 + c1/m")
+    print("| c | masks | v | c1 fitted (reduced) | c1 width_limit (sampler, own masks) | z | "
+          "linear chain c1 |\n|---|---|---|---|---|---|---|")
+    for c, mode in ((2.0, "ones"), (2.0, "gp"), (1.0, "gp"), (1.0, "free")):
+        act = "linear" if mode == "ones" else "relu"
+        means, sems = [], []
+        for w in widths:
+            f = ResNet.scaled(32, w, c, activation=act)
+            o = np.concatenate([reduced_resnet(f, 4000, 100 + j, mode) for j in range(n // 4000)])
+            means.append(o.mean(0)), sems.append(o.std(0) / np.sqrt(len(o)))
+        g = fit_width_limit(widths, np.array(means), np.array(sems))
+        c1, se = g.coef[:, 1], np.sqrt(g.cov[:, 1, 1])
+        dc0 = np.abs(g.coef[:, 0] - T.bfa(ResNet.scaled(32, 64, c, activation=act),
+                                          mode="free" if mode == "free" else "exact").cos)
+        print(f"| {c:g} | {mode} | max over layers of abs(c0 - bfa) = {np.nanmax(dc0):.1e} | | | |")
+        lin = T.finite_width(ResNet.scaled(32, 64, c, activation="linear")).c1
+        for v in (4, 8, 16, 24, 31):
+            j = v - 1
+            other = (f"{wl[j]:.3f} ± {wl_se[j]:.3f} | {(c1[j] - wl[j]) / np.hypot(se[j], wl_se[j]):+.2f}"
+                     if (c, act) == (2.0, "relu") else "| ")
+            print(f"| {c:g} | {mode} | {v} | {c1[j]:.3f} ± {se[j]:.3f} | {other} | {lin[j]:.3f} |", flush=True)
+    fam = ResNet.scaled(32, 64, 2.0)
+    F0, c1, se = von_mises_c1(fam, probes=2000 // q)
+    print("\nvon Mises c1 (L = 32, c = 2, 4000 particles): max abs(F(mu) - bfa) = "
+          f"{np.nanmax(np.abs(F0 - T.bfa(fam).cos)):.4f}; " +
+          ", ".join(f"v = {v}: {c1[v - 1]:.3f} ± {se[v - 1]:.3f}" for v in (4, 8, 16, 24, 31)))
+
+
 def summary(rows, name):
     sel = [r for r in rows if r[2] >= 0.5]
     if not sel:
@@ -309,6 +478,8 @@ if __name__ == "__main__":
     t0 = time.time()
     if "--plot" in sys.argv:
         plot()
+    elif "--relu-probe" in sys.argv:
+        relu_probe()
     elif "--resnet" in sys.argv:
         resnet_coefficient()
         summary(resnet_grid(), "linear ResNets")
