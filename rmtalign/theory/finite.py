@@ -34,7 +34,7 @@ steps give
 The law of ``cos(theta_v)`` does not depend on ``L``, on the init scale or on the readout. The
 network's own ReLU masks are functions of the weights; that the chains still hold for them (the
 sign symmetry of Gaussian and Haar weights, as in Hanin & Nica, arXiv:1812.05994) is checked
-against ``sample_bfa(mode="exact")``, not proven here (``docs/theory.md``, Finite width).
+against ``sample_bfa(mode="exact")``, not proven here (``docs/finite_width.md``).
 
 **The 1/m coefficient** (``c1``). The chain's first two moments close exactly:
 ``E Zp' = k^2 r1 + e1 E Zp``, ``E Zp'^2 = k^4 r2 + e12 k^2 E Zp + e2 E Zp^2`` with
