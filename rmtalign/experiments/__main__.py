@@ -4,12 +4,13 @@ Runs experiments 1 (``deep_mlp``), 2 (``resnet``) and 3 (``transfer``) at the de
 few minutes on 2 cores) or the issue's (``--full``), writes their CSV tables and PNG plots under
 ``DIR/<name>/`` and a ``DIR/summary.json``. The grids are resumable: a rerun with the same
 ``--out`` skips the finished points (``DIR/<name>/points.jsonl``). Bad flags: one line on stderr,
-exit 2; Ctrl-C: exit 130 (finished points are kept).
+exit 2; Ctrl-C or SIGTERM: exit 130 (finished points are kept, the workers are stopped).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -87,6 +88,11 @@ def main(argv=None) -> int:
     cache = out / "data"
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+
+    def _terminate(signum, frame):  # SIGTERM as Ctrl-C: the pool is shut down, no orphan workers
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         for name in only:
             pts = points(name, sizes)
@@ -120,6 +126,8 @@ def main(argv=None) -> int:
         sys.stderr.write(f"python -m rmtalign.experiments: error: {exc} (install the "
                          f"'experiments' extra)\n")
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
