@@ -47,7 +47,7 @@ FIGURES = ("fig1a_bfa_layer", "fig1b_output_depth", "fig1c_output_scale", "fig2a
 
 @dataclass(frozen=True)
 class _Sizes:
-    """Every size knob of the figures (the defaults: about 3 minutes on 2 idle cores)."""
+    """Every size knob of the figures (the defaults: under 2 minutes on 2 idle cores)."""
 
     width: int = 200                     # Fig. 1 (the paper's m)
     depth_layer: int = 200               # Fig. 1 (a) (the paper's L)
@@ -610,8 +610,8 @@ def make_figures(out_dir, *, paper=False, only=None, progress=None, seed=0, dpi=
         atomically, each figure as soon as its points are done.
     paper : bool
         The paper's sizes (Fig. 1 at width 200 with depths to 1024, Fig. 2 at width 400, larger
-        samples everywhere): about 15 minutes on 2 cores. The default sizes keep the paper's
-        widths and ``L = 200`` of Fig. 1 (a) with fewer depths and samples: about 3 minutes.
+        samples everywhere): about 5 minutes on 2 idle cores. The default sizes keep the paper's
+        widths and ``L = 200`` of Fig. 1 (a) with fewer depths and samples: under 2 minutes.
     only : str or sequence of str, optional
         Names among :data:`FIGURES` (default: all of them).
     progress : bool, optional

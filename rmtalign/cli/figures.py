@@ -6,8 +6,8 @@ BFA against depth and against the normalised branch scale, MLPs and ResNets), Fi
 densities, Jacobian spectra, the (alpha, c) phase diagram and the width-then-depth convergence.
 Every PNG comes with the CSV behind it (OUT/NAME.png, OUT/NAME.csv), each written as soon as its
 figure is done: an interrupted run keeps the figures it finished, never a partial file. The
-default sizes take about 3 minutes on 2 cores; --paper uses the paper's (Fig. 1 at width 200
-with depths up to 1024, Fig. 2 at width 400; about 15 minutes).
+default sizes take under 2 minutes on 2 cores; --paper uses the paper's (Fig. 1 at width 200
+with depths up to 1024, Fig. 2 at width 400; about 5 minutes).
 
 examples:
   rmtalign figures --out figures
