@@ -179,25 +179,31 @@ def plot_optima(opt_rows, path):
                 if (opt_rows["sweep"][k], opt_rows["arch"][k], opt_rows["optimizer"][k],
                         opt_rows["scheme"][k]) == (sweep, arch, optim, scheme):
                     pts.setdefault(opt_rows["size"][k], []).append(
-                        (opt_rows["opt_log2_lr"][k], opt_rows["censored"][k]))
+                        (opt_rows["opt_log2_lr"][k], opt_rows["censored"][k],
+                         opt_rows["trained"][k]))
             if not pts:
                 continue
             sizes = sorted(pts)
             x = np.log2(sizes)
-            vals = [np.array([v for v, _ in pts[s]], float) for s in sizes]
+            vals = [np.array([p[0] for p in pts[s]], float) for s in sizes]
             mean = np.array([np.nanmean(v) for v in vals])
             # the optimum relative to the smallest size: the drift, in octaves
             mean0 = mean - mean[0]
             lo = mean - np.array([np.nanmin(v) for v in vals])
             hi = np.array([np.nanmax(v) for v in vals]) - mean
             ax.errorbar(x, mean0, yerr=[lo, hi], color=color, marker="o", capsize=2, label=scheme)
-            cens = [any(c for _, c in pts[s]) for s in sizes]
+            cens = [any(p[1] for p in pts[s]) for s in sizes]
             ax.plot(x[cens], mean0[cens], "o", mfc="white", color=color)
+            # an optimum of runs that never left chance loss is no optimum: say so on the plot
+            idle = [not all(p[2] for p in pts[s]) for s in sizes]
+            ax.plot(x[idle], mean0[idle], "x", ms=9, mew=2, color="k")
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xlabel(f"log2 {sweep}", fontsize=8)
         ax.set_ylabel("optimal log2 LR - at smallest size", fontsize=8)
         ax.set_title(f"{arch}, {sweep} sweep, {optim}", fontsize=8)
         ax.legend(fontsize=7)
+    fig.suptitle("hollow: optimum at the grid's edge (censored); x: the runs did not train",
+                 fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
