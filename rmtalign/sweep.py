@@ -82,7 +82,8 @@ _COLUMNS = {
     "theory": {"layer": "i", "cos": "f", "angle_deg": "f", "cos_spectrum": "f", "m1": "f",
                "m2": "f", "m2b": "f"},
     "finite_width": {"layer": "i", "cos": "f", "cos_limit": "f", "c1": "f",
-                     "cos_first_order": "f"},
+                     "cos_first_order": "f", "m1": "f", "m2": "f", "m1_limit": "f",
+                     "m2_limit": "f", "m1_c1": "f", "m2_c1": "f", "m1_sd": "f"},
 }
 _INVALID = "ValueError: invalid combination: "  # the error of a point whose family is invalid
 _UNSEEDED = ("theory", "finite_width")  # deterministic: one unit per point, no seed or sample

@@ -18,12 +18,14 @@ MLPs (default):
 chain of the same ``a``, ``beta``, ``m s^2 / 2`` gives; and ``c1`` against ``width_limit``'s fit
 (L = 32, c = 2, widths 16..128). ``--relu-probe``: ReLU ResNets with masks independent of the
 weights (an exact per-neuron representation, no matrices), which masks carry the excess, and
-their 1/m coefficient against ``width_limit``'s. ``--plot``: ``docs/img/finite_width.png``.
+their 1/m coefficient against ``width_limit``'s. ``--moments``: the BFK's expected spectral
+moments ``m1, m2`` (Gaussian MLPs) against the dense sampler's, with the sampled medians.
+``--plot``: ``docs/img/finite_width.png``.
 
 Sampled means are cached as JSON in ``--out`` (default ``/tmp/rmtalign_finite``), so the report
 can be rerun without resampling. Usage::
 
-    .venv/bin/python scripts/finite_width_validate.py [--resnet | --relu-probe | --plot] [--quick] [--sample-only] [--out DIR]
+    .venv/bin/python scripts/finite_width_validate.py [--resnet | --relu-probe | --moments | --plot] [--quick] [--sample-only] [--out DIR]
 """
 import json
 import sys
@@ -36,7 +38,7 @@ from rmtalign import seeds
 from rmtalign import theory as T
 from rmtalign._extrapolate import fit_width_limit
 from rmtalign.families import MLP, ResNet
-from rmtalign.sampling import sample_bfa, width_limit
+from rmtalign.sampling import sample_bfa, sample_bfk, width_limit
 
 quick = "--quick" in sys.argv
 out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else Path("/tmp/rmtalign_finite")
@@ -462,6 +464,58 @@ def relu_probe():
           ", ".join(f"v = {v}: {c1[v - 1]:.3f} ± {se[v - 1]:.3f}" for v in (4, 8, 16, 24, 31)))
 
 
+# (family, draws) for --moments: L/m = 0.25 .. 4
+MOMENTS = [(MLP(L, 64), 400) for L in (16, 32, 64, 128, 256)] + \
+          [(MLP(L, 128), 200) for L in (64, 128)] + \
+          [(MLP(L, 64, activation="linear"), 400) for L in (32, 64, 256)] + \
+          [(MLP(L, 64, weights="orthogonal"), 400) for L in (32, 64)]
+if quick:
+    MOMENTS = MOMENTS[:2]
+
+
+def moments_sampled(fam, n):
+    """Per-draw ``M1, M2`` of the backward-normalised kernel ``k_v K_v / (e^T K_v e)`` at
+    ``v = L/2, L-1`` from the dense sampler (cached): two (n, 2) arrays."""
+    L = fam.depth
+    path = out / f"moments_{fam.activation}_{fam.weights}_m{fam.width}_L{L}_n{n}_s{SEED}.json"
+    if path.exists():
+        d = json.loads(path.read_text())
+        return np.array(d["M1"]), np.array(d["M2"])
+    t, v = time.time(), np.array([L // 2, L - 1])
+    seed = seeds.point_seed(SEED, fam, "bfk-moments")
+    a = sample_bfa(fam, n, seed=seed, probes=1)
+    b = sample_bfk(fam, layers=v, samples=n, seed=seed)
+    g = a.b_norm[:, v - 1] ** 2 / a.loss_decay[:, v - 1] * np.cumsum(fam.trained_mask)[v - 1]
+    mom = b.moments(2)
+    M1, M2 = mom[0] * g, mom[1] * g * g
+    path.write_text(json.dumps({"M1": M1.tolist(), "M2": M2.tolist(), "seconds": time.time() - t}))
+    print(f"  sampled moments m={fam.width} L={L} ({n} draws) in {time.time() - t:.0f}s", flush=True)
+    return M1, M2
+
+
+def _z(x, mean, se):
+    z = (x - mean) / se
+    return f"{z:+.2f}" if abs(z) < 1000 else f"{z:+.1e}"
+
+
+def moments_grid():
+    print("| network | m | L | L/m | v | moment | sampled mean | sampled median | exact mean | width limit "
+          "| z exact mean | z width limit | exact sd / mean |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for fam, n in MOMENTS:
+        fw, L = T.finite_width(fam), fam.depth
+        for name, x, pred, lim in zip(("M1", "M2"), moments_sampled(fam, n), (fw.m1, fw.m2),
+                                      (fw.m1_limit, fw.m2_limit)):
+            for j, v in enumerate((L // 2, L - 1)):
+                mean, se = x[:, j].mean(), x[:, j].std() / np.sqrt(n)
+                cv = f"{fw.m1_sd[v - 1] / pred[v - 1]:.3g}" if name == "M1" else ""
+                net = fam.activation + (", orthogonal" if fam.weights == "orthogonal" else "")
+                print(f"| {net} | {fam.width} | {L} | {L / fam.width:g} | {v} | {name} | "
+                      f"{mean:.4g} ± {se:.2g} | {np.median(x[:, j]):.4g} | {pred[v - 1]:.4g} | "
+                      f"{lim[v - 1]:.4g} | {_z(pred[v - 1], mean, se)} | {_z(lim[v - 1], mean, se)} | {cv} |",
+                      flush=True)
+
+
 def summary(rows, name):
     sel = [r for r in rows if r[2] >= 0.5]
     if not sel:
@@ -478,6 +532,8 @@ if __name__ == "__main__":
     t0 = time.time()
     if "--plot" in sys.argv:
         plot()
+    elif "--moments" in sys.argv:
+        moments_grid()
     elif "--relu-probe" in sys.argv:
         relu_probe()
     elif "--resnet" in sys.argv:

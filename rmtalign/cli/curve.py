@@ -2,10 +2,10 @@
 
 For each depth L, the BFA theta_v at every hidden layer v = 1..L-1 of the family the flags
 describe: its width limit (rmtalign.theory.bfa), the finite-width prediction where one exists
-(rmtalign.theory.finite_width: MLPs with balanced rates) and the mean and standard error of
---samples sampled networks (rmtalign.sample_bfa; --samples 0 for theory only). Each (family,
-depth) is seeded by its content, point_seed(seed, family, "bfa-MODE"): adding or reordering
-depths changes no other point.
+(rmtalign.theory.finite_width: MLPs and linear ResNets with balanced rates) and the mean and
+standard error of --samples sampled networks (rmtalign.sample_bfa; --samples 0 for theory
+only). Each (family, depth) is seeded by its content, point_seed(seed, family, "bfa-MODE"):
+adding or reordering depths changes no other point.
 
 Writes OUT/curve.csv (one row per depth and layer: cos and angle, sampled mean and SE, theory),
 OUT/curve.json (every result in full) and OUT/curve.png (against layer for one depth, against

@@ -1,5 +1,6 @@
 """The BFA at finite width, exact in depth: MLPs (ReLU and linear, Gaussian and orthogonal weights)
-and linear ResNets (Gaussian and orthogonal weights).
+and linear ResNets (Gaussian and orthogonal weights); the BFK's first two spectral moments at
+finite width for MLPs.
 
 **Reduction to a scalar chain.** With the balanced learning rates of Eq. (8) the kernel weights
 are ``c_l = eta_l |phi(f_{l-1})|^2 = 1 / (n B_l)``, ``B_l = |b_l|^2`` (random at finite width,
@@ -115,6 +116,37 @@ sphere of radius ``sigma`` (``g1 = e.g``, ``Q' = sigma^2 - g1^2``, ``H`` as abov
 ``c, c'`` coordinates of independent uniform unit vectors of ``R^(m-1)``, ``g1 / sigma`` one of
 ``R^m`` (Hermite nodes with the exact variances). ``a = 0``: ``Zp`` stays 0 (``cos = 1``).
 
+**BFK moments** (MLPs). With balanced rates the scale-free kernel is
+``K_v = n B_v K_v^net = sum_l t_l J_{v,l} J_{v,l}^T B_v / B_l`` (``e^T K_v e = k_v``, ``e = b_v/|b_v|``),
+and ``K_v = t_v I + W C W^T / |D g|^2`` with ``C = D K_{v-1} D``, ``g = W^T e``. With
+``W^T W = g g^T + V``, ``V = W^T (I - e e^T) W ~ s^2 Wishart(m - 1)`` independent of ``g`` and of
+``K_{v-1}`` (which depends on ``g`` only through ``e' = D g / |D g|``), and ``K_{v-1}`` invariant
+in law under the rotations fixing ``e'`` (so its part off ``e'`` is Haar-averaged against the
+``N - 1`` active directions orthogonal to ``e'``), the expectations of the five quantities
+``1, tr K, tr K^2, (tr K)^2, |K e|^2`` map affinely onto themselves, layer by layer:
+
+    tr K'   = m t + k + tr(C V) / |D g|^2,          (g^T C g = |D g|^2 k exactly)
+    |K' e|^2 = t^2 + 2 t k + k^2 + x^T V x / |D g|^2,   x = D K e',
+
+and likewise ``tr K'^2``, ``(tr K')^2`` from ``tr(C Y C Y)``, ``(tr C Y)^2`` (``Y = W^T W``), using
+``E tr(C V) = s^2 n tr C``, ``E tr(C V C V) = s^4 (n (n + 1) tr C^2 + n (tr C)^2)``,
+``E (tr C V)^2 = s^4 (n^2 (tr C)^2 + 2 n tr C^2)`` (``n = m - 1``), the orthogonal-group second
+moments of the part off ``e'`` (two invariants, ``tr`` and ``tr^2``), and
+``E |D g|^-2 = 1 / (s^2 (N - 2))``, ``E |D g|^-4 = 1 / (s^4 (N - 2)(N - 4))`` averaged over
+``N`` (``_moment_constants``; ReLU conditioned on ``N >= 5``, without which ``E M2`` is
+infinite: ``P(N <= 4) < 1e-5`` a layer for ``m >= 32``). *Orthogonal* weights ``W = s O``: ``V``
+is replaced by ``W^T W = s^2 I`` (no Wishart fluctuation, no separate ``g g^T`` term) and
+``|D g|^2 = s^2 gamma``, ``E[gamma^-1 | N] = (m - 2)/(N - 2)``,
+``E[gamma^-2 | N] = (m - 2)(m - 4)/((N - 2)(N - 4))``; linear orthogonal layers conjugate ``K``
+exactly. ``|K e|^2 = Z_v`` is the chain's, and its mean recursion is the chain's (a check);
+``E (tr K)^2`` gives the exact standard deviation of ``M1``. The recursion is exact at every
+width and depth (no resummation is needed for a mean), O(L). To first order
+``E M1 = k_v + 2 sigma^2 sum_{j<v} k_j / m`` (``sigma^2`` of ``_FIRST_ORDER``): the means run far
+above the width limit (+136% at m = 64, L = 32, v = 31, ReLU), because ``B_v / B_l`` is
+log-normal with a variance growing like ``(v - l)/m``; the moments are heavy-tailed, their
+medians stay much closer to the limit, and sample means of a few hundred networks reach the
+exact means only while ``L/m`` is small (``docs/finite_width.md``).
+
 ReLU ResNets are not covered: their masks break the rotation invariance, and with a skip a
 neuron's masks persist across depth; the measured ``1/m`` coefficient is 2.6 to 3.2 times the
 linear chain's, an excess that masks independent of the weights but persistent across depth
@@ -156,13 +188,33 @@ class FiniteWidthBFA(Result):
     ``cos(theta_v)`` at ``v = layers[i]`` and the family's own width ``m``; ``cos_limit`` the
     width limit (:func:`rmtalign.theory.bfa`); ``c1`` the exact coefficient of ``1/m`` in
     ``E cos = cos_limit + c1/m + O(1/m^2)`` at fixed depth (``cos_first_order`` is that
-    truncation, good only where ``v/m`` is small). NaN where the feature does not move."""
+    truncation, good only where ``v/m`` is small). NaN where the feature does not move.
+
+    The same for the BFK's first two spectral moments ``M_p = tr(K^p) / m`` of the
+    backward-normalised kernel ``K = n |b_v|^2 K_v`` (the normalisation of the balanced rates, in
+    which ``b_v^T K b_v / |b_v|^2 = k_v``, the number of trained layers up to ``v``): ``m1, m2``
+    are the exact expectations at width ``m``, ``m1_limit = k_v`` and ``m2_limit`` the width
+    limits (``m2_limit / m1_limit^2 = TheoryBFA.m2 / TheoryBFA.m1^2``), ``m1_c1, m2_c1`` their
+    ``1/m`` coefficients and ``m1_sd`` the exact standard deviation of ``M1`` over networks.
+    MLPs only (ReLU or linear, Gaussian or orthogonal weights); NaN for ResNets. The moments are
+    heavy-tailed: where ``m1_sd`` is large against ``m1`` a sample mean of a few hundred
+    networks falls short of the exact mean, and the median is far below it
+    (``docs/finite_width.md``). From a sample: ``M_p(K) = k_v^p M_p(K_v) (|b_v|^2 / b_v^T K_v
+    b_v)^p`` with ``b_v^T K_v b_v`` the ``loss_decay`` and ``|b_v|`` the ``b_norm`` of
+    :func:`rmtalign.sample_bfa`, ``M_p(K_v)`` from :meth:`rmtalign.SampledBFK.moments`."""
 
     family: object
     layers: np.ndarray
     cos: np.ndarray
     cos_limit: np.ndarray
     c1: np.ndarray
+    m1: np.ndarray
+    m2: np.ndarray
+    m1_limit: np.ndarray
+    m2_limit: np.ndarray
+    m1_c1: np.ndarray
+    m2_c1: np.ndarray
+    m1_sd: np.ndarray
 
     @property
     def cos_first_order(self) -> np.ndarray:
@@ -171,7 +223,9 @@ class FiniteWidthBFA(Result):
 
     def _table(self):
         return {"layer": self.layers, "cos": self.cos, "cos_limit": self.cos_limit, "c1": self.c1,
-                "cos_first_order": self.cos_first_order}
+                "cos_first_order": self.cos_first_order, "m1": self.m1, "m2": self.m2,
+                "m1_limit": self.m1_limit, "m2_limit": self.m2_limit, "m1_c1": self.m1_c1,
+                "m2_c1": self.m2_c1, "m1_sd": self.m1_sd}
 
 
 def _check_supported(family):
@@ -440,6 +494,80 @@ def _resnet(family):
     return _resnet_resummed(k, family.width, a, beta, sig2, orth), 2 * d[m2] - d[m1]
 
 
+def _moment_constants(m, relu, orthogonal):
+    """The layer's random factors of the moment map averaged over the number ``N`` of active
+    neurons (``r = N - 1``): ``(E w1, E w1 r)`` and ``(E w2, E w2 r, E w2 r^2)`` with
+    ``w1 = E[s^2 (m - 1) / |D g|^2 | N] = (m - 1)/(N - 2)``, ``w2 = E[s^4 / |D g|^4 | N] =
+    1/((N - 2)(N - 4))`` (Gaussian) or ``w1 = E[1/gamma | N] = (m - 2)/(N - 2)``,
+    ``w2 = E[1/gamma^2 | N] = (m - 2)(m - 4)/((N - 2)(N - 4))`` (orthogonal); exact binomial sums
+    conditioned on ``N >= 5`` (ReLU) or ``N = m`` (linear)."""
+    if relu:
+        N = np.arange(5, m + 1, dtype=float)
+        p = stats.binom.pmf(N, m, 0.5)
+        p = p / p.sum()
+    else:
+        N, p = np.array([float(m)]), np.array([1.0])
+    r, a, b = N - 1, 1 / (N - 2), 1 / ((N - 2) * (N - 4))
+    w1, w2 = ((m - 2) * a, (m - 2) * (m - 4) * b) if orthogonal else ((m - 1) * a, b)
+    if not relu and orthogonal:                       # N = m: gamma = 1
+        w1, w2 = np.ones(1), np.ones(1)
+    return (p @ w1, p @ (w1 * r)), (p @ w2, p @ (w2 * r), p @ (w2 * r * r))
+
+
+def _moments_exact(t, m, relu, orthogonal):
+    """``E M1, E M2, E M1^2`` of the backward-normalised kernel at width ``m`` (MLPs; module docstring,
+    *BFK moments*): the exact affine recursion of ``E tr K``, ``E tr K^2``, ``E (tr K)^2`` and
+    ``E |K e|^2`` (``e = b_v / |b_v|``); ``t[i]`` is 1 if ``W_{i+1}`` is trained."""
+    (w1, w1r), (w2, w2r, w2rr) = _moment_constants(m, relu, orthogonal)
+    n = d = m - 1
+    M1, M2, M1sq = np.zeros(t.size), np.zeros(t.size), np.zeros(t.size)
+    T1, T2, S, Q2 = m * t[0], m * t[0] ** 2, (m * t[0]) ** 2, t[0] ** 2
+    k = t[0]
+    M1[0], M2[0], M1sq[0] = T1 / m, T2 / m, S / (m * m)
+    for i in range(1, t.size):
+        tv, K = t[i], k * k
+        TA, SA = T2 + K - 2 * Q2, S - 2 * k * T1 + K        # tr^2, (tr)^2 of K's part off e
+        beta = (d * TA - SA) / (d * (d - 1) * (d + 2))        # Haar second moments of that part
+        alpha = (SA - 2 * beta * d) / (d * d)
+        # E[w tr C], E[w |D K e'|^2], E[w (tr C)^2], E[w tr C^2] (C = D K D, w = w1 or w2)
+        c1 = w1 * k + w1r / d * (T1 - k)
+        c4 = w1 * K + w1r / d * (Q2 - K)
+        c2 = w2 * K + 2 * k * w2r / d * (T1 - k) + alpha * w2rr + 2 * beta * w2r
+        c3 = w2 * K + 2 * w2r / d * (Q2 - K) + alpha * w2r + beta * (w2rr + w2r)
+        if orthogonal:        # W^T W = s^2 I
+            trM, Me2, trM2, trMsq = c1, c4, c3, c2
+        else:                 # W^T W = g g^T + Wishart(m - 1)
+            trM, Me2 = k + c1, K + c4
+            trM2 = K + 2 * c4 + n * (n + 1) * c3 + n * c2
+            trMsq = K + 2 * k * c1 + n * n * c2 + 2 * n * c3
+        T1, T2 = m * tv + trM, m * tv * tv + 2 * tv * trM + trM2
+        S, Q2 = (m * tv) ** 2 + 2 * m * tv * trM + trMsq, tv * tv + 2 * tv * k + Me2
+        k += tv
+        M1[i], M2[i], M1sq[i] = T1 / m, T2 / m, S / (m * m)
+    return M1, M2, M1sq
+
+
+def _moments(family):
+    """``(m1, m2, m1_limit, m2_limit, m1_c1, m2_c1, m1_sd)``; NaN arrays where not covered."""
+    size = family.depth - 1
+    from ..families import MLP
+
+    if not isinstance(family, MLP):
+        return (np.full(size, np.nan),) * 7
+    t = np.asarray(family.trained_mask[:size], dtype=float)
+    k = np.cumsum(t)
+    law = (family.activation == "relu", family.weights == "orthogonal")
+    lim = bfa(family)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m2_lim = np.where(lim.m1 > 0, k * k * lim.m2 / (lim.m1 * lim.m1), 0.0)
+    d = {m: [m * (e - l) for e, l in zip(_moments_exact(t, m, *law), (k, m2_lim))]
+         for m in _RICHARDSON}
+    m1, m2 = _RICHARDSON
+    c1 = [2 * b - a for a, b in zip(d[m1], d[m2])]
+    M1, M2, M1sq = _moments_exact(t, family.width, *law)
+    return M1, M2, k, m2_lim, *c1, np.sqrt(np.maximum(M1sq - M1 * M1, 0.0))
+
+
 def finite_width(family) -> FiniteWidthBFA:
     """The BFA at the family's own width ``m``, exact in depth, and its ``1/m`` coefficient.
 
@@ -462,8 +590,8 @@ def finite_width(family) -> FiniteWidthBFA:
 
     if isinstance(family, ResNet):
         cos, c1 = _resnet(family)
-        return FiniteWidthBFA(family, layers, cos, bfa(family).cos, c1)
+        return FiniteWidthBFA(family, layers, cos, bfa(family).cos, c1, *_moments(family))
     k = _trained_counts(family)
     _, c1 = _first_order(k, family.activation, family.weights)
     return FiniteWidthBFA(family, layers, _resummed(k, family.width, family.activation, family.weights),
-                          bfa(family).cos, c1)
+                          bfa(family).cos, c1, *_moments(family))

@@ -4,7 +4,9 @@ linear Gaussian ResNets.
 Each ingredient separately: the 1/m constants against exact binomial sums, the chain's width
 limit against theory.bfa, the resummation's first order against c1, the resummation against a
 Monte Carlo of the chain itself (the oracle below), and the prediction against the exact sampler
-at L/m = 1.5, where the width limit is far off."""
+at L/m = 1.5, where the width limit is far off. The BFK moments: their exact recursion against
+the sampler's kernels, its width limit against theory.bfa and its first order against the
+closed form of E M1 (``2 sigma^2 sum_{j<v} k_j / m``, ``sigma^2`` as in ``_FIRST_ORDER``)."""
 import json
 import math
 
@@ -14,7 +16,7 @@ from scipy import stats
 
 from rmtalign import theory as T
 from rmtalign.families import MLP, ResNet
-from rmtalign.sampling import sample_bfa
+from rmtalign.sampling import sample_bfa, sample_bfk
 from rmtalign.theory.finite import (_FIRST_ORDER, _first_order, _resnet_law, _resnet_limit,
                                     _resummed, _trained_counts)
 
@@ -293,7 +295,71 @@ def test_result_protocol():
     assert np.allclose(r.cos_first_order, r.cos_limit + r.c1 / 32, equal_nan=True)
     json.dumps(r.to_dict())
     t = r.to_table()
-    assert set(t) == {"layer", "cos", "cos_limit", "c1", "cos_first_order"}
+    assert set(t) == {"layer", "cos", "cos_limit", "c1", "cos_first_order", "m1", "m2", "m1_limit",
+                      "m2_limit", "m1_c1", "m2_c1", "m1_sd"}
     assert len({len(c) for c in t.values()}) == 1
     assert "\n" not in repr(r)
     assert isinstance(r, T.FiniteWidthBFA)
+
+
+# --------------------------------------------------------------------------- BFK moments
+def sampled_normalised_moments(family, n, seed, layers):
+    """``M1, M2`` of ``k_v K_v / (e^T K_v e)`` (the backward-normalised kernel) from the dense
+    sampler: (n, len(layers)) each."""
+    a = sample_bfa(family, n, seed=seed, probes=1)
+    b = sample_bfk(family, layers=layers, samples=n, seed=seed)
+    mom = b.moments(2)
+    v = np.asarray(layers)
+    g = a.b_norm[:, v - 1] ** 2 / a.loss_decay[:, v - 1] * _trained_counts(family)[v - 1]
+    return mom[0] * g, mom[1] * g * g
+
+
+@pytest.mark.parametrize("family,seed", [(MLP(6, 32), 31),
+                                         (MLP(6, 32, activation="linear", trained="all"), 32),
+                                         (MLP(6, 32, weights="orthogonal"), 33)])
+def test_moments_against_the_exact_sampler(family, seed):
+    """L/m = 3/16, where the means are already 15-40% above the width limit (M2: up to 2 times)."""
+    n, v = 1200, [3, 5]
+    M1, M2 = sampled_normalised_moments(family, n, seed, v)
+    fw = T.finite_width(family)
+    z = stats.norm.isf(1e-3 / 2 / 4)  # Bonferroni over 2 moments x 2 layers, family-wise 1e-3
+    j = np.asarray(v) - 1
+    for x, pred, lim in ((M1, fw.m1, fw.m1_limit), (M2, fw.m2, fw.m2_limit)):
+        mean, se = x.mean(axis=0), x.std(axis=0) / math.sqrt(n)
+        assert np.all(np.abs(pred[j] - mean) <= z * se)
+    # power: the width limit is rejected at the output
+    mean, se = M1[:, 1].mean(), M1[:, 1].std() / math.sqrt(n)
+    assert abs(fw.m1_limit[4] - mean) > z * se
+
+
+@pytest.mark.parametrize("family", [MLP(12, 32), MLP(40, 64, activation="linear"),
+                                    MLP(30, 32, trained=[1, 3, 4, 9, 20]),
+                                    MLP(20, 32, weights="orthogonal", trained="all")])
+def test_moments_first_order_and_width_limit(family):
+    """``m1_c1`` against its closed form ``2 sigma^2 sum_{j<v} k_j`` (module docstring); the exact
+    recursion at m = 4096 against the width limit plus ``c1 / m`` (whose ``m2_limit`` comes from
+    theory.bfa, an independent engine): the remainder must be O(1/m^2)."""
+    r = T.finite_width(family)
+    k = _trained_counts(family)
+    s2 = _FIRST_ORDER[family.activation, family.weights][0]
+    closed = 2 * s2 * np.concatenate([[0.0], np.cumsum(k)[:-1]])
+    assert np.allclose(r.m1_c1, closed, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(r.m1_limit, k)
+    big = T.finite_width(family.replace(width=4096))
+    for got, lim, c1 in ((big.m1, big.m1_limit, big.m1_c1), (big.m2, big.m2_limit, big.m2_c1)):
+        ok = lim > 0
+        rel = np.abs(got[ok] - lim[ok] - c1[ok] / 4096) / lim[ok]
+        assert np.all(rel < 0.05 * np.abs(c1[ok] / 4096 / lim[ok]) + 1e-12)
+
+
+def test_moments_not_covered_are_nan():
+    r = T.finite_width(ResNet(10, 32, 0.5, activation="linear"))
+    assert all(np.all(np.isnan(getattr(r, f))) for f in
+               ("m1", "m2", "m1_limit", "m2_limit", "m1_c1", "m2_c1"))
+
+
+def test_orthogonal_linear_moments_are_the_limit():
+    """Orthogonal linear layers conjugate the kernel exactly: ``K_v = t_v I + O K_{v-1} O^T``."""
+    r = T.finite_width(MLP(16, 32, weights="orthogonal", activation="linear"))
+    assert np.allclose(r.m1, r.m1_limit, rtol=1e-13) and np.allclose(r.m2, r.m2_limit, rtol=1e-13)
+    assert np.all(r.m1_c1 == 0) and np.allclose(r.m2_c1, 0, atol=1e-6)
