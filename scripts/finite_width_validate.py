@@ -28,6 +28,7 @@ can be rerun without resampling. Usage::
     .venv/bin/python scripts/finite_width_validate.py [--resnet | --relu-probe | --moments | --plot] [--quick] [--sample-only] [--out DIR]
 """
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,8 @@ from rmtalign import theory as T
 from rmtalign._extrapolate import fit_width_limit
 from rmtalign.families import MLP, ResNet
 from rmtalign.sampling import sample_bfa, sample_bfk, width_limit
+from rmtalign.theory.bfk import _mask_correlation
+from rmtalign.theory.layer import layer_law
 
 quick = "--quick" in sys.argv
 out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else Path("/tmp/rmtalign_finite")
@@ -344,16 +347,19 @@ def reduced_resnet(fam, n, seed, mode):
     return out
 
 
-def _network_own_masks(fam, n, seed):
-    """The same quantity from the network itself (its own masks; numpy, matrices drawn)."""
+def _network_own_masks(fam, n, seed, copy=False):
+    """The same quantity from the network itself (numpy, matrices drawn): its own masks, or with
+    ``copy`` the masks of an independent copy's forward pass (persistent, independent of the
+    weights they multiply)."""
     L, m, a, beta = fam.depth, fam.width, fam.skip, fam.branch_scale
     s, k = np.asarray(fam.stds), T.finite._trained_counts(fam)
-    rng = np.random.default_rng([SEED, seed, m, L, 1])
+    rng = np.random.default_rng([SEED, seed, m, L, 1] + ([2] if copy else []))
     W = [None] + [s[l] * rng.standard_normal((n, m, m)) for l in range(1, L - 1)]
+    Wf = [None] + [s[l] * rng.standard_normal((n, m, m)) for l in range(1, L - 1)] if copy else W
     fv, D = rng.standard_normal((n, m)), []
     for l in range(L - 1):
         if l > 0:
-            fv = a * fv + beta * np.einsum("nij,nj->ni", W[l], np.maximum(fv, 0))
+            fv = a * fv + beta * np.einsum("nij,nj->ni", Wf[l], np.maximum(fv, 0))
         D.append((fv > 0).astype(float))
     b = [None] * (L - 1)
     b[L - 2] = rng.standard_normal((n, m))
@@ -395,26 +401,106 @@ def _reduced_F(fam, w, D, xi, eta, bL):
     return out
 
 
-def von_mises_c1(fam, M=4000, probes=2000, chunk=50, h=1e-3, mode="gp"):
-    """``c1 = 1/2 E_z d^2/dh^2 F((1-h) mu + h delta_z)`` with ``mu`` on ``M`` particles and ``probes``
-    probe neurons (central differences in ``h``): a Monte Carlo estimate, with its standard error."""
-    L = fam.depth
-    rng = np.random.default_rng([SEED, 7, L])
-    draw = lambda n: (_masks(mode, rng, 1, L, n, fam.skip)[:, 0], rng.standard_normal((L - 1, n)),
-                      rng.standard_normal((L - 1, n)), rng.standard_normal(n))
-    D, xi, eta, bL = draw(M)
-    F0 = _reduced_F(fam, np.full(M, 1.0 / M), D, xi, eta, bL)
-    d2 = []
-    for _ in range(probes // chunk):
-        p = draw(chunk)
-        cat = lambda x, y: np.concatenate([np.broadcast_to(x[:, None, :], (L - 1, chunk, M)), y[:, :, None]], -1)
-        args = (cat(D, p[0]), cat(xi, p[1]), cat(eta, p[2]),
-                np.concatenate([np.broadcast_to(bL, (chunk, M)), p[3][:, None]], -1))
-        Fh = [_reduced_F(fam, np.concatenate([np.full((chunk, M), (1 - e) / M), np.full((chunk, 1), e)], -1), *args)
-              for e in (h, -h)]
-        d2.append((Fh[0] + Fh[1] - 2 * F0) / h ** 2)
-    d2 = np.concatenate(d2)
-    return F0, 0.5 * d2.mean(0), 0.5 * d2.std(0) / np.sqrt(len(d2))
+# The exact second von Mises variation of the reduced ReLU ResNet (masks independent of the weights,
+# the width limit's AR(1) law): c1 = 1/2 E_z d^2/dh^2 F((1 - h) mu + h delta_z), with the mu part
+# in closed form (pair law of the masks) and E_z a Monte Carlo over probe neurons.
+def _sv_probes(family, probes):
+    """``probes`` probe neurons of the reduced ReLU ResNet (module docstring, *ReLU ResNets*): mask
+    paths (signs of the width limit's AR(1) pre-activation), ``xi``, ``eta`` and ``b_{L-1}``;
+    seeded by the family's content, so that ``finite_width`` is a function of the family."""
+    L = family.depth
+    rng = np.random.default_rng(seeds.point_seed(0, family, "finite-width-probes"))
+    law = layer_law(family)
+    rho = math.sqrt(float(law.a2) / law.mean)
+    z, D = rng.standard_normal(probes), np.empty((L - 1, probes))
+    for l in range(L - 1):
+        if l > 0:
+            z = rho * z + math.sqrt(1.0 - rho * rho) * rng.standard_normal(probes)
+        D[l] = z > 0
+    return (D, rng.standard_normal((L - 1, probes)), rng.standard_normal((L - 1, probes)),
+            rng.standard_normal(probes))
+
+
+def _sv_cos(family, h, D, xi, eta, bL):
+    """``cos`` of the reduced ReLU ResNet whose neuron law is ``(1 - h) mu + h delta_z`` for each
+    probe ``z`` (columns): the ``mu`` part exact (neuron averages in closed form, the masks through
+    their pair law ``E[d_i d_j]``), the probe's own path explicit. ``h = 0`` is ``bfa(family)``.
+    (L-1, probes)."""
+    L, a, beta = family.depth, float(family.skip), float(family.branch_scale)
+    sig2 = np.asarray(family.stds[: L - 1], dtype=float) ** 2 * family.width
+    t = np.asarray(family.trained_mask[: L - 1], dtype=float)
+    k = T.finite._trained_counts(family)
+    if family.activation == "relu":
+        pd, pair = 0.5, _mask_correlation(layer_law(family), L)   # E[d_i d_{i+j}], j = 0 .. L-1
+    else:                                                      # linear: d = 1 (a check, tested)
+        pd, pair, D = 1.0, np.ones(L), np.ones_like(D)
+    n_l, P = L - 1, bL.size
+    # backward: the order parameters P_l = <b_l^2> and the probe's b
+    Pmix, bz = np.empty((n_l, P)), np.empty((n_l, P))
+    bz[-1], Pmu = bL, np.ones(P)
+    Pmix[-1] = (1 - h) + h * bL * bL
+    for v in range(n_l - 1, 0, -1):
+        Pmu = a * a * Pmu + beta * beta * sig2[v] * Pmix[v] * pd
+        bz[v - 1] = a * bz[v] + beta * math.sqrt(sig2[v]) * np.sqrt(Pmix[v]) * D[v - 1] * xi[v]
+        Pmix[v - 1] = (1 - h) * Pmu + h * bz[v - 1] ** 2
+    g2 = beta * beta * sig2[:, None] * Pmix                   # g_i^2 (row 0 unused)
+    g2[0] = 0.0
+    a2 = a * a
+    # the xi_i (i > n) part of E_mu[u_n^2] and E_mu[d_n u_n^2], divided by Q_n^2
+    fut_u = np.zeros((n_l, P))
+    for n in range(n_l - 2, -1, -1):
+        fut_u[n] = g2[n + 1] + a2 * fut_u[n + 1]
+    j = np.arange(n_l)
+    lag = j[None, :] - 1 - j[:, None]                         # i' - 1 - n
+    toep = np.where(lag >= 0, pair[np.clip(lag, 0, None)] * a2 ** np.clip(lag, 0, None), 0.0)
+    fut_s = toep @ g2
+    kern = pair[1:n_l] * a2 ** np.arange(1, n_l)              # K(j) = E[d_n d_{n-j}] a^(2j), j >= 1
+    tail = a2 ** (L - 2 - j)                                  # a^(2(L-2-n)): the b_{L-1} part
+    Q, Y = np.zeros((n_l, P)), np.zeros((n_l, P))
+    cos = np.full((n_l, P), np.nan)
+    uz, N, HU = np.zeros(P), np.zeros(P), np.zeros(P)
+    for i in range(n_l):
+        if i == 0:
+            c = t[0] / Pmix[0]
+            Q[0] = c
+        else:
+            n = i - 1
+            Y[i] = g2[i] * Q[n] ** 2
+            HS = kern[:n][::-1] @ Y[1:n + 1] if n > 0 else 0.0
+            Smu = pd * tail[n] * Q[n] ** 2 + HS + Q[n] ** 2 * fut_s[n] + pd * N
+            S = (1 - h) * Smu + h * D[n] * uz * uz
+            R = (1 - h) * np.sqrt(g2[i]) * pd * Q[n] + h * xi[i] * D[n] * uz
+            Tl = h * bz[i] * eta[i]
+            sg = math.sqrt(sig2[i])
+            c = beta * sg * (R / np.sqrt(Pmix[i]) - np.sqrt(S) * Tl / Pmix[i]) + t[i] / Pmix[i]
+            Q[i] = a2 * Q[n] + c
+            N = a2 * N + beta * beta * sig2[i] * S
+            HU = a2 * (HU + Y[i])
+            uz = a * uz + beta * sg * np.sqrt(S) * eta[i]
+        uz = uz + c * bz[i] if i > 0 else c * bz[0]
+        Umu = tail[i] * Q[i] ** 2 + pd * (HU + Q[i] ** 2 * fut_u[i]) + N
+        if k[i] > 0:
+            cos[i] = k[i] / np.sqrt(Pmix[i] * ((1 - h) * Umu + h * uz * uz))
+    return cos
+
+
+def second_variation_c1(family, probes):
+    """``(F(mu), c1, c1_se)`` of the reduced ResNet (ReLU: masks independent of the weights;
+    linear: masks 1): ``c1`` the second von Mises variation of the width limit ``F(mu)``,
+    averaged over ``probes`` probe neurons (central differences in ``h``; the rest is
+    deterministic)."""
+    h, L = 1e-4, family.depth
+    z = _sv_probes(family, probes)
+    s1, s2 = np.zeros(L - 1), np.zeros(L - 1)
+    for lo in range(0, probes, 2000):
+        zc = [x[..., lo:lo + 2000] for x in z]
+        f0 = _sv_cos(family, 0.0, *zc)
+        d2 = (_sv_cos(family, h, *zc) + _sv_cos(family, -h, *zc) - 2 * f0) / (h * h)
+        s1, s2 = s1 + d2.sum(axis=1), s2 + (d2 * d2).sum(axis=1)
+    mean = s1 / probes
+    var = np.maximum(s2 / probes - mean * mean, 0.0) * probes / (probes - 1)
+    c1, se = 0.5 * mean, 0.5 * np.sqrt(var / probes)
+    return f0[:, 0], c1, se
 
 
 def relu_probe():
@@ -457,11 +543,47 @@ def relu_probe():
             other = (f"{wl[j]:.3f} ± {wl_se[j]:.3f} | {(c1[j] - wl[j]) / np.hypot(se[j], wl_se[j]):+.2f}"
                      if (c, act) == (2.0, "relu") else "| ")
             print(f"| {c:g} | {mode} | {v} | {c1[j]:.3f} ± {se[j]:.3f} | {other} | {lin[j]:.3f} |", flush=True)
-    fam = ResNet.scaled(32, 64, 2.0)
-    F0, c1, se = von_mises_c1(fam, probes=2000 // q)
-    print("\nvon Mises c1 (L = 32, c = 2, 4000 particles): max abs(F(mu) - bfa) = "
-          f"{np.nanmax(np.abs(F0 - T.bfa(fam).cos)):.4f}; " +
-          ", ".join(f"v = {v}: {c1[v - 1]:.3f} ± {se[v - 1]:.3f}" for v in (4, 8, 16, 24, 31)))
+    second_variation_probe(q)
+
+
+def second_variation_probe(q=1):
+    """The exact second variation: its two checks, then the independent-mask model's c1 against
+    the network's own ``m (cos - width limit)`` (numpy, and the sampler's cached runs)."""
+    probes = 100000 // q
+    print(f"\nSecond von Mises variation, L = 32 ({probes} probes); checks: F(mu) = bfa, and with "
+          "masks 1 the linear chain's c1")
+    for act in ("linear", "relu"):
+        fam = ResNet.scaled(32, 64, 2.0, activation=act)
+        F0, c1, se = second_variation_c1(fam, probes)
+        ref = T.finite_width(fam).c1 if act == "linear" else None
+        print(f"| c = 2, {act} | max abs(F(mu) - bfa) = {np.nanmax(np.abs(F0 - T.bfa(fam).cos)):.1e} | " +
+              ", ".join(f"v = {v}: {c1[v - 1]:.3f} ± {se[v - 1]:.3f}" +
+                        (f" (chain {ref[v - 1]:.3f})" if ref is not None else "")
+                        for v in (4, 8, 16, 24, 31)) + " |", flush=True)
+    # the network's own masks against masks independent of the weights, m * (cos - bfa), L = 32, c = 2
+    print("\nm (cos - width limit), ReLU ResNet L = 32, c = 2: the network's own masks, an independent "
+          "copy's masks (numpy), and the second variation (the c1 of independent masks)")
+    print("| m | masks | draws | v = 4 | v = 8 | v = 16 | v = 24 | v = 31 |\n|---|---|---|---|---|---|---|---|")
+    fam = ResNet.scaled(32, 32, 2.0)
+    lim = T.bfa(fam).cos
+    _, c1, se = second_variation_c1(fam, probes)
+    for copy in (False, True):
+        o = np.concatenate([_network_own_masks(fam, 1000, 10 + j, copy) for j in range(8 // q)])
+        print(f"| 32 | {'independent copy' if copy else 'own'} | {len(o)} | " + " | ".join(
+            f"{32 * (o[:, v - 1].mean() - lim[v - 1]):+.3f} ± {32 * o[:, v - 1].std() / np.sqrt(len(o)):.3f}"
+            for v in (4, 8, 16, 24, 31)) + " |", flush=True)
+    for widths, n, seed in (([16, 32, 64, 128], 2000, SEED), ([32, 64, 128, 256], 4000, 777)):
+        path = out / f"wl_resnet_relu_L32_c2_{'-'.join(map(str, widths))}_n{n}_s{seed}.json"
+        if not path.exists():
+            wl = width_limit(fam, widths, samples=n, seed=seed)
+            path.write_text(json.dumps({"means": wl.means.tolist(), "sems": wl.sems.tolist()}))
+        d = json.loads(path.read_text())
+        for i, w in enumerate(widths):
+            mu, sd = np.array(d["means"][i]), np.array(d["sems"][i])
+            print(f"| {w} | own (sample_bfa, seed {seed}) | {n} | " + " | ".join(
+                f"{w * (mu[v - 1] - lim[v - 1]):+.3f} ± {w * sd[v - 1]:.3f}" for v in (4, 8, 16, 24, 31)) + " |")
+    print("| all | second variation (independent masks) | | " +
+          " | ".join(f"{c1[v - 1]:.3f} ± {se[v - 1]:.3f}" for v in (4, 8, 16, 24, 31)) + " |")
 
 
 # (family, draws) for --moments: L/m = 0.25 .. 4

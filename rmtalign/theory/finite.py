@@ -147,10 +147,12 @@ log-normal with a variance growing like ``(v - l)/m``; the moments are heavy-tai
 medians stay much closer to the limit, and sample means of a few hundred networks reach the
 exact means only while ``L/m`` is small (``docs/finite_width.md``).
 
-ReLU ResNets are not covered: their masks break the rotation invariance, and with a skip a
-neuron's masks persist across depth; the measured ``1/m`` coefficient is 2.6 to 3.2 times the
-linear chain's, an excess that masks independent of the weights but persistent across depth
-reproduce (``docs/finite_width.md``).
+ReLU ResNets are not covered: their masks break the rotation invariance, persist across depth
+and depend on the weights they multiply. With masks independent of the weights the network
+reduces exactly to independent neurons coupled through averages, whose ``1/m`` coefficient is
+computable (the second von Mises variation of the width limit,
+``scripts/finite_width_validate.py``), but the network's own coefficient is measurably smaller
+at m >= 32 (``docs/finite_width.md``).
 """
 from __future__ import annotations
 
@@ -238,9 +240,9 @@ def _check_supported(family):
                        "covered (relu and linear, Gaussian and orthogonal are)")
     elif family.activation != "linear":
         why.append(f"ResNets are covered with linear activation only, got activation "
-                   f"{family.activation!r} (for ReLU ResNets the network's own masks add a "
-                   "finite-width effect of their own: the measured 1/m coefficient is about 3 "
-                   "times the linear chain's, docs/finite_width.md)")
+                   f"{family.activation!r} (for ReLU ResNets the network's own masks, persistent "
+                   "across depth and dependent on the weights, set the finite-width correction: "
+                   "docs/finite_width.md)")
     if family.lr_rule != "balanced" or family.lr_values is not None:
         why.append("only lr_rule='balanced' without explicit lr_values is covered (it makes "
                    "c_l = 1/(n |b_l|^2) and b_v^T K_v b_v deterministic)")
