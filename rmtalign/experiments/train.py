@@ -20,6 +20,7 @@ import math
 import multiprocessing
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +129,9 @@ def train_point(point: dict, cache_dir=None) -> dict:
     for step in range(steps + 1):
         if step in measure_at:
             xp, yp = x[:1], y[:1]
-            r = ra.torch.measure(model, xp, lambda out: loss(out, yp))
+            with warnings.catch_warnings():  # a vanished signal is a finding here: NaN is recorded
+                warnings.filterwarnings("ignore", "measure: dL/df", RuntimeWarning)
+                r = ra.torch.measure(model, xp, lambda out: loss(out, yp))
             for l, c, fd, sz, bn in zip(r.layers, r.cos, r.fdot_norm, r.size, r.b_norm):
                 bfa.append({"step": step, "layer": int(l), "cos": float(c),
                             "fdot_rms": float(fd / math.sqrt(sz)), "b_norm": float(bn),

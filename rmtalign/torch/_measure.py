@@ -8,6 +8,7 @@ bit-identical.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -38,7 +39,8 @@ class Measurement(Result):
     Per block (arrays over ``layers``; ``names`` are the blocks' qualified module names and
     ``size`` the length ``m_v`` of their flattened output, the whole batch in one vector):
     ``cos`` (``cos theta_v = -b_v . fdot_v / (|b_v| |fdot_v|)``, NaN where the feature does not
-    move), ``angle_deg``, ``b_norm`` (``|b_v|``, ``b_v = dL/df_v``), ``fdot_norm``, ``loss_decay``
+    move or ``b_v = 0``; a ``RuntimeWarning`` names the blocks with trained parameters upstream
+    where ``b_v`` or ``fdot_v`` is exactly 0, i.e. where the signal vanished), ``angle_deg``, ``b_norm`` (``|b_v|``, ``b_v = dL/df_v``), ``fdot_norm``, ``loss_decay``
     (``Lambda_v = sum eta_p |grad_p|^2`` over the trained parameters upstream of the block, i.e.
     those its output depends on) and ``sensitivity`` (Eq. 4: ``|fdot_v|_rms / Lambda_v``, NaN where
     the feature does not move).
@@ -227,6 +229,15 @@ def measure(model, inputs, loss_fn, lr=None, blocks=None, *, mode="jvp", step=1e
     decay = np.array([np.sum(lr_arr[mask] * grad_sq[mask]) for mask in upstream], dtype=np.float64)
     size = np.array([v.numel() for v in f], dtype=np.int64)
     moving = (fdot_norm > 0) & (b_norm > 0)
+    # NaN although trained parameters are upstream: b_v = 0 or fdot_v = 0 exactly means the signal
+    # underflowed (or every unit died), not that the block is frozen
+    vanished = [names[k] for k, mask, mv in zip(order, upstream, moving) if mask.any() and not mv]
+    if vanished:
+        warnings.warn(f"measure: dL/df or the feature velocity is exactly 0 at {len(vanished)} of "
+                      f"{len(order)} blocks with trained parameters upstream ({vanished[0]!r} .. "
+                      f"{vanished[-1]!r}): their cos and sensitivity are NaN (the signal vanished "
+                      "in float arithmetic; an init scale too small for this depth?)",
+                      RuntimeWarning, stacklevel=2)
     with np.errstate(invalid="ignore", divide="ignore"):
         cos = np.where(moving, inner / (b_norm * fdot_norm), np.nan)
         sens = np.where(fdot_norm > 0, alignment.sensitivity(fdot_norm, decay, size), np.nan)

@@ -12,6 +12,7 @@
 """
 import copy
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -392,3 +393,24 @@ def test_conv_model_float32_and_float64_agree():
     single = measure(copy.deepcopy(model).float(), x.float(), _loss)
     for q in ("cos", "b_norm", "fdot_norm", "loss_decay", "sensitivity"):
         np.testing.assert_allclose(getattr(single, q), getattr(got, q), rtol=1e-4, err_msg=q)
+
+
+def test_vanished_backward_signal_is_named_not_silent():
+    """PyTorch's default init at depth 64 (float32): dL/df underflows to exactly 0 in the first
+    blocks. Their angle is NaN, and a warning names the blocks; the other blocks are measured."""
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(64):
+        layers += [nn.Linear(32, 32), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(32, 10))
+    x, y = torch.randn(16, 32), torch.randint(0, 10, (16,))
+    with pytest.warns(RuntimeWarning, match=r"exactly 0 at \d+ of 65 blocks with trained "
+                                            r"parameters upstream \('0' \.\. "):
+        got = measure(model, x, lambda out: nn.functional.cross_entropy(out, y), lr=0.1)
+    dead = (got.b_norm == 0) | (got.fdot_norm == 0)
+    assert dead[0] and not dead[-1] and (got.b_norm == 0).any()
+    assert np.all(np.isnan(got.cos[dead])) and np.all(np.isfinite(got.cos[~dead]))
+    # a healthy network stays silent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        measure(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), torch.randn(5, 3), _loss)
