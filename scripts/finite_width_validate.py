@@ -287,6 +287,9 @@ def plot(path="docs/img/finite_width.png"):
             else:
                 ax.plot(v, twin.cos - twin.cos_limit, color=colors[m], lw=1.3, ls=":",
                         label=f"m = {m}: sampled ±2 SE (band); the linear chain's gap (dotted)")
+                _, c1, _ = second_variation_c1(fam, 20000)
+                ax.plot(v, c1 / m, color=colors[m], lw=1.3, ls="-.",
+                        label=f"m = {m}: masks independent of the weights, c1/m (dash-dot)")
         ax.axhline(0.0, color="k", lw=1.3, ls="--", label="width limit")
         ax.set_xscale("log")
         ax.set_ylabel("cos θ_v − width limit")
