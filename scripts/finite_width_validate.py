@@ -17,9 +17,11 @@ MLPs (default):
 ``finite_width`` does not cover, as the sampled gap to the width limit beside the gap the linear
 chain of the same ``a``, ``beta``, ``m s^2 / 2`` gives; and ``c1`` against ``width_limit``'s fit
 (L = 32, c = 2, widths 16..128). ``--relu-probe``: ReLU ResNets with masks independent of the
-weights (an exact per-neuron representation, no matrices), which masks carry the excess, and
-their 1/m coefficient against ``width_limit``'s. ``--moments``: the BFK's expected spectral
-moments ``m1, m2`` (Gaussian MLPs) against the dense sampler's, with the sampled medians.
+weights (an exact per-neuron representation, no matrices), which masks carry the excess, their
+1/m coefficient (fitted, and computed as the second von Mises variation) against
+``width_limit``'s, and the exact reduction with the network's own masks up to m = 1024.
+``--moments``: the BFK's expected spectral
+moments ``m1, m2`` (MLPs) against the dense sampler's, with the sampled medians.
 ``--plot``: ``docs/img/finite_width.png``.
 
 Sampled means are cached as JSON in ``--out`` (default ``/tmp/rmtalign_finite``), so the report
@@ -404,6 +406,55 @@ def _reduced_F(fam, w, D, xi, eta, bL):
     return out
 
 
+def _norm2(h):
+    """``|h|^2`` per draw; inf where every unit is off (``h = 0``: nothing to condition on, and
+    the terms along ``h`` vanish)."""
+    hh = (h * h).sum(-1, keepdims=True)
+    return np.where(hh > 0, hh, np.inf)
+
+
+def exact_reduced_resnet(fam, n, seed):
+    """``cos`` of ``n`` draws of a Gaussian ReLU ResNet with its *own* masks, exactly in law, as iid
+    neurons coupled through averages (no matrix drawn, O(n m L)): each ``W_l`` is conditioned on
+    its forward image ``y = W_l h`` (``h = phi(f_{l-1})``; ``y = s |h| zeta``, which drives the
+    pre-activations and so the masks), then ``W_l^T b_l = h (y . b)/|h|^2 + s |b| P_h xi`` and
+    ``W_l x = (x . h/|h|^2) y + s (e <xi, x_perp> + |x_perp| P_e eta)``, ``x_perp = P_h x``."""
+    L, m, a, beta = fam.depth, fam.width, fam.skip, fam.branch_scale
+    s, k = np.asarray(fam.stds, float), T.finite._trained_counts(fam)
+    rng = np.random.default_rng(seed)
+    dot = lambda x, y: (x * y).sum(-1, keepdims=True)
+    zeta = rng.standard_normal((L - 1, n, m)); xi = rng.standard_normal((L - 1, n, m))
+    eta = rng.standard_normal((L - 1, n, m))
+    f = np.empty((L - 1, n, m)); f[0] = rng.standard_normal((n, m))
+    y = np.zeros((L - 1, n, m))
+    for i in range(1, L - 1):                      # layer l = i + 1 uses W_l = W[i]
+        h = np.maximum(f[i - 1], 0)
+        y[i] = s[i] * np.sqrt(dot(h, h)) * zeta[i]
+        f[i] = a * f[i - 1] + beta * y[i]
+    D = (f > 0).astype(float)
+    b = np.empty((L - 1, n, m)); b[L - 2] = rng.standard_normal((n, m))
+    for i in range(L - 2, 0, -1):
+        h = np.maximum(f[i - 1], 0); hh = _norm2(h)
+        Wtb = h * dot(y[i], b[i]) / hh + s[i] * np.sqrt(dot(b[i], b[i])) * (xi[i] - h * dot(h, xi[i]) / hh)
+        b[i - 1] = a * b[i] + beta * D[i - 1] * Wtb
+    u = np.zeros((n, m)); out = np.full((n, L - 1), np.nan)
+    for i in range(L - 1):
+        B = dot(b[i], b[i])
+        if i > 0:
+            h = np.maximum(f[i - 1], 0); hh = _norm2(h)
+            x = D[i - 1] * u
+            xh = dot(x, h) / hh
+            xp = x - h * xh
+            e = b[i] / np.sqrt(B)
+            Wx = xh * y[i] + s[i] * (e * dot(xi[i], xp) + np.sqrt(dot(xp, xp)) * (eta[i] - e * dot(e, eta[i])))
+            u = a * u + beta * Wx
+        if fam.trained_mask[i]:
+            u = u + b[i] / B
+        if k[i] > 0:
+            out[:, i] = (dot(b[i], u) / np.sqrt(B * dot(u, u)))[:, 0]
+    return out
+
+
 # The exact second von Mises variation of the reduced ReLU ResNet (masks independent of the weights,
 # the width limit's AR(1) law): c1 = 1/2 E_z d^2/dh^2 F((1 - h) mu + h delta_z), with the mu part
 # in closed form (pair law of the masks) and E_z a Monte Carlo over probe neurons.
@@ -587,6 +638,17 @@ def second_variation_probe(q=1):
                 f"{w * (mu[v - 1] - lim[v - 1]):+.3f} ± {w * sd[v - 1]:.3f}" for v in (4, 8, 16, 24, 31)) + " |")
     print("| all | second variation (independent masks) | | " +
           " | ".join(f"{c1[v - 1]:.3f} ± {se[v - 1]:.3f}" for v in (4, 8, 16, 24, 31)) + " |")
+    # the exact reduction with the network's own masks: it reproduces the sampler, and reaches
+    # widths the sampler cannot (O(m L) a draw)
+    for m, n, chunk in ((16, 16000, 2000), (32, 16000, 2000), (64, 16000, 2000), (128, 32000, 2000),
+                        (256, 32000, 1000), (512, 48000, 500), (1024, 64000, 250)):
+        if quick and m > 64:
+            break
+        f = ResNet.scaled(32, m, 2.0)
+        o = np.concatenate([exact_reduced_resnet(f, chunk, [7, m, j]) for j in range(n // q // chunk)])
+        print(f"| {m} | own, exact reduction | {len(o)} | " + " | ".join(
+            f"{m * (o[:, v - 1].mean() - lim[v - 1]):+.3f} ± {m * o[:, v - 1].std() / np.sqrt(len(o)):.3f}"
+            for v in (4, 8, 16, 24, 31)) + " |", flush=True)
 
 
 # (family, draws) for --moments: L/m = 0.25 .. 4

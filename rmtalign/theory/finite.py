@@ -150,9 +150,10 @@ exact means only while ``L/m`` is small (``docs/finite_width.md``).
 ReLU ResNets are not covered: their masks break the rotation invariance, persist across depth
 and depend on the weights they multiply. With masks independent of the weights the network
 reduces exactly to independent neurons coupled through averages, whose ``1/m`` coefficient is
-computable (the second von Mises variation of the width limit,
-``scripts/finite_width_validate.py``), but the network's own coefficient is measurably smaller
-at m >= 32 (``docs/finite_width.md``).
+computable (the second von Mises variation of the width limit); the network's own masks more
+than halve it at the output. An exact reduction that keeps that dependence reproduces the
+network; its second variation is the missing ``c1`` (``scripts/finite_width_validate.py
+--relu-probe``, ``docs/finite_width.md``).
 """
 from __future__ import annotations
 
