@@ -577,7 +577,9 @@ def finite_width(family) -> FiniteWidthBFA:
     ``cos``: predicted mean of ``sample_bfa(family).cos`` at every ``v = 1 .. L-1`` (the
     resummed finite-width chain of :mod:`rmtalign.theory.finite`); ``cos_limit``:
     ``theory.bfa(family).cos``; ``c1``: the exact coefficient of ``1/m`` at fixed depth (for
-    ResNets at fixed ``m s^2``).
+    ResNets at fixed ``m s^2``). For MLPs also the exact means of the BFK's spectral moments at
+    width ``m`` (``m1``, ``m2``, with their limits, ``1/m`` coefficients and ``m1_sd``; see
+    :class:`FiniteWidthBFA`).
     Covered: MLPs with Gaussian or orthogonal weights, ReLU or linear, and ResNets with linear
     activation (Gaussian or orthogonal weights); balanced learning rates, any init scale and any set of
     trained layers, ``width >= 16``. Other families raise ``NotImplementedError`` (ReLU ResNets
