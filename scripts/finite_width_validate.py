@@ -109,6 +109,15 @@ def row(fam, n, name, rows):
               f"{el / sem[j]:+.2f} | {ef / sem[j]:+.2f} |", flush=True)
 
 
+def cached_width_limit(fam, widths, n, seed, path):
+    """``(means, sems)`` of ``width_limit(fam, widths, samples=n, seed=seed)``, cached as JSON."""
+    if not path.exists():
+        wl = width_limit(fam, widths, samples=n, seed=seed)
+        path.write_text(json.dumps({"means": wl.means.tolist(), "sems": wl.sems.tolist()}))
+    d = json.loads(path.read_text())
+    return np.array(d["means"]), np.array(d["sems"])
+
+
 def resnet_sampled(fam, n):
     """Per-layer mean and sem of ``sample_bfa`` for a ResNet, from checkpointed chunks of draws
     (sample indices ``i .. i + CHUNK - 1`` of one content seed: the chunks are one call's draws)."""
@@ -176,13 +185,7 @@ def resnet_coefficient():
     for act in ("linear", "relu"):
         fam = ResNet.scaled(32, widths[0], 2.0, activation=act)
         path = out / f"wl_resnet_{act}_L32_c2_{'-'.join(map(str, widths))}_n{n}_s{SEED}.json"
-        if path.exists():
-            d = json.loads(path.read_text())
-            means, sems = np.array(d["means"]), np.array(d["sems"])
-        else:
-            wl = width_limit(fam, widths, samples=n, seed=SEED)
-            means, sems = wl.means, wl.sems
-            path.write_text(json.dumps({"means": means.tolist(), "sems": sems.tolist()}))
+        means, sems = cached_width_limit(fam, widths, n, SEED, path)
         if "--sample-only" in sys.argv:
             continue
         fit = fit_width_limit(widths, means, sems)
@@ -229,13 +232,7 @@ def coefficient():
     for L in (8, 16):
         fam = MLP(L, widths[0])
         path = out / f"wl_L{L}_{'-'.join(map(str, widths))}_n{n}_s{SEED}.json"
-        if path.exists():
-            d = json.loads(path.read_text())
-            means, sems = np.array(d["means"]), np.array(d["sems"])
-        else:
-            wl = width_limit(fam, widths, samples=n, seed=SEED)
-            means, sems = wl.means, wl.sems
-            path.write_text(json.dumps({"means": means.tolist(), "sems": sems.tolist()}))
+        means, sems = cached_width_limit(fam, widths, n, SEED, path)
         if "--sample-only" in sys.argv:
             continue
         fit = fit_width_limit(widths, means, sems)
@@ -628,12 +625,9 @@ def second_variation_probe(q=1):
             for v in (4, 8, 16, 24, 31)) + " |", flush=True)
     for widths, n, seed in (([16, 32, 64, 128], 2000, SEED), ([32, 64, 128, 256], 4000, 777)):
         path = out / f"wl_resnet_relu_L32_c2_{'-'.join(map(str, widths))}_n{n}_s{seed}.json"
-        if not path.exists():
-            wl = width_limit(fam, widths, samples=n, seed=seed)
-            path.write_text(json.dumps({"means": wl.means.tolist(), "sems": wl.sems.tolist()}))
-        d = json.loads(path.read_text())
+        means, sems = cached_width_limit(fam, widths, n, seed, path)
         for i, w in enumerate(widths):
-            mu, sd = np.array(d["means"][i]), np.array(d["sems"][i])
+            mu, sd = means[i], sems[i]
             print(f"| {w} | own (sample_bfa, seed {seed}) | {n} | " + " | ".join(
                 f"{w * (mu[v - 1] - lim[v - 1]):+.3f} ± {w * sd[v - 1]:.3f}" for v in (4, 8, 16, 24, 31)) + " |")
     print("| all | second variation (independent masks) | | " +

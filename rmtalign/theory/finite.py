@@ -550,8 +550,9 @@ def _moments_exact(t, m, relu, orthogonal):
     return M1, M2, M1sq
 
 
-def _moments(family):
-    """``(m1, m2, m1_limit, m2_limit, m1_c1, m2_c1, m1_sd)``; NaN arrays where not covered."""
+def _moments(family, lim):
+    """``(m1, m2, m1_limit, m2_limit, m1_c1, m2_c1, m1_sd)`` given the width limit ``lim``
+    (``bfa(family)``); NaN arrays where not covered."""
     size = family.depth - 1
     from ..families import MLP
 
@@ -560,7 +561,6 @@ def _moments(family):
     t = np.asarray(family.trained_mask[:size], dtype=float)
     k = np.cumsum(t)
     law = (family.activation == "relu", family.weights == "orthogonal")
-    lim = bfa(family)
     with np.errstate(invalid="ignore", divide="ignore"):
         m2_lim = np.where(lim.m1 > 0, k * k * lim.m2 / (lim.m1 * lim.m1), 0.0)
     d = {m: [m * (e - l) for e, l in zip(_moments_exact(t, m, *law), (k, m2_lim))]
@@ -591,12 +591,13 @@ def finite_width(family) -> FiniteWidthBFA:
     check_family(family)
     _check_supported(family)
     layers = np.arange(1, family.depth)
+    lim = bfa(family)
     from ..families import ResNet
 
     if isinstance(family, ResNet):
         cos, c1 = _resnet(family)
-        return FiniteWidthBFA(family, layers, cos, bfa(family).cos, c1, *_moments(family))
+        return FiniteWidthBFA(family, layers, cos, lim.cos, c1, *_moments(family, lim))
     k = _trained_counts(family)
     _, c1 = _first_order(k, family.activation, family.weights)
     return FiniteWidthBFA(family, layers, _resummed(k, family.width, family.activation, family.weights),
-                          bfa(family).cos, c1, *_moments(family))
+                          lim.cos, c1, *_moments(family, lim))
