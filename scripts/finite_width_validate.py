@@ -21,7 +21,7 @@ weights (an exact per-neuron representation, no matrices), which masks carry the
 1/m coefficient (fitted, and computed as the second von Mises variation) against
 ``width_limit``'s, and the exact reduction with the network's own masks up to m = 1024.
 ``--moments``: the BFK's expected spectral
-moments ``m1, m2`` (MLPs) against the dense sampler's, with the sampled medians.
+moments ``m1, m2`` (MLPs and linear ResNets) against the dense sampler's, with the sampled medians.
 ``--plot``: ``docs/img/finite_width.png``.
 
 Sampled means are cached as JSON in ``--out`` (default ``/tmp/rmtalign_finite``), so the report
@@ -649,7 +649,11 @@ def second_variation_probe(q=1):
 MOMENTS = [(MLP(L, 64), 400) for L in (16, 32, 64, 128, 256)] + \
           [(MLP(L, 128), 200) for L in (64, 128)] + \
           [(MLP(L, 64, activation="linear"), 400) for L in (32, 64, 256)] + \
-          [(MLP(L, 64, weights="orthogonal"), 400) for L in (32, 64)]
+          [(MLP(L, 64, weights="orthogonal"), 400) for L in (32, 64)] + \
+          [(ResNet.scaled(L, 64, c, activation="linear"), 1000) for c, L in
+           ((1, 64), (2, 32), (2, 64), (2, 256))] + \
+          [(ResNet.scaled(512, 128, 2, activation="linear"), 300)] + \
+          [(ResNet.scaled(L, 64, 2, activation="linear", weights="orthogonal"), 1000) for L in (64, 256)]
 if quick:
     MOMENTS = MOMENTS[:2]
 
@@ -658,7 +662,8 @@ def moments_sampled(fam, n):
     """Per-draw ``M1, M2`` of the backward-normalised kernel ``k_v K_v / (e^T K_v e)`` at
     ``v = L/2, L-1`` from the dense sampler (cached): two (n, 2) arrays."""
     L = fam.depth
-    path = out / f"moments_{fam.activation}_{fam.weights}_m{fam.width}_L{L}_n{n}_s{SEED}.json"
+    kind = f"resnet_b{fam.branch_scale:.6g}_" if isinstance(fam, ResNet) else ""
+    path = out / f"moments_{kind}{fam.activation}_{fam.weights}_m{fam.width}_L{L}_n{n}_s{SEED}.json"
     if path.exists():
         d = json.loads(path.read_text())
         return np.array(d["M1"]), np.array(d["M2"])
@@ -691,6 +696,8 @@ def moments_grid():
                 mean, se = x[:, j].mean(), x[:, j].std() / np.sqrt(n)
                 cv = f"{fw.m1_sd[v - 1] / pred[v - 1]:.3g}" if name == "M1" else ""
                 net = fam.activation + (", orthogonal" if fam.weights == "orthogonal" else "")
+                if isinstance(fam, ResNet):
+                    net += f" ResNet, c = {fam.branch_scale * np.sqrt(L):.3g}"
                 print(f"| {net} | {fam.width} | {L} | {L / fam.width:g} | {v} | {name} | "
                       f"{mean:.4g} ± {se:.2g} | {np.median(x[:, j]):.4g} | {pred[v - 1]:.4g} | "
                       f"{lim[v - 1]:.4g} | {_z(pred[v - 1], mean, se)} | {_z(lim[v - 1], mean, se)} | {cv} |",

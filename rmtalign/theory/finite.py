@@ -1,6 +1,6 @@
 """The BFA at finite width, exact in depth: MLPs (ReLU and linear, Gaussian and orthogonal weights)
 and linear ResNets (Gaussian and orthogonal weights); the BFK's first two spectral moments at
-finite width for MLPs.
+finite width for the same families.
 
 **Reduction to a scalar chain.** With the balanced learning rates of Eq. (8) the kernel weights
 are ``c_l = eta_l |phi(f_{l-1})|^2 = 1 / (n B_l)``, ``B_l = |b_l|^2`` (random at finite width,
@@ -116,7 +116,7 @@ sphere of radius ``sigma`` (``g1 = e.g``, ``Q' = sigma^2 - g1^2``, ``H`` as abov
 ``c, c'`` coordinates of independent uniform unit vectors of ``R^(m-1)``, ``g1 / sigma`` one of
 ``R^m`` (Hermite nodes with the exact variances). ``a = 0``: ``Zp`` stays 0 (``cos = 1``).
 
-**BFK moments** (MLPs). With balanced rates the scale-free kernel is
+**BFK moments**. MLPs: with balanced rates the scale-free kernel is
 ``K_v = n B_v K_v^net = sum_l t_l J_{v,l} J_{v,l}^T B_v / B_l`` (``e^T K_v e = k_v``, ``e = b_v/|b_v|``),
 and ``K_v = t_v I + W C W^T / |D g|^2`` with ``C = D K_{v-1} D``, ``g = W^T e``. With
 ``W^T W = g g^T + V``, ``V = W^T (I - e e^T) W ~ s^2 Wishart(m - 1)`` independent of ``g`` and of
@@ -147,6 +147,22 @@ log-normal with a variance growing like ``(v - l)/m``; the moments are heavy-tai
 medians stay much closer to the limit, and sample means of a few hundred networks reach the
 exact means only while ``L/m`` is small (``docs/finite_width.md``).
 
+*Linear ResNets*: ``K_v = t_v I + A K_{v-1} A^T / H``, ``A = a I + beta W``,
+``H = |A^T e|^2 = |a e + beta g|^2``. Write ``W = e g^T + R`` (``R = (I - e e^T) W``) and
+``e' = h / |h|`` (the direction of ``b_{v-1}``); ``K_{v-1}`` is independent of ``R`` and its law
+is invariant under the rotations fixing ``e'``, and ``e``, ``g`` lie in the plane of ``e'`` and
+one direction ``f`` uniform off ``e'``. Every term of ``tr M``, ``tr M^2``, ``(tr M)^2``,
+``|M e|^2`` is then a bilinear form of ``K`` or ``K^2`` in ``e', f`` or a product of two, whose
+means are affine in the same five invariants. Gaussian ``W``: ``R`` is independent of ``g``
+(``E R K R^T = s^2 tr K (I - e e^T)``, ``R^T R ~ s^2 Wishart(m - 1)``) and the scalars enter as
+``E[u^q / H^p]``, ``u = beta^2 |g_perp|^2 / H``, one smooth integral each (:func:`_h_moments`).
+Orthogonal ``W = sigma O``: ``R^T R = sigma^2 (I - g g^T / sigma^2)`` exactly and ``R`` is a Haar
+isometry from ``g^perp`` onto ``e^perp`` (second moments ``1/(m - 1)``); ``g.e / sigma`` has
+the density ``∝ (1 - x^2)^((m-3)/2)`` and ``H = a^2 + beta^2 sigma^2 + 2 a beta sigma x``
+(Gauss-Jacobi). To first order ``E M1 = k_v + C sum_{j<v} k_j / m`` with ``C = m Var(H) / E[H]^2
+= 2 b (2 a^2 + b) / H^2`` (Gaussian) or ``4 a^2 b / H^2`` (orthogonal), ``b = beta^2 sigma^2``,
+``H = a^2 + b``: the relative variance of ``B_{v-1} / B_v``, as for MLPs.
+
 ReLU ResNets are not covered: their masks break the rotation invariance, persist across depth
 and depend on the weights they multiply. With masks independent of the weights the network
 reduces exactly to independent neurons coupled through averages, whose ``1/m`` coefficient is
@@ -157,11 +173,12 @@ network; its second variation is the missing ``c1`` (``scripts/finite_width_vali
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import integrate, special, stats
 
 from .._validate import check_family
 from ..results import Result
@@ -199,8 +216,9 @@ class FiniteWidthBFA(Result):
     are the exact expectations at width ``m``, ``m1_limit = k_v`` and ``m2_limit`` the width
     limits (``m2_limit / m1_limit^2 = TheoryBFA.m2 / TheoryBFA.m1^2``), ``m1_c1, m2_c1`` their
     ``1/m`` coefficients and ``m1_sd`` the exact standard deviation of ``M1`` over networks.
-    MLPs only (ReLU or linear, Gaussian or orthogonal weights); NaN for ResNets. The moments are
-    heavy-tailed: where ``m1_sd`` is large against ``m1`` a sample mean of a few hundred
+    Every family :func:`finite_width` covers. The moments of MLPs are
+    heavy-tailed (those of ResNets with ``beta = c / sqrt(L)`` are not: their spread is
+    ``O(c^2 / m)`` at every depth): where ``m1_sd`` is large against ``m1`` a sample mean of a few hundred
     networks falls short of the exact mean, and the median is far below it
     (``docs/finite_width.md``). From a sample: ``M_p(K) = k_v^p M_p(K_v) (|b_v|^2 / b_v^T K_v
     b_v)^p`` with ``b_v^T K_v b_v`` the ``loss_decay`` and ``|b_v|`` the ``b_norm`` of
@@ -517,18 +535,33 @@ def _moment_constants(m, relu, orthogonal):
     return (p @ w1, p @ (w1 * r)), (p @ w2, p @ (w2 * r), p @ (w2 * r * r))
 
 
-def _moments_exact(t, m, relu, orthogonal):
-    """``E M1, E M2, E M1^2`` of the backward-normalised kernel at width ``m`` (MLPs; module docstring,
-    *BFK moments*): the exact affine recursion of ``E tr K``, ``E tr K^2``, ``E (tr K)^2`` and
-    ``E |K e|^2`` (``e = b_v / |b_v|``); ``t[i]`` is 1 if ``W_{i+1}`` is trained."""
-    (w1, w1r), (w2, w2r, w2rr) = _moment_constants(m, relu, orthogonal)
-    n = d = m - 1
+def _moment_recursion(t, m, layer):
+    """``E M1, E M2, E M1^2`` of the backward-normalised kernel at width ``m`` (module docstring,
+    *BFK moments*): the exact affine recursion of the means of ``tr K``, ``tr K^2``, ``(tr K)^2``
+    and ``|K e|^2`` (``e = b_v / |b_v|``); ``t[i]`` is 1 if ``W_{i+1}`` is trained. ``K_v = t_v I + M``;
+    ``layer(i, k, T1, T2, S, Z)`` gives the means of ``tr M, |M e|^2, tr M^2, (tr M)^2`` from those
+    of ``K_{v-1}`` (``k = e'^T K_{v-1} e'``, exact)."""
     M1, M2, M1sq = np.zeros(t.size), np.zeros(t.size), np.zeros(t.size)
-    T1, T2, S, Q2 = m * t[0], m * t[0] ** 2, (m * t[0]) ** 2, t[0] ** 2
+    T1, T2, S, Z = m * t[0], m * t[0] ** 2, (m * t[0]) ** 2, t[0] ** 2
     k = t[0]
     M1[0], M2[0], M1sq[0] = T1 / m, T2 / m, S / (m * m)
     for i in range(1, t.size):
-        tv, K = t[i], k * k
+        tv = t[i]
+        trM, Me2, trM2, trMsq = layer(i, k, T1, T2, S, Z)
+        T1, T2 = m * tv + trM, m * tv * tv + 2 * tv * trM + trM2
+        S, Z = (m * tv) ** 2 + 2 * m * tv * trM + trMsq, tv * tv + 2 * tv * k + Me2
+        k += tv
+        M1[i], M2[i], M1sq[i] = T1 / m, T2 / m, S / (m * m)
+    return M1, M2, M1sq
+
+
+def _mlp_moment_layer(m, relu, orthogonal):
+    """The MLP layer of :func:`_moment_recursion`: ``M = W C W^T / |D g|^2``, ``C = D K D``."""
+    (w1, w1r), (w2, w2r, w2rr) = _moment_constants(m, relu, orthogonal)
+    n = d = m - 1
+
+    def layer(i, k, T1, T2, S, Q2):
+        K = k * k
         TA, SA = T2 + K - 2 * Q2, S - 2 * k * T1 + K        # tr^2, (tr)^2 of K's part off e
         beta = (d * TA - SA) / (d * (d - 1) * (d + 2))        # Haar second moments of that part
         alpha = (SA - 2 * beta * d) / (d * d)
@@ -538,36 +571,141 @@ def _moments_exact(t, m, relu, orthogonal):
         c2 = w2 * K + 2 * k * w2r / d * (T1 - k) + alpha * w2rr + 2 * beta * w2r
         c3 = w2 * K + 2 * w2r / d * (Q2 - K) + alpha * w2r + beta * (w2rr + w2r)
         if orthogonal:        # W^T W = s^2 I
-            trM, Me2, trM2, trMsq = c1, c4, c3, c2
-        else:                 # W^T W = g g^T + Wishart(m - 1)
-            trM, Me2 = k + c1, K + c4
-            trM2 = K + 2 * c4 + n * (n + 1) * c3 + n * c2
-            trMsq = K + 2 * k * c1 + n * n * c2 + 2 * n * c3
-        T1, T2 = m * tv + trM, m * tv * tv + 2 * tv * trM + trM2
-        S, Q2 = (m * tv) ** 2 + 2 * m * tv * trM + trMsq, tv * tv + 2 * tv * k + Me2
-        k += tv
-        M1[i], M2[i], M1sq[i] = T1 / m, T2 / m, S / (m * m)
-    return M1, M2, M1sq
+            return c1, c4, c3, c2
+        # W^T W = g g^T + Wishart(m - 1)
+        return (k + c1, K + c4, K + 2 * c4 + n * (n + 1) * c3 + n * c2,
+                K + 2 * k * c1 + n * n * c2 + 2 * n * c3)
+    return layer
+
+
+@functools.lru_cache(maxsize=256)
+def _h_moments(m, a, beta, s2):
+    """``E[u^q / H^p]`` for ``(q, p) = (0, 1), (1, 1), (0, 2), (1, 2), (2, 2)`` (Gaussian linear
+    ResNet layer): ``H = (a + beta g1)^2 + Y``, ``u = Y / H``, ``g1 ~ N(0, s2)``,
+    ``Y = beta^2 s2 chi2_{m-1}``. With ``1/H^r = int lam^(r-1) e^(-lam H) dlam / Gamma(r)`` and the
+    Laplace transforms of the noncentral ``chi2_1`` and the Gamma law,
+    ``E[Y^q / H^r] = theta^(q-r) Gamma(k+q) / (Gamma(k) Gamma(r)) int_0^1 v^(r-1) (1-v)^(k+q-r-1/2)
+    e^(-lam0 v) dv`` (``r = p + q``, ``theta = 2 beta^2 s2``, ``k = (m-1)/2``, ``lam0 = a^2/theta``):
+    one smooth integral each (``scipy.special.hyp1f1`` is inaccurate at large ``m``)."""
+    if beta == 0.0:
+        return 1 / a ** 2, 0.0, 1 / a ** 4, 0.0, 0.0
+    th, k = 2 * beta * beta * s2, (m - 1) / 2
+    lam = a * a / th
+    out = []
+    for q, p in ((0, 1), (1, 1), (0, 2), (1, 2), (2, 2)):
+        r, c = p + q, k - p - 0.5
+
+        def f(v):
+            return v ** (r - 1) * math.exp(c * math.log1p(-v) - lam * v) if v < 1 else 0.0
+        peak = r / (lam + c + r)
+        val = integrate.quad(f, 0, 1, epsabs=0, epsrel=1e-13, limit=400,
+                             points=[peak, min(0.999, 40 * peak)])[0]
+        out.append(val * math.exp((q - r) * math.log(th) + special.gammaln(k + q)
+                                  - special.gammaln(k) - special.gammaln(r)))
+    return tuple(out)
+
+
+def _resnet_moment_layer(m, a, beta, sig2, orthogonal):
+    """The linear ResNet layer of :func:`_moment_recursion`: ``M = A K A^T / H``,
+    ``A = a I + beta W``, ``H = |A^T e|^2`` (module docstring, *BFK moments*)."""
+    n = d = m - 1
+    a2 = a * a
+    if orthogonal:
+        al = (m - 3) / 2                  # g.e / sigma has density ∝ (1 - x^2)^al; (1 + x)^2 is
+        x, wx = special.roots_jacobi(64, al, al - 2)  # moved into the weight: H^-2 stays bounded
+        wx = wx * (1 + x) ** 2            # where a = beta sigma (H ∝ 1 + x)
+        wx, rx = wx / wx.sum(), np.sqrt(1 - x * x)
+
+    def layer(i, k, T1, T2, S, Z):
+        K2 = k * k
+        if not orthogonal:
+            J1, Js1, J2, Js2, Jss2 = _h_moments(m, a, beta, sig2[i] / m)
+            b = beta * beta * sig2[i] / m
+            A1, A2, A3 = (T1 - k) / d - k, (Z - K2) / d - K2, (T2 - Z) / d - Z
+            A4 = (S - k * T1) / d - k * T1
+            C5 = (2 * (T2 - 2 * Z + K2) + (S - 2 * k * T1 + K2)) / (d * (d + 2))
+            B1 = -2 * K2 + 4 * (Z - K2) / d + 2 * k * (T1 - k) / d
+            B2 = K2 - 4 * (Z - K2) / d - 2 * k * (T1 - k) / d + C5
+            trM = k + (a2 * (T1 - k) + b * n * T1) * J1 - a2 * A1 * Js1
+            Me2 = K2 + (a2 * (Z - K2) + b * n * Z) * J1 - a2 * A2 * Js1
+            trMsq = (K2 + (2 * a2 * k * (T1 - k) + 2 * b * n * k * T1) * J1 - 2 * a2 * k * A1 * Js1
+                     + (a2 * a2 * (S - 2 * k * T1 + K2) + 2 * b * n * a2 * (S - k * T1)
+                        + 4 * b * a2 * (T2 - Z) + b * b * (n * n * S + 2 * n * T2)) * J2
+                     + (a2 * a2 * (B1 - 2 * A4) - 2 * b * n * a2 * A4 - 4 * b * a2 * A3) * Js2
+                     + a2 * a2 * B2 * Jss2)
+            trM2 = (K2 + (2 * a2 * (Z - K2) + 2 * b * n * Z) * J1 - 2 * a2 * A2 * Js1
+                    + (a2 * a2 * (T2 - 2 * Z + K2) + 2 * b * a2 * (1 + n) * (T2 - Z)
+                       + 2 * b * a2 * (S - k * T1) + b * b * ((n * n + n) * T2 + n * S)) * J2
+                    + (a2 * a2 * (B1 - 2 * A3) - 2 * b * a2 * (1 + n) * A3 - 2 * b * a2 * A4) * Js2
+                    + a2 * a2 * B2 * Jss2)
+            return trM, Me2, trM2, trMsq
+        bs2 = beta * beta * sig2[i]
+        bs = math.sqrt(bs2)
+        H = a2 + bs2 + 2 * a * bs * x
+        rH = np.sqrt(H)
+        # e, g/sigma and e' = h/|h| as (e', f) coordinates, f the unit vector of span(e, g) off e'
+        E, G, P = ((a + bs * x) / rH, bs * rx / rH), ((a * x + bs) / rH, -a * rx / rH), (1.0, 0.0)
+        t1, t2 = (T1 - k) / d, (T2 - Z) / d
+        t4 = (2 * (T2 - 2 * Z + K2) + (S - 2 * k * T1 + K2)) / (d * (d + 2))
+
+        def q1(u, v):           # E x^T K y, x = u[0] e' + u[1] f (f uniform off e')
+            return u[0] * v[0] * k + u[1] * v[1] * t1
+
+        def q2(u, v):           # E x^T K^2 y
+            return u[0] * v[0] * Z + u[1] * v[1] * t2
+
+        def qq(u, v, uu, vv):   # E (x^T K y)(x'^T K y')
+            return (u[0] * v[0] * uu[0] * vv[0] * K2
+                    + (u[0] * v[0] * uu[1] * vv[1] + u[1] * v[1] * uu[0] * vv[0]) * k * t1
+                    + (u[0] * v[1] + u[1] * v[0]) * (uu[0] * vv[1] + uu[1] * vv[0]) * (Z - K2) / d
+                    + u[1] * v[1] * uu[1] * vv[1] * t4)
+
+        def qT(u, v):           # E (x^T K y) tr K
+            return u[0] * v[0] * k * T1 + u[1] * v[1] * (S - k * T1) / d
+        eKe, gKg = q1(E, E), q1(G, G)
+        Ke2, Kg2 = q2(E, E), q2(G, G)
+        PgPe = T2 - Kg2 - Ke2 + qq(G, E, G, E)                          # tr(K P_g K P_e)
+        PePg = S - qT(E, E) - qT(G, G) + qq(E, E, G, G)                 # tr(K P_e) tr(K P_g)
+        Pg2 = S - 2 * qT(G, G) + qq(G, G, G, G)                         # tr(K P_g)^2
+        trM = (a2 * (T1 - eKe) + H * k + bs2 * (T1 - gKg)) / H
+        Me2 = (a2 * (Z - qq(E, P, E, P)) + H * K2 + bs2 * (Z - qq(G, P, G, P))) / H
+        X0sq = (a2 * a2 * (S - 2 * qT(E, E) + qq(E, E, E, E)) + 2 * a2 * H * k * (T1 - eKe)
+                + H * H * K2)
+        X0Pg = a2 * PePg + H * k * (T1 - gKg)
+        trMsq = (X0sq + 4 * bs2 * a2 * PgPe / n + bs2 * bs2 * Pg2 + 2 * bs2 * X0Pg) / (H * H)
+        KNKN = (a2 * a2 * (T2 - 2 * Ke2 + qq(E, E, E, E)) + 2 * a2 * H * (Z - qq(E, P, E, P))
+                + H * H * K2)
+        KNKPg = a2 * PgPe + H * (Z - qq(G, P, G, P))
+        trM2 = (KNKN + bs2 * (2 * a2 * PgPe / n + 2 * KNKPg + 2 * a2 * PePg / n)
+                + bs2 * bs2 * (T2 - 2 * Kg2 + qq(G, G, G, G))) / (H * H)
+        return tuple(wx @ np.broadcast_to(v, x.shape) for v in (trM, Me2, trM2, trMsq))
+    return layer
 
 
 def _moments(family, lim):
     """``(m1, m2, m1_limit, m2_limit, m1_c1, m2_c1, m1_sd)`` given the width limit ``lim``
-    (``bfa(family)``); NaN arrays where not covered."""
+    (``bfa(family)``) of a family :func:`_check_supported` accepts."""
     size = family.depth - 1
     from ..families import MLP
 
-    if not isinstance(family, MLP):
-        return (np.full(size, np.nan),) * 7
+    orth = family.weights == "orthogonal"
+    if isinstance(family, MLP):
+        def layer(m):
+            return _mlp_moment_layer(m, family.activation == "relu", orth)
+    else:                           # linear ResNet
+        a, beta, sig2 = _resnet_law(family)
+
+        def layer(m):               # Richardson at fixed sigma^2 = m s^2, like the chain's c1
+            return _resnet_moment_layer(m, a, beta, sig2, orth)
     t = np.asarray(family.trained_mask[:size], dtype=float)
     k = np.cumsum(t)
-    law = (family.activation == "relu", family.weights == "orthogonal")
     with np.errstate(invalid="ignore", divide="ignore"):
         m2_lim = np.where(lim.m1 > 0, k * k * lim.m2 / (lim.m1 * lim.m1), 0.0)
-    d = {m: [m * (e - l) for e, l in zip(_moments_exact(t, m, *law), (k, m2_lim))]
+    d = {m: [m * (e - l) for e, l in zip(_moment_recursion(t, m, layer(m)), (k, m2_lim))]
          for m in _RICHARDSON}
     m1, m2 = _RICHARDSON
-    c1 = [2 * b - a for a, b in zip(d[m1], d[m2])]
-    M1, M2, M1sq = _moments_exact(t, family.width, *law)
+    c1 = [2 * hi - lo for lo, hi in zip(d[m1], d[m2])]
+    M1, M2, M1sq = _moment_recursion(t, family.width, layer(family.width))
     return M1, M2, k, m2_lim, *c1, np.sqrt(np.maximum(M1sq - M1 * M1, 0.0))
 
 
@@ -577,7 +715,7 @@ def finite_width(family) -> FiniteWidthBFA:
     ``cos``: predicted mean of ``sample_bfa(family).cos`` at every ``v = 1 .. L-1`` (the
     resummed finite-width chain of :mod:`rmtalign.theory.finite`); ``cos_limit``:
     ``theory.bfa(family).cos``; ``c1``: the exact coefficient of ``1/m`` at fixed depth (for
-    ResNets at fixed ``m s^2``). For MLPs also the exact means of the BFK's spectral moments at
+    ResNets at fixed ``m s^2``). Also the exact means of the BFK's spectral moments at
     width ``m`` (``m1``, ``m2``, with their limits, ``1/m`` coefficients and ``m1_sd``; see
     :class:`FiniteWidthBFA`).
     Covered: MLPs with Gaussian or orthogonal weights, ReLU or linear, and ResNets with linear

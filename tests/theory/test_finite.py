@@ -316,9 +316,11 @@ def sampled_normalised_moments(family, n, seed, layers):
 
 @pytest.mark.parametrize("family,seed", [(MLP(6, 32), 31),
                                          (MLP(6, 32, activation="linear", trained="all"), 32),
-                                         (MLP(6, 32, weights="orthogonal"), 33)])
+                                         (MLP(6, 32, weights="orthogonal"), 33),
+                                         (ResNet(6, 32, 0.7, activation="linear"), 41),
+                                         (ResNet(6, 32, 0.7, activation="linear", weights="orthogonal"), 42)])
 def test_moments_against_the_exact_sampler(family, seed):
-    """L/m = 3/16, where the means are already 15-40% above the width limit (M2: up to 2 times)."""
+    """L/m = 3/16, where the means are already 10-40% above the width limit (M2: up to 2 times)."""
     n, v = 1200, [3, 5]
     M1, M2 = sampled_normalised_moments(family, n, seed, v)
     fw = T.finite_width(family)
@@ -352,10 +354,45 @@ def test_moments_first_order_and_width_limit(family):
         assert np.all(rel < 0.05 * np.abs(c1[ok] / 4096 / lim[ok]) + 1e-12)
 
 
-def test_moments_not_covered_are_nan():
-    r = T.finite_width(ResNet(10, 32, 0.5, activation="linear"))
-    assert all(np.all(np.isnan(getattr(r, f))) for f in
-               ("m1", "m2", "m1_limit", "m2_limit", "m1_c1", "m2_c1"))
+@pytest.mark.parametrize("family", [ResNet(12, 32, 0.5, activation="linear"),
+                                    ResNet(30, 32, 0.3, activation="linear", trained=[1, 3, 4, 9, 20]),
+                                    ResNet(20, 32, 0.7071, activation="linear", weights="orthogonal",
+                                           trained="all"),
+                                    ResNet(16, 32, 0.6, activation="linear", weights="orthogonal",
+                                           skip_scale=1.1, hidden_std=0.3)])
+def test_resnet_moments_width_limit(family):
+    """``m1_c1`` against its closed form ``C sum_{j<v} k_j``, ``C = Var(H) m / E[H]^2`` the
+    relative variance of a layer's ``H = B_{v-1}/B_v`` (``2 b (2 a^2 + b) / H^2`` Gaussian,
+    ``4 a^2 b / H^2`` orthogonal, ``b = beta^2 sigma^2``, ``H = a^2 + b``); the recursion at
+    m = 4096 against ``theory.bfa`` (an independent engine) plus ``c1 / m``: the remainder must be
+    O(1/m^2). ``a = beta sigma`` (third family) puts the pole of ``1/H`` on the edge of the
+    orthogonal quadrature."""
+    a, beta, sig2 = _resnet_law(family)
+    b = beta * beta * sig2[1]
+    C = (4 * a * a * b if family.weights == "orthogonal" else 2 * b * (2 * a * a + b)) / (a * a + b) ** 2
+    k = _trained_counts(family)
+    closed = C * np.concatenate([[0.0], np.cumsum(k)[:-1]])
+    r = T.finite_width(family)
+    assert np.allclose(r.m1_c1, closed, rtol=1e-5, atol=1e-5)
+    big = T.finite_width(family.replace(width=4096))
+    assert np.array_equal(big.m1_limit, _trained_counts(family))
+    for got, lim, c1 in ((big.m1, big.m1_limit, big.m1_c1), (big.m2, big.m2_limit, big.m2_c1)):
+        ok = lim > 0
+        rel = np.abs(got[ok] - lim[ok] - c1[ok] / 4096) / lim[ok]
+        assert np.all(rel < 0.05 * np.abs(c1[ok] / 4096 / lim[ok]) + 1e-12)
+
+
+@pytest.mark.parametrize("weights", ["gaussian", "orthogonal"])
+def test_resnet_moments_without_skip_are_the_mlp(weights):
+    """``a = 0``, ``beta = 1``: the ResNet layer is a linear MLP's; two independent derivations
+    (the ResNet's through ``H = |a e + beta g|^2``, the MLP's through ``|D g|^2``) agree to
+    round-off (orthogonal: both the width limit exactly)."""
+    res = T.finite_width(ResNet(14, 24, 1.0, activation="linear", weights=weights,
+                                trained=[1, 2, 4, 5, 6, 9, 13]))
+    mlp = T.finite_width(MLP(14, 24, activation="linear", weights=weights,
+                             trained=[1, 2, 4, 5, 6, 9, 13]))
+    for f in ("m1", "m2", "m1_sd", "m1_limit"):
+        assert np.allclose(getattr(res, f), getattr(mlp, f), rtol=1e-12, atol=1e-12), f
 
 
 def test_orthogonal_linear_moments_are_the_limit():
