@@ -168,8 +168,10 @@ and depend on the weights they multiply. With masks independent of the weights t
 reduces exactly to independent neurons coupled through averages, whose ``1/m`` coefficient is
 computable (the second von Mises variation of the width limit); the network's own masks more
 than halve it at the output. An exact reduction that keeps that dependence reproduces the
-network; its second variation is the missing ``c1`` (``scripts/finite_width_validate.py
---relu-probe``, ``docs/finite_width.md``).
+network (``scripts/finite_width_validate.py --relu-probe``), and its order-parameter expansion
+gives the network's ``c1``, so far as a Monte Carlo estimate at O(L^2) cost
+(``scripts/relu_resnet_c1.py``); a library formula needs its averages over the pre-activation
+paths in closed form (``docs/finite_width.md``).
 """
 from __future__ import annotations
 
@@ -260,8 +262,8 @@ def _check_supported(family):
     elif family.activation != "linear":
         why.append(f"ResNets are covered with linear activation only, got activation "
                    f"{family.activation!r} (for ReLU ResNets the network's own masks, persistent "
-                   "across depth and dependent on the weights, set the finite-width correction: "
-                   "docs/finite_width.md)")
+                   "across depth and dependent on the weights, set the finite-width correction; "
+                   "scripts/relu_resnet_c1.py estimates its 1/m coefficient: docs/finite_width.md)")
     if family.lr_rule != "balanced" or family.lr_values is not None:
         why.append("only lr_rule='balanced' without explicit lr_values is covered (it makes "
                    "c_l = 1/(n |b_l|^2) and b_v^T K_v b_v deterministic)")
