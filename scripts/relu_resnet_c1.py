@@ -56,10 +56,9 @@ class ReducedResNet:
         self.sig = np.asarray(family.stds[: self.n], float) * math.sqrt(family.width)
         self.t = np.asarray(family.trained_mask[: self.n], float)
         self.relu = family.activation == "relu"
-        V, self.Qs = np.empty(self.n), np.empty(self.n)          # mean-field <h^2>
-        for i in range(self.n):
-            V[i] = 1.0 if i == 0 else self.a ** 2 * V[i - 1] + self.beta ** 2 * self.sig[i] ** 2 * self.Qs[i - 1]
-            self.Qs[i] = V[i] / 2 if self.relu else V[i]
+        self.Qs = np.zeros(self.n)                              # mean-field <h^2>
+        for i in range(self.n):                                 # (V_i needs Q_{<i} only)
+            self.Qs[i] = self.variances(self.Qs)[i] / (2.0 if self.relu else 1.0)
 
     def variances(self, Q):
         V = np.empty(self.n)
@@ -241,17 +240,18 @@ def c1(family, M=20000, seed=1):
     for i in np.flatnonzero(U2 > 0):
         kb, kB, kU = iBU * n + i, iB * n + i, iU2 * n + i
         grad = np.array([1 / np.sqrt(B[i] * U2[i]), -0.5 * g0[i] / B[i], -0.5 * g0[i] / U2[i]])
-        b, x, z = BU[i], B[i], U2[i]
-        hess = np.array([[0.0, -0.5 * x ** -1.5 * z ** -0.5, -0.5 * x ** -0.5 * z ** -1.5],
-                         [-0.5 * x ** -1.5 * z ** -0.5, 0.75 * b * x ** -2.5 * z ** -0.5, 0.25 * b * x ** -1.5 * z ** -1.5],
-                         [-0.5 * x ** -0.5 * z ** -1.5, 0.25 * b * x ** -1.5 * z ** -1.5, 0.75 * b * x ** -0.5 * z ** -2.5]])
+        b, rx, rz = BU[i], 1 / np.sqrt(B[i]), 1 / np.sqrt(U2[i])
+        hess = np.array([[0.0, -0.5 * rx ** 3 * rz, -0.5 * rx * rz ** 3],
+                         [-0.5 * rx ** 3 * rz, 0.75 * b * rx ** 5 * rz, 0.25 * b * rx ** 3 * rz ** 3],
+                         [-0.5 * rx * rz ** 3, 0.25 * b * rx ** 3 * rz ** 3, 0.75 * b * rx * rz ** 5]])
         ks = [kb, kB, kU]
         out[i] = grad @ bias[ks] + 0.5 * np.sum(hess * C[np.ix_(ks, ks)])
     return g0, out
 
 
 if __name__ == "__main__":
-    arg = lambda name, default: type(default)(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
+    def arg(name, default):
+        return type(default)(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
     L, c, M, S = arg("--depth", 32), arg("--c", 2.0), arg("--particles", 20000), arg("--seeds", 3)
     first = arg("--first-seed", 1)
     fam = ResNet.scaled(L, 64, c, activation="linear" if "--linear" in sys.argv else "relu")
@@ -262,6 +262,7 @@ if __name__ == "__main__":
     exact = T.finite_width(fam).c1 if fam.activation == "linear" else None
     print(f"{fam.label}: {S} seeds x {M} particles, {time.time() - t0:.0f}s")
     print("| v | mean field | bfa | c1 (mean ± se over seeds) |" + (" exact c1 |" if exact is not None else ""))
+    bfa = T.bfa(fam).cos
     for v in sorted({max(2, L // 8), max(2, L // 4), L // 2, 3 * L // 4, L - 1}):
-        row = f"| {v} | {lim[v - 1]:.4f} | {T.bfa(fam).cos[v - 1]:.4f} | {mean[v - 1]:.3f} ± {se[v - 1]:.3f} |"
+        row = f"| {v} | {lim[v - 1]:.4f} | {bfa[v - 1]:.4f} | {mean[v - 1]:.3f} ± {se[v - 1]:.3f} |"
         print(row + (f" {exact[v - 1]:.3f} |" if exact is not None else ""))

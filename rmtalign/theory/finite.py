@@ -218,13 +218,13 @@ class FiniteWidthBFA(Result):
     are the exact expectations at width ``m``, ``m1_limit = k_v`` and ``m2_limit`` the width
     limits (``m2_limit / m1_limit^2 = TheoryBFA.m2 / TheoryBFA.m1^2``), ``m1_c1, m2_c1`` their
     ``1/m`` coefficients and ``m1_sd`` the exact standard deviation of ``M1`` over networks.
-    Every family :func:`finite_width` covers. The moments of MLPs are
-    heavy-tailed (those of ResNets with ``beta = c / sqrt(L)`` are not: their spread is
-    ``O(c^2 / m)`` at every depth): where ``m1_sd`` is large against ``m1`` a sample mean of a few hundred
-    networks falls short of the exact mean, and the median is far below it
-    (``docs/finite_width.md``). From a sample: ``M_p(K) = k_v^p M_p(K_v) (|b_v|^2 / b_v^T K_v
-    b_v)^p`` with ``b_v^T K_v b_v`` the ``loss_decay`` and ``|b_v|`` the ``b_norm`` of
-    :func:`rmtalign.sample_bfa`, ``M_p(K_v)`` from :meth:`rmtalign.SampledBFK.moments`."""
+    Every family :func:`finite_width` covers. The moments of MLPs are heavy-tailed (those of
+    ResNets with ``beta = c / sqrt(L)`` are not: their spread is ``O(c^2 / m)`` at every depth):
+    where ``m1_sd`` is large against ``m1`` a sample mean of a few hundred networks falls short of
+    the exact mean, and the median is far below it (``docs/finite_width.md``). From a sample:
+    ``M_p(K) = k_v^p M_p(K_v) (|b_v|^2 / b_v^T K_v b_v)^p`` with ``b_v^T K_v b_v`` the
+    ``loss_decay`` and ``|b_v|`` the ``b_norm`` of :func:`rmtalign.sample_bfa`, ``M_p(K_v)`` from
+    :meth:`rmtalign.SampledBFK.moments`."""
 
     family: object
     layers: np.ndarray
