@@ -34,8 +34,8 @@ Cost O(L^2 M): several minutes at L = 32, M = 20000.
     .venv/bin/python scripts/relu_resnet_c1.py [--linear] [--depth L] [--c C] [--particles M]
                                                [--seeds S] [--first-seed s]
 """
+import argparse
 import math
-import sys
 import time
 
 import numpy as np
@@ -249,16 +249,36 @@ def c1(family, M=20000, seed=1):
     return g0, out
 
 
+def _positive(kind, low):
+    def parse(text):
+        value = kind(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        return value
+    parse.__name__ = kind.__name__          # argparse names it in "invalid int value"
+    return parse
+
+
 if __name__ == "__main__":
-    def arg(name, default):
-        return type(default)(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
-    L, c, M, S = arg("--depth", 32), arg("--c", 2.0), arg("--particles", 20000), arg("--seeds", 3)
-    first = arg("--first-seed", 1)
-    fam = ResNet.scaled(L, 64, c, activation="linear" if "--linear" in sys.argv else "relu")
+    p = argparse.ArgumentParser(description="c1 of a ReLU (or, as a check, linear) ResNet with "
+                                "beta = c / sqrt(L) from the exact reduction (module docstring)")
+    p.add_argument("--linear", action="store_true", help="linear activation (the exact c1 is known)")
+    p.add_argument("--depth", type=_positive(int, 4), default=32)
+    p.add_argument("--c", type=_positive(float, 0.0), default=2.0)
+    p.add_argument("--particles", type=_positive(int, 100), default=20000)
+    p.add_argument("--seeds", type=_positive(int, 1), default=3)
+    p.add_argument("--first-seed", type=_positive(int, 0), default=1)
+    args = p.parse_args()
+    L, M, S, first = args.depth, args.particles, args.seeds, args.first_seed
+    try:
+        fam = ResNet.scaled(L, 64, args.c, activation="linear" if args.linear else "relu")
+    except ValueError as e:
+        p.error(str(e))
     t0 = time.time()
     runs = np.array([c1(fam, M, seed) for seed in range(first, first + S)])
     lim, est = runs[0, 0], runs[:, 1]
-    mean, se = est.mean(0), est.std(0, ddof=1) / math.sqrt(S) if S > 1 else np.full(L - 1, np.nan)
+    mean = est.mean(0)
+    se = est.std(0, ddof=1) / math.sqrt(S) if S > 1 else np.full(L - 1, np.nan)
     exact = T.finite_width(fam).c1 if fam.activation == "linear" else None
     print(f"{fam.label}: {S} seeds x {M} particles, {time.time() - t0:.0f}s")
     print("| v | mean field | bfa | c1 (mean ± se over seeds) |" + (" exact c1 |" if exact is not None else ""))
