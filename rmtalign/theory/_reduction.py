@@ -1,0 +1,386 @@
+"""The exact reduction of a Gaussian ResNet with its own ReLU masks, and its exact mean map.
+
+**The reduction** (``docs/finite_width.md``, *What is not covered*). Condition each ``W_l`` on its
+forward image ``y_l = W_l h_{l-1}`` (``h = phi(f)``): then ``W_l^T b_l`` and ``W_l x`` are the
+rank-one forward terms plus fresh Gaussians, and the network is, exactly in law, ``m`` iid
+neurons coupled only through averages ``<.>`` over neurons. Neuron ``i`` carries its
+pre-activation path ``f`` (``f_0 ~ N(0, 1)``, ``f_l = a f_{l-1} + beta y_l``,
+``y_l = sigma_l sqrt(<h_{l-1}^2>) z_l``), ``xi_l``, ``eta_l`` and ``b_{L-1}``, all standard normal,
+and with ``D = 1{f > 0}``, for hidden layers ``l = 0 .. n-1`` (``n = L - 1``):
+
+    b_{l-1} = a b_l + beta D_{l-1} (h_{l-1} <y_l b_l>/Q + sigma_l sqrt(<b_l^2>) (xi_l - h_{l-1} <h xi>/Q))
+    u_l     = a u_{l-1} + beta (xh y_l + sigma_l (b_l (<xi x> - <h xi> xh)/sqrt(B)
+                                  + sqrt(<x^2> - <x h> xh) (eta_l - b_l <b eta>/B))) + t_l b_l / B
+
+(``Q = <h_{l-1}^2>``, ``B = <b_l^2>``, ``x = D_{l-1} u_{l-1}``, ``xh = <x h_{l-1}>/Q``). The ten
+order parameters of a layer, ``Omega[k, l]`` in the order of :data:`ORDER`, are the averages that
+appear; ``cos(theta_l) = <b u>/sqrt(<b^2> <u^2>)``.
+
+**The mean map.** ``_particle_map`` is one neuron's ``phi(z; Omega)`` (the integrands of the
+order parameters at given ``Omega``; a plain numpy oracle). ``mean_map(Omega) = E phi(z; Omega)``
+is exact: given the path, ``b`` and ``u`` are linear in ``b_{L-1}``, ``D_{j-1} xi_j``, ``eta_k``
+(independent, centred) and in the path's ``h_j``, ``y_k`` with deterministic coefficients, so every
+order parameter is a quadratic form in those coefficients with the Gaussian path's closed-form
+moments: ``E[D D]`` (arcsine law), ``E[h h]`` (the arc-cosine kernel), ``E[h y]`` (Stein), and, for
+``<x^2>`` alone, ``E[D_p h_q h_r]`` (Stein reduces it to orthant probabilities and conditional
+bivariate moments). ``mean_map`` is smooth in ``Omega`` (the masks are integrated out), so its
+derivatives need no jump terms. Cost O(n^3).
+
+**The 1/m coefficient** (:func:`c1_expansion`): the order-parameter expansion of the reduction,
+``c1 = grad G . A (SR + Phi''[C] / 2) + tr(G'' C) / 2``, with ``Omega*``, the Jacobian and the second
+derivatives of the mean map exact and the neuron covariance and self-response averaged over probe
+neurons. Checked against the linear chain's exact ``c1`` (``tests/theory/test_reduction.py``) and,
+for ReLU, against the reduction simulated at widths up to 1024 (``docs/finite_width.md``). Cost
+O(n^4 + probes n^2): a research tool (``scripts/relu_resnet_c1.py``), not yet the library's
+``finite_width``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+ORDER = ("Q", "Y", "B", "HX", "XH", "XI", "X2", "BE", "BU", "U2")
+K = len(ORDER)
+iQ, iY, iB, iHX, iXH, iXI, iX2, iBE, iBU, iU2 = range(K)
+_SQ2PI = math.sqrt(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """The scalars of a ResNet family that the reduction needs (hidden layers ``0 .. n-1``)."""
+    a: float
+    beta: float
+    sigma: np.ndarray        # sigma_l = sqrt(m) * std_l
+    trained: np.ndarray      # t_l in {0, 1}
+    relu: bool
+
+    @property
+    def n(self):
+        return self.sigma.size
+
+    @classmethod
+    def of(cls, family):
+        n = family.depth - 1
+        return cls(float(family.skip), float(family.branch_scale),
+                   np.asarray(family.stds[:n], float) * math.sqrt(family.width),
+                   np.asarray(family.trained_mask[:n], float), family.activation == "relu")
+
+    def variances(self, Q):
+        """``V_l = Var f_l`` from the forward order parameters ``Q_l = <h_l^2>``."""
+        V = np.empty(self.n)
+        V[0] = 1.0
+        for i in range(1, self.n):
+            V[i] = self.a ** 2 * V[i - 1] + self.beta ** 2 * self.sigma[i] ** 2 * Q[i - 1]
+        return V
+
+
+def _particle_map(red, f, xi, eta, b0, Om, D=None):
+    """``phi`` of ``N`` neurons, (N, K, n), given their paths ``f`` (N, n), ``xi``, ``eta`` (N, n),
+    ``b_{L-1} = b0`` (N,) and the order parameters ``Om``, (K, n) or one per neuron (N, K, n);
+    masks ``D`` if given, else ``f > 0``. Entries that no layer uses (``HX``, ``Y``, ... at layer
+    0) are 0."""
+    a, beta, n, N, sig = red.a, red.beta, red.n, f.shape[0], red.sigma
+    O = lambda k, i: Om[..., k, i]
+    h = np.maximum(f, 0) if red.relu else f
+    if D is None:
+        D = (f > 0).astype(float) if red.relu else np.ones_like(f)
+    y = np.zeros_like(f)
+    y[:, 1:] = (f[:, 1:] - a * f[:, :-1]) / beta
+    out = np.zeros((N, K, n))
+    out[:, iQ] = h * h
+    b = np.empty_like(f)
+    b[:, n - 1] = b0
+    for i in range(n - 1, 0, -1):
+        Qm = O(iQ, i - 1)
+        Wtb = h[:, i - 1] * O(iY, i) / Qm + sig[i] * np.sqrt(O(iB, i)) * (xi[:, i] - h[:, i - 1] * O(iHX, i) / Qm)
+        b[:, i - 1] = a * b[:, i] + beta * D[:, i - 1] * Wtb
+    out[:, iY], out[:, iB] = y * b, b * b
+    out[:, iHX, 1:] = h[:, :-1] * xi[:, 1:]
+    u = np.zeros(N)
+    for i in range(n):
+        if i > 0:
+            x = D[:, i - 1] * u
+            out[:, iXH, i], out[:, iXI, i] = x * h[:, i - 1], xi[:, i] * x
+            out[:, iX2, i], out[:, iBE, i] = x * x, b[:, i] * eta[:, i]
+            xh = O(iXH, i) / O(iQ, i - 1)
+            x2p = np.maximum(O(iX2, i) - O(iXH, i) * xh, 0.0)
+            B = O(iB, i)
+            u = a * u + beta * (xh * y[:, i] + sig[i] * (b[:, i] * (O(iXI, i) - O(iHX, i) * xh) / np.sqrt(B)
+                                                          + np.sqrt(x2p) * (eta[:, i] - b[:, i] * O(iBE, i) / B)))
+        if red.trained[i]:
+            u = u + b[:, i] / O(iB, i)
+        out[:, iBU, i], out[:, iU2, i] = b[:, i] * u, u * u
+    return out
+
+
+def _paths(red, Q, z):
+    """Pre-activation paths from standard normals ``z`` (N, n) at forward order parameters ``Q``."""
+    f = np.empty_like(z)
+    f[:, 0] = z[:, 0]
+    for i in range(1, red.n):
+        f[:, i] = red.a * f[:, i - 1] + red.beta * red.sigma[i] * math.sqrt(Q[i - 1]) * z[:, i]
+    return f
+
+
+# ----------------------------------------------------------------- Gaussian moments (closed forms)
+def _asin(r):
+    return np.arcsin(np.clip(r, -1.0, 1.0))
+
+
+def _e_dh(s11, s12, s22):
+    """``E[1{X1 > 0} relu(X2)]`` for a centred pair (Stein)."""
+    return (s12 / np.sqrt(s11) + np.sqrt(s22)) / (2.0 * _SQ2PI)
+
+
+def _path_moments(red, Q):
+    """The Gaussian path's covariance ``S[i, j] = Cov(f_i, f_j)``, ``Cy[k, j] = Cov(y_k, f_j)`` and
+    ``Var y_k`` at forward order parameters ``Q``."""
+    n, a = red.n, red.a
+    V = red.variances(Q)
+    i = np.arange(n)
+    lo = np.minimum.outer(i, i)
+    S = a ** np.abs(i[:, None] - i[None, :]) * V[lo]
+    vy = np.zeros(n)
+    vy[1:] = red.sigma[1:] ** 2 * Q[:-1]
+    gap = i[None, :] - i[:, None]                       # j - k
+    Cy = np.where(gap >= 0, red.beta * a ** np.maximum(gap, 0) * vy[:, None], 0.0)
+    return S, Cy, vy
+
+
+def _pair_tables(S):
+    """``E[D_i D_j]``, ``E[h_i h_j]`` and ``E[delta(f_i) h_j]`` (ReLU)."""
+    s = np.sqrt(np.diag(S))
+    r = S / np.outer(s, s)
+    np.fill_diagonal(r, 1.0)
+    DD = 0.25 + _asin(r) / (2 * np.pi)
+    hh = np.outer(s, s) * (np.sqrt(np.maximum(1 - r * r, 0.0)) + (np.pi - np.arccos(np.clip(r, -1, 1))) * r) / (2 * np.pi)
+    cond = np.maximum(np.diag(S)[None, :] - S * S / np.diag(S)[:, None], 0.0)    # Var(f_j | f_i = 0)
+    dh = np.sqrt(cond) / (_SQ2PI * _SQ2PI * s[:, None])
+    return DD, hh, dh
+
+
+def _triple_slice(S, p, DD, hh, dh):
+    """``T[q, r] = E[D_p h_q h_r]`` for all ``q, r`` (Stein on ``h_q``, then orthant probabilities and
+    conditional pairs)."""
+    n = S.shape[0]
+    d = np.diag(S)
+    sp = math.sqrt(d[p])
+    # conditional covariance given f_p = 0
+    Sc = S - np.outer(S[:, p], S[p, :]) / d[p]
+    # E[delta_p D_q h_r] = phi_p(0) E[D_q h_r | f_p = 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cq = np.diag(Sc)
+        e1 = _e_dh(cq[:, None], Sc, cq[None, :]) / (_SQ2PI * sp)
+        # E[D_p delta_q h_r] = phi_q(0) E[D_p h_r | f_q = 0]: conditional on f_q, for each q
+        Spp_q = d[p] - S[p, :] ** 2 / d                                  # Var(f_p | f_q), (q,)
+        Spr_q = S[p, None, :] - S[:, p, None] * S / d[:, None]            # Cov(f_p, f_r | f_q), (q, r)
+        Srr_q = d[None, :] - S * S / d[:, None]                           # Var(f_r | f_q), (q, r)
+        e2 = _e_dh(Spp_q[:, None], Spr_q, Srr_q) / (_SQ2PI * np.sqrt(d)[:, None])
+        s = np.sqrt(d)
+        r = S / np.outer(s, s)
+        e3 = 0.125 + (_asin(r[p, :, None]) + _asin(r[p, None, :]) + _asin(r)) / (4 * np.pi)
+    T = S[:, p, None] * e1 + d[:, None] * e2 + S * e3
+    # degenerate index patterns
+    qq = np.arange(n)
+    T[qq, qq] = S[qq, p] * dh[p, qq] + d * DD[p, qq]                      # E[D_p h_q^2]
+    T[p, :] = hh[p, :]                                                  # D_p h_p = h_p
+    T[:, p] = hh[:, p]
+    return T
+
+
+# -------------------------------------------------------------------------------- the mean map
+def mean_map(red, Om):
+    """``E phi(z; Om)``, exactly (module docstring), (K, n)."""
+    a, beta, n, sig = red.a, red.beta, red.n, red.sigma
+    Q = Om[iQ]
+    S, Cy, vy = _path_moments(red, Q)
+    if red.relu:
+        pD = 0.5
+        DD, hh, dh = _pair_tables(S)
+    else:                      # linear: D = 1, h = f (a check of the bookkeeping)
+        pD, DD, hh, dh = 1.0, np.ones((n, n)), S, np.zeros((n, n))
+    out = np.zeros((K, n))
+    out[iQ] = np.diag(S) * pD
+    # atoms: b0 (1), xi-atoms D_{j-1} xi_j (j = 1..n-1), eta_k (k = 1..n-1), g-atoms h_{j-1} then y_k
+    i = np.arange(n)
+    pw = np.where(i[None, :] > i[:, None], a ** np.maximum(i[None, :] - 1 - i[:, None], 0), 0.0)  # a^{j-1-i}, j > i
+    Bsq = np.sqrt(Om[iB])
+    kappa = np.zeros(n)
+    kappa[1:] = (Om[iY, 1:] - sig[1:] * Bsq[1:] * Om[iHX, 1:]) / Q[:-1]
+    b_b0 = a ** (n - 1 - i)
+    b_xi = pw * beta * sig * Bsq                                         # column j: atom D_{j-1} xi_j
+    b_h = pw * beta * kappa                                              # column j: atom h_{j-1}
+    b_y = np.zeros((n, n))
+    # tangent coefficients
+    xh = np.zeros(n)
+    x2p = np.zeros(n)
+    xh[1:] = Om[iXH, 1:] / Q[:-1]
+    x2p[1:] = np.maximum(Om[iX2, 1:] - Om[iXH, 1:] * xh[1:], 0.0)
+    cb = red.trained / Om[iB]
+    cb[1:] += beta * sig[1:] * ((Om[iXI, 1:] - Om[iHX, 1:] * xh[1:]) / Bsq[1:]
+                                - np.sqrt(x2p[1:]) * Om[iBE, 1:] / Om[iB, 1:])
+    cy = beta * xh
+    ce = beta * sig * np.sqrt(x2p)
+    ce[0] = cy[0] = 0.0
+    Tl = np.where(i[:, None] >= i[None, :], a ** np.maximum(i[:, None] - i[None, :], 0), 0.0)   # a^{i-k}, k <= i
+    TC = Tl * cb[None, :]
+    u_b0 = TC @ b_b0
+    u_xi = TC @ b_xi
+    u_h = TC @ b_h
+    u_y = Tl * cy[None, :]
+    u_e = Tl * ce[None, :]
+    # Gram of the g-atoms: index j-1 for h_{j-1} (columns j = 1..n-1 of b_h), k for y_k
+    Ghh = np.zeros((n, n))
+    Ghh[1:, 1:] = hh[:-1, :-1]
+    Ghy = np.zeros((n, n))
+    Ghy[1:, :] = Cy.T[:-1, :] * pD                                         # E[h_{j-1} y_k]
+    Gyy = np.diag(vy)
+
+    def gram(xh_, xy_, zh_, zy_):
+        return (np.einsum("ij,jk,ik->i", xh_, Ghh, zh_) + np.einsum("ij,jk,ik->i", xh_, Ghy, zy_)
+                + np.einsum("ij,kj,ik->i", xy_, Ghy, zh_) + np.einsum("ij,jk,ik->i", xy_, Gyy, zy_))
+
+    out[iY] = np.einsum("ij,ji->i", b_h, Ghy)                           # E[y_i b_i]: h atoms only
+    out[iB] = b_b0 ** 2 + pD * (b_xi ** 2).sum(1) + gram(b_h, b_y, b_h, b_y)
+    out[iBU] = b_b0 * u_b0 + pD * (b_xi * u_xi).sum(1) + gram(b_h, b_y, u_h, u_y)
+    out[iU2] = u_b0 ** 2 + pD * (u_xi ** 2).sum(1) + (u_e ** 2).sum(1) + gram(u_h, u_y, u_h, u_y)
+    for l in range(1, n):                                               # x = D_{l-1} u_{l-1}
+        p = l - 1
+        ch, cyv = u_h[p], u_y[p]
+        out[iXH, l] = ch @ Ghh[:, p + 1] + cyv @ Ghy[p + 1, :]          # E[u h_{l-1}]
+        out[iXI, l] = pD * u_xi[p, l]                                   # E[xi_l D_{l-1} u]
+        Tq = np.zeros((n, n))
+        Tq[1:, 1:] = (_triple_slice(S, p, DD, hh, dh) if red.relu else S)[:-1, :-1]                   # E[D_p h_{j-1} h_{j'-1}]
+        Thy = np.zeros((n, n))
+        Thy[1:, :] = (Cy[:, p][None, :] * dh[p, :-1, None] + Cy.T[:-1, :] * DD[p, :-1, None])   # E[D_p h_{j-1} y_k]
+        out[iX2, l] = (pD * u_b0[p] ** 2 + (u_xi[p] ** 2 * np.r_[0.0, DD[p, :-1]]).sum()
+                       + pD * (u_e[p] ** 2).sum()
+                       + ch @ Tq @ ch + 2 * ch @ Thy @ cyv + pD * (cyv ** 2 * vy).sum())
+    return out
+
+
+# ------------------------------------------------------------------------ the 1/m expansion
+def _used(n):
+    """Order parameters that some layer reads (the rest are kept at 0 and out of the expansion)."""
+    used = np.ones((K, n), bool)
+    used[iQ, n - 1] = False
+    used[[iY, iHX, iXH, iXI, iX2, iBE], 0] = False
+    return used
+
+
+def mean_field(red):
+    """The width limit's order parameters ``Omega*``: the fixed point of :func:`mean_map` (causal,
+    so the iteration stops after at most ``3 n`` sweeps)."""
+    Om = np.ones((K, red.n))
+    Om[[iY, iHX, iXH, iXI, iBE]] = 0.0
+    for _ in range(3 * red.n + 3):
+        new = mean_map(red, Om)
+        if np.array_equal(new, Om):
+            break
+        Om = new
+    return new
+
+
+def _jacobian(red, Om, used, rel=1e-5):
+    """``d mean_map / d Omega`` at ``Om`` on the used entries (central differences of a smooth map)."""
+    n, uf = red.n, used.ravel()
+    d = K * n
+    J = np.zeros((d, d))
+    for k in np.flatnonzero(uf):
+        e = np.zeros(d)
+        e[k] = rel * max(abs(Om.ravel()[k]), 1e-2)
+        J[:, k] = (mean_map(red, Om + e.reshape(K, n)) - mean_map(red, Om - e.reshape(K, n))).ravel() / (2 * e[k])
+    J[~uf] = 0.0
+    return J
+
+
+def _second(red, Om, C, rel=2e-2):
+    """``Phi''[C] = sum_ab C_ab d^2 mean_map / dOmega_a dOmega_b``: second differences along the
+    eigenvectors of ``C`` (steps ``rel`` and ``2 rel`` of each entry's size, Richardson-combined:
+    ``mean_map`` spans orders of magnitude, so small steps drown in round-off and large ones carry
+    an ``O(step^2)`` error of a few percent)."""
+    lam, U = np.linalg.eigh(C)
+    scale = np.maximum(np.maximum(np.abs(Om.ravel()), np.sqrt(np.abs(np.diag(C)))), 1e-12)
+    base = mean_map(red, Om)
+    H = np.zeros_like(Om)
+    for k in np.flatnonzero(np.abs(lam) > 1e-12 * np.abs(lam).max()):
+        u = (U[:, k] * rel / np.abs(U[:, k] / scale).max()).reshape(Om.shape)
+        h1 = (mean_map(red, Om + u) + mean_map(red, Om - u) - 2 * base) / (u ** 2).sum()
+        h2 = (mean_map(red, Om + 2 * u) + mean_map(red, Om - 2 * u) - 2 * base) / (4 * (u ** 2).sum())
+        H += lam[k] * (4 * h1 - h2) / 3
+    return H
+
+
+def _cos_expansion(Om, bias, C):
+    """``grad G . bias + tr(G'' C) / 2`` per layer for ``G = <b u> / sqrt(<b^2> <u^2>)``."""
+    n = Om.shape[1]
+    BU, B, U2 = Om[iBU], Om[iB], Om[iU2]
+    out = np.full(n, np.nan)
+    for i in np.flatnonzero(U2 > 0):
+        ks = [iBU * n + i, iB * n + i, iU2 * n + i]
+        g0 = BU[i] / math.sqrt(B[i] * U2[i])
+        grad = np.array([1 / math.sqrt(B[i] * U2[i]), -0.5 * g0 / B[i], -0.5 * g0 / U2[i]])
+        b, rx, rz = BU[i], 1 / math.sqrt(B[i]), 1 / math.sqrt(U2[i])
+        hess = np.array([[0.0, -0.5 * rx ** 3 * rz, -0.5 * rx * rz ** 3],
+                         [-0.5 * rx ** 3 * rz, 0.75 * b * rx ** 5 * rz, 0.25 * b * rx ** 3 * rz ** 3],
+                         [-0.5 * rx * rz ** 3, 0.25 * b * rx ** 3 * rz ** 3, 0.75 * b * rx * rz ** 5]])
+        out[i] = grad @ bias[ks] + 0.5 * np.sum(hess * C[np.ix_(ks, ks)])
+    return out
+
+
+def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000):
+    """The ``1/m`` coefficient of ``E cos(theta_l)`` of the reduced network, (mean, se) per layer.
+
+    With ``Phi = mean_map``, ``J = Phi'(Omega*)``, ``A = (I - J)^-1`` and ``v(z) = A (phi(z) -
+    Omega*)`` a neuron's influence on the order parameters, the empirical order parameters are
+    ``Omega* + delta`` with ``m E delta = A (SR + Phi''[C] / 2)``, ``m Cov delta = C = A Sigma A^T``
+    (``Sigma = Cov phi``), ``SR = d/dt E_z phi(z; Omega* + t v(z))``, and
+
+        c1 = grad G . A (SR + Phi''[C] / 2) + tr(G'' C) / 2.
+
+    ``Omega*``, ``J`` and ``Phi''`` are exact (``mean_map``). ``Sigma`` and ``SR`` are averages
+    over probe neurons; in ``SR`` the neuron's own forward influence moves its path: by Gaussian
+    integration by parts that is the weight ``sum_j v_{Q_j}(z) (z_{j+1}^2 - 1) / (2 Q_j)`` (the
+    score of its path's law; ``v_{Q_j}`` depends on the path up to layer ``j`` only), so no mask
+    jump is differentiated. The probes come in ``batches``; the scatter of the batches' ``c1``
+    gives the standard error."""
+    n = red.n
+    used = _used(n)
+    uf = used.ravel()
+    d = K * n
+    Om = mean_field(red)
+    J = _jacobian(red, Om, used)
+    A = np.linalg.inv(np.eye(d) - J)
+    scale = np.maximum(np.abs(Om.ravel()), 1e-2)
+    rng = np.random.default_rng(seed)
+    per = probes // batches
+    out = []
+    for _ in range(batches):
+        S2, SR, got = np.zeros((d, d)), np.zeros(d), 0
+        while got < per:
+            N = min(chunk, per - got)
+            z = rng.standard_normal((N, n))
+            xi, eta, b0 = rng.standard_normal((N, n)), rng.standard_normal((N, n)), rng.standard_normal(N)
+            f = _paths(red, Om[iQ], z)
+            D = (f > 0).astype(float) if red.relu else np.ones_like(f)
+            dev = _particle_map(red, f, xi, eta, b0, Om, D).reshape(N, d) - Om.ravel()
+            dev[:, ~uf] = 0.0
+            S2 += dev.T @ dev
+            v = dev @ A.T
+            st = 1e-4 / max(np.abs(v / scale).max(), 1e-300)
+            V = v.reshape(N, K, n)
+            up = _particle_map(red, f, xi, eta, b0, Om + st * V, D)
+            dn = _particle_map(red, f, xi, eta, b0, Om - st * V, D)
+            SR += ((up - dn) / (2 * st)).reshape(N, d).sum(0)
+            score = (V[:, iQ, :n - 1] * (z[:, 1:] ** 2 - 1) / (2 * Om[iQ, :n - 1])).sum(1)
+            SR += (dev * score[:, None]).sum(0)          # E[phi w S] = E[(phi - Omega*) w S] (E[w S] = 0)
+            got += N
+        C = A @ (S2 / per) @ A.T
+        SRb = SR / per * uf
+        H = _second(red, Om, C * np.outer(uf, uf))
+        bias = A @ (SRb + 0.5 * H.ravel() * uf)
+        out.append(_cos_expansion(Om, bias, C))
+    out = np.array(out)
+    return out.mean(0), out.std(0, ddof=1) / math.sqrt(batches)

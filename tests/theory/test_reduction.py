@@ -1,0 +1,78 @@
+"""rmtalign/theory/_reduction.py: the exact reduction of a Gaussian ReLU ResNet and the 1/m expansion
+built on it.
+
+The exact mean map against the plain per-neuron map averaged over particles (at order parameters
+off the fixed point, so that every term is exercised), its fixed point against theory.bfa, and the
+expansion's c1 against the linear chain's exact c1 (theory.finite_width), where the two routes are
+independent."""
+import math
+
+import numpy as np
+import pytest
+
+from rmtalign import theory as T
+from rmtalign.families import ResNet
+from rmtalign.theory import _reduction as R
+
+
+def _particle_mean(red, Om, n_particles, chunks, seed):
+    """Mean and standard error of ``_particle_map`` over independent neurons at ``Om``."""
+    rng = np.random.default_rng(seed)
+    n, means = red.n, []
+    for _ in range(chunks):
+        z = rng.standard_normal((n_particles, n))
+        f = R._paths(red, Om[R.iQ], z)
+        xi, eta = rng.standard_normal((n_particles, n)), rng.standard_normal((n_particles, n))
+        means.append(R._particle_map(red, f, xi, eta, rng.standard_normal(n_particles), Om).mean(0))
+    means = np.array(means)
+    return means.mean(0), means.std(0, ddof=1) / math.sqrt(chunks)
+
+
+@pytest.mark.parametrize("activation", ["relu", "linear"])
+def test_mean_field_is_the_width_limit(activation):
+    for fam in (ResNet.scaled(12, 64, 2.0, activation=activation),
+                ResNet(10, 64, 0.4, skip_scale=0.8, hidden_std=1.3 / math.sqrt(64), activation=activation,
+                       trained=(3, 5, 6, 9))):
+        Om = R.mean_field(R.Reduction.of(fam))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = Om[R.iBU] / np.sqrt(Om[R.iB] * Om[R.iU2])
+        lim = T.bfa(fam).cos
+        ok = np.isfinite(lim)
+        assert np.array_equal(np.isfinite(cos), ok)
+        np.testing.assert_allclose(cos[ok], lim[ok], rtol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["relu", "linear"])
+def test_mean_map_against_particles(activation):
+    red = R.Reduction.of(ResNet.scaled(7, 64, 2.0, activation=activation))
+    rng = np.random.default_rng(0)
+    Om = R.mean_field(red) * (1 + 0.2 * rng.standard_normal((R.K, red.n)))
+    # the terms that vanish at the fixed point (rank-one forward terms, their cross moments)
+    Om[[R.iY, R.iHX, R.iBE]] = 0.3 * rng.standard_normal((3, red.n))
+    Om[R.iXH] = 0.3 * np.sqrt(Om[R.iQ]) * rng.standard_normal(red.n)
+    exact = R.mean_map(red, Om)
+    mc, se = _particle_mean(red, Om, 100_000, 12, seed=1)
+    used = se > 0
+    z = (exact - mc)[used] / se[used]
+    assert np.abs(z).max() < 5.0, np.abs(z).max()
+    assert np.array_equal(exact[~used], mc[~used])      # unused entries: 0 in both
+
+
+def test_c1_against_the_linear_chain():
+    fam = ResNet.scaled(8, 64, 2.0, activation="linear")
+    c1, se = R.c1_expansion(R.Reduction.of(fam), probes=200_000, batches=8, seed=3)
+    exact = T.finite_width(fam).c1
+    ok = np.isfinite(exact)
+    assert np.array_equal(np.isfinite(c1), ok)
+    z = (c1[ok] - exact[ok]) / np.maximum(se[ok], 1e-4)
+    assert np.abs(z).max() < 4.5, z            # 8 batches: t with 7 degrees of freedom
+    assert np.ptp(exact[ok]) > 10 * se[ok].max()          # the check resolves its shape
+
+
+def test_c1_relu_first_trained_layer_and_sign():
+    """``cos = 1`` at the first trained layer at every width, so ``c1 = 0`` there; deeper, the
+    network is more aligned than its width limit (``c1 > 0``)."""
+    red = R.Reduction.of(ResNet.scaled(8, 64, 2.0))
+    c1, se = R.c1_expansion(red, probes=100_000, batches=8, seed=4)
+    assert abs(c1[1]) < 1e-3
+    assert np.all(c1[3:] - 3 * se[3:] > 0), (c1, se)
