@@ -20,6 +20,9 @@ chain of the same ``a``, ``beta``, ``m s^2 / 2`` gives; and ``c1`` against ``wid
 weights (an exact per-neuron representation, no matrices), which masks carry the excess, their
 1/m coefficient (fitted, and computed as the second von Mises variation) against
 ``width_limit``'s, and the exact reduction with the network's own masks up to m = 1024.
+``--relu-c1 FILE.json ...``: ReLU ResNets against ``bfa + c1/m``, ``c1`` computed by
+``scripts/relu_resnet_c1.py --out FILE.json`` (the order-parameter expansion of the exact
+reduction), at the ``--resnet`` grid points of that depth and ``c``.
 ``--moments``: the BFK's expected spectral
 moments ``m1, m2`` (MLPs and linear ResNets) against the dense sampler's, with the sampled medians.
 ``--plot``: ``docs/img/finite_width.png``.
@@ -27,7 +30,8 @@ moments ``m1, m2`` (MLPs and linear ResNets) against the dense sampler's, with t
 Sampled means are cached as JSON in ``--out`` (default ``/tmp/rmtalign_finite``), so the report
 can be rerun without resampling. Usage::
 
-    .venv/bin/python scripts/finite_width_validate.py [--resnet | --relu-probe | --moments | --plot] [--quick] [--sample-only] [--out DIR]
+    .venv/bin/python scripts/finite_width_validate.py [--resnet | --relu-probe | --relu-c1 FILE.json ... | --moments | --plot]
+                                                      [--quick] [--sample-only] [--out DIR]
 """
 import json
 import math
@@ -704,6 +708,36 @@ def moments_grid():
                       flush=True)
 
 
+def relu_c1(files):
+    """ReLU ResNets: the first-order prediction ``bfa + c1/m``, ``c1`` from
+    ``scripts/relu_resnet_c1.py --out FILE`` (one file per depth and ``c``), against the sampled
+    means of ``--resnet`` (same draws, cached) at every grid point of that depth and ``c``."""
+    print("\n| c | m | L | L/m | v | sampled | width limit | c1 (± se) | bfa + c1/m | err limit | err first "
+          "order | z limit | z first order |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for name in files:
+        with open(name) as fh:
+            d = json.load(fh)
+        c1, c1_se = np.array(d["c1"]), np.array(d["se"])
+        for c, act, m, n, depths, *weights in RESNET:
+            if act != d["activation"] or c != d["c"] or d["depth"] not in depths or weights:
+                continue
+            L = d["depth"]
+            fam = ResNet.scaled(L, m, c, activation=act)
+            mean, sem = resnet_sampled(fam, n)
+            lim = T.bfa(fam).cos
+            for v in (L // 2, L - 1):
+                j = v - 1
+                pred = lim[j] + c1[j] / m
+                el, ef = lim[j] - mean[j], pred - mean[j]
+                rows.append((m, L, L / m, v, el / sem[j], ef / sem[j], el, ef))
+                print(f"| {c:g} | {m} | {L} | {L / m:g} | {v} | {mean[j]:.4f} ± {sem[j]:.4f} | {lim[j]:.4f} | "
+                      f"{c1[j]:.3f} ± {c1_se[j]:.3f} | {pred:.4f} | {el:+.4f} | {ef:+.4f} | "
+                      f"{el / sem[j]:+.2f} | {ef / sem[j]:+.2f} |", flush=True)
+    return rows
+
+
 def summary(rows, name):
     sel = [r for r in rows if r[2] >= 0.5]
     if not sel:
@@ -724,6 +758,9 @@ if __name__ == "__main__":
         moments_grid()
     elif "--relu-probe" in sys.argv:
         relu_probe()
+    elif "--relu-c1" in sys.argv:
+        summary(relu_c1([f for f in sys.argv[sys.argv.index("--relu-c1") + 1:] if not f.startswith("--")]),
+                "ReLU ResNets (first order)")
     elif "--resnet" in sys.argv:
         resnet_coefficient()
         summary(resnet_grid(), "linear ResNets")

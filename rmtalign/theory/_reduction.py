@@ -191,18 +191,50 @@ def _triple_slice(S, p, DD, hh, dh):
 
 
 # -------------------------------------------------------------------------------- the mean map
-def mean_map(red, Om):
-    """``E phi(z; Om)``, exactly (module docstring), (K, n)."""
-    a, beta, n, sig = red.a, red.beta, red.n, red.sigma
-    Q = Om[iQ]
+@dataclass(frozen=True)
+class _PathTables:
+    """The Gaussian path's moments at forward order parameters ``Q`` (all that ``Q`` sets)."""
+    S: np.ndarray        # Cov(f_i, f_j)
+    Cy: np.ndarray       # Cov(y_k, f_j)
+    vy: np.ndarray       # Var y_k
+    pD: float            # E[D]
+    DD: np.ndarray       # E[D_i D_j]
+    Ghh: np.ndarray      # E[h_{j-1} h_{j'-1}] (index j = 1 .. n-1 of the b-coefficients; row/col 0 unused)
+    Ghy: np.ndarray      # E[h_{j-1} y_k]
+    T: np.ndarray        # T[p, j, j'] = E[D_p h_{j-1} h_{j'-1}], p = 0 .. n-2
+    Thy: np.ndarray      # Thy[p, j, k] = E[D_p h_{j-1} y_k]
+
+
+def _path_tables(red, Q):
+    n = red.n
     S, Cy, vy = _path_moments(red, Q)
     if red.relu:
         pD = 0.5
         DD, hh, dh = _pair_tables(S)
     else:                      # linear: D = 1, h = f (a check of the bookkeeping)
         pD, DD, hh, dh = 1.0, np.ones((n, n)), S, np.zeros((n, n))
+    Ghh = np.zeros((n, n))
+    Ghh[1:, 1:] = hh[:-1, :-1]
+    Ghy = np.zeros((n, n))
+    Ghy[1:, :] = Cy.T[:-1, :] * pD
+    T = np.zeros((n - 1, n, n))
+    Thy = np.zeros((n - 1, n, n))
+    for p in range(n - 1):
+        T[p, 1:, 1:] = (_triple_slice(S, p, DD, hh, dh) if red.relu else S)[:-1, :-1]
+        # Stein on y_k: E[D_p h_q y_k] = Cov(y_k, f_p) E[delta_p h_q] + Cov(y_k, f_q) E[D_p D_q]
+        Thy[p, 1:, :] = Cy[:, p][None, :] * dh[p, :-1, None] + Cy.T[:-1, :] * DD[p, :-1, None]
+    return _PathTables(S, Cy, vy, pD, DD, Ghh, Ghy, T, Thy)
+
+
+def mean_map(red, Om, tables=None):
+    """``E phi(z; Om)``, exactly (module docstring), (K, n). ``tables``: the path's moments at
+    ``Om[Q]`` if already computed (they cost O(n^3); the rest O(n^3) in matrix products)."""
+    a, beta, n, sig = red.a, red.beta, red.n, red.sigma
+    Q = Om[iQ]
+    t = _path_tables(red, Q) if tables is None else tables
+    pD = t.pD
     out = np.zeros((K, n))
-    out[iQ] = np.diag(S) * pD
+    out[iQ] = np.diag(t.S) * pD
     # atoms: b0 (1), xi-atoms D_{j-1} xi_j (j = 1..n-1), eta_k (k = 1..n-1), g-atoms h_{j-1} then y_k
     i = np.arange(n)
     pw = np.where(i[None, :] > i[:, None], a ** np.maximum(i[None, :] - 1 - i[:, None], 0), 0.0)  # a^{j-1-i}, j > i
@@ -212,7 +244,6 @@ def mean_map(red, Om):
     b_b0 = a ** (n - 1 - i)
     b_xi = pw * beta * sig * Bsq                                         # column j: atom D_{j-1} xi_j
     b_h = pw * beta * kappa                                              # column j: atom h_{j-1}
-    b_y = np.zeros((n, n))
     # tangent coefficients
     xh = np.zeros(n)
     x2p = np.zeros(n)
@@ -231,33 +262,27 @@ def mean_map(red, Om):
     u_h = TC @ b_h
     u_y = Tl * cy[None, :]
     u_e = Tl * ce[None, :]
-    # Gram of the g-atoms: index j-1 for h_{j-1} (columns j = 1..n-1 of b_h), k for y_k
-    Ghh = np.zeros((n, n))
-    Ghh[1:, 1:] = hh[:-1, :-1]
-    Ghy = np.zeros((n, n))
-    Ghy[1:, :] = Cy.T[:-1, :] * pD                                         # E[h_{j-1} y_k]
-    Gyy = np.diag(vy)
+    Ghh, Ghy = t.Ghh, t.Ghy
 
-    def gram(xh_, xy_, zh_, zy_):
-        return (np.einsum("ij,jk,ik->i", xh_, Ghh, zh_) + np.einsum("ij,jk,ik->i", xh_, Ghy, zy_)
-                + np.einsum("ij,kj,ik->i", xy_, Ghy, zh_) + np.einsum("ij,jk,ik->i", xy_, Gyy, zy_))
+    def gram(xh_, zh_, zy_=None):            # E[X Z], X = xh_ . h, Z = zh_ . h + zy_ . y
+        g = ((xh_ @ Ghh) * zh_).sum(1)
+        return g if zy_ is None else g + ((xh_ @ Ghy) * zy_).sum(1)
 
     out[iY] = np.einsum("ij,ji->i", b_h, Ghy)                           # E[y_i b_i]: h atoms only
-    out[iB] = b_b0 ** 2 + pD * (b_xi ** 2).sum(1) + gram(b_h, b_y, b_h, b_y)
-    out[iBU] = b_b0 * u_b0 + pD * (b_xi * u_xi).sum(1) + gram(b_h, b_y, u_h, u_y)
-    out[iU2] = u_b0 ** 2 + pD * (u_xi ** 2).sum(1) + (u_e ** 2).sum(1) + gram(u_h, u_y, u_h, u_y)
-    for l in range(1, n):                                               # x = D_{l-1} u_{l-1}
-        p = l - 1
-        ch, cyv = u_h[p], u_y[p]
-        out[iXH, l] = ch @ Ghh[:, p + 1] + cyv @ Ghy[p + 1, :]          # E[u h_{l-1}]
-        out[iXI, l] = pD * u_xi[p, l]                                   # E[xi_l D_{l-1} u]
-        Tq = np.zeros((n, n))
-        Tq[1:, 1:] = (_triple_slice(S, p, DD, hh, dh) if red.relu else S)[:-1, :-1]                   # E[D_p h_{j-1} h_{j'-1}]
-        Thy = np.zeros((n, n))
-        Thy[1:, :] = (Cy[:, p][None, :] * dh[p, :-1, None] + Cy.T[:-1, :] * DD[p, :-1, None])   # E[D_p h_{j-1} y_k]
-        out[iX2, l] = (pD * u_b0[p] ** 2 + (u_xi[p] ** 2 * np.r_[0.0, DD[p, :-1]]).sum()
-                       + pD * (u_e[p] ** 2).sum()
-                       + ch @ Tq @ ch + 2 * ch @ Thy @ cyv + pD * (cyv ** 2 * vy).sum())
+    out[iB] = b_b0 ** 2 + pD * (b_xi ** 2).sum(1) + gram(b_h, b_h)
+    out[iBU] = b_b0 * u_b0 + pD * (b_xi * u_xi).sum(1) + gram(b_h, u_h, u_y)
+    out[iU2] = (u_b0 ** 2 + pD * (u_xi ** 2).sum(1) + (u_e ** 2).sum(1) + gram(u_h, u_h, 2 * u_y)
+                + (u_y ** 2 * t.vy).sum(1))
+    # x = D_{l-1} u_{l-1}, l = 1 .. n-1 (p = l - 1)
+    ch, cyv, l = u_h[:-1], u_y[:-1], np.arange(1, n)
+    out[iXH, 1:] = (ch * Ghh[:, 1:].T).sum(1) + (cyv * Ghy[1:, :]).sum(1)       # E[u_p h_p]
+    out[iXI, 1:] = pD * u_xi[l - 1, l]                                           # E[xi_l D_p u_p]
+    DDj = np.zeros((n - 1, n))
+    DDj[:, 1:] = t.DD[:-1, :-1]                                                  # E[D_p D_{j-1}]
+    out[iX2, 1:] = (pD * u_b0[:-1] ** 2 + (u_xi[:-1] ** 2 * DDj).sum(1) + pD * (u_e[:-1] ** 2).sum(1)
+                    + (np.matmul(ch[:, None, :], t.T)[:, 0] * ch).sum(1)
+                    + 2 * (np.matmul(ch[:, None, :], t.Thy)[:, 0] * cyv).sum(1)
+                    + pD * (cyv ** 2 * t.vy).sum(1))
     return out
 
 
@@ -284,32 +309,76 @@ def mean_field(red):
 
 
 def _jacobian(red, Om, used, rel=1e-5):
-    """``d mean_map / d Omega`` at ``Om`` on the used entries (central differences of a smooth map)."""
+    """``d mean_map / d Omega`` at ``Om`` on the used entries (central differences of a smooth map;
+    the path's tables are shared by every column but the forward ones)."""
     n, uf = red.n, used.ravel()
     d = K * n
+    base = _path_tables(red, Om[iQ])
     J = np.zeros((d, d))
     for k in np.flatnonzero(uf):
         e = np.zeros(d)
         e[k] = rel * max(abs(Om.ravel()[k]), 1e-2)
-        J[:, k] = (mean_map(red, Om + e.reshape(K, n)) - mean_map(red, Om - e.reshape(K, n))).ravel() / (2 * e[k])
+        e = e.reshape(K, n)
+        tp, tm = (None, None) if k < n else (base, base)       # k < n: a forward order parameter
+        J[:, k] = (mean_map(red, Om + e, tp) - mean_map(red, Om - e, tm)).ravel() / (2 * e.ravel()[k])
     J[~uf] = 0.0
     return J
 
 
-def _second(red, Om, C, rel=2e-2):
-    """``Phi''[C] = sum_ab C_ab d^2 mean_map / dOmega_a dOmega_b``: second differences along the
-    eigenvectors of ``C`` (steps ``rel`` and ``2 rel`` of each entry's size, Richardson-combined:
-    ``mean_map`` spans orders of magnitude, so small steps drown in round-off and large ones carry
-    an ``O(step^2)`` error of a few percent)."""
-    lam, U = np.linalg.eigh(C)
+def _second_along(red, Om, u, base, tables=None):
+    """``d^2/dt^2 mean_map(Om + t u)`` at 0 (steps ``u`` and ``2 u``, Richardson-combined)."""
+    def at(x):
+        return mean_map(red, Om + x, None if tables is None else tables)
+    h1 = at(u) + at(-u) - 2 * base
+    h2 = at(2 * u) + at(-2 * u) - 2 * base
+    return (16 * h1 - h2) / 12
+
+
+def _second(red, Om, C, rel=1e-2):
+    """``Phi''[C] = sum_ab C_ab d^2 mean_map / dOmega_a dOmega_b``, by second differences (steps
+    ``rel`` and ``2 rel`` of each entry's size, Richardson-combined: ``mean_map`` spans orders of
+    magnitude, so small steps drown in round-off and large ones carry an ``O(step^2)`` error of a
+    few percent). ``C`` is split into blocks so that the path's tables (the O(n^3) part) are
+    recomputed only along the forward directions: the non-forward block along its eigenvectors
+    (tables fixed), the forward block along its own, and each forward ``Q_q`` against the
+    non-forward direction ``rho_q = C[q, R]`` by a mixed central difference."""
+    n = red.n
+    d = K * n
     scale = np.maximum(np.maximum(np.abs(Om.ravel()), np.sqrt(np.abs(np.diag(C)))), 1e-12)
-    base = mean_map(red, Om)
+    isQ = np.arange(d) < n
+    base_t = _path_tables(red, Om[iQ])
+    base = mean_map(red, Om, base_t)
     H = np.zeros_like(Om)
-    for k in np.flatnonzero(np.abs(lam) > 1e-12 * np.abs(lam).max()):
-        u = (U[:, k] * rel / np.abs(U[:, k] / scale).max()).reshape(Om.shape)
-        h1 = (mean_map(red, Om + u) + mean_map(red, Om - u) - 2 * base) / (u ** 2).sum()
-        h2 = (mean_map(red, Om + 2 * u) + mean_map(red, Om - 2 * u) - 2 * base) / (4 * (u ** 2).sum())
-        H += lam[k] * (4 * h1 - h2) / 3
+
+    def eig_block(mask, tables):
+        nonlocal H
+        sub = C[np.ix_(mask, mask)]
+        if not sub.any():
+            return
+        lam, U = np.linalg.eigh(sub)
+        for k in np.flatnonzero(np.abs(lam) > 1e-12 * np.abs(lam).max()):
+            u = np.zeros(d)
+            u[mask] = U[:, k]
+            u *= rel / np.abs(u / scale).max()
+            H += lam[k] * _second_along(red, Om, u.reshape(K, n), base, tables) / (u ** 2).sum()
+
+    eig_block(~isQ, base_t)
+    eig_block(isQ, None)
+    for q in np.flatnonzero(isQ):
+        rho = np.where(isQ, 0.0, C[q])
+        if not rho.any():
+            continue
+        sr = rel / np.abs(rho / scale).max()                    # a step along rho of size rel
+        r = (rho * sr).reshape(K, n)
+        mixed = []
+        for j in (1, 2):                                        # Richardson in the two steps
+            eq = np.zeros((K, n))
+            eq[iQ, q] = j * rel * scale[q]
+            tp, tm = _path_tables(red, (Om + eq)[iQ]), _path_tables(red, (Om - eq)[iQ])
+            mixed.append((mean_map(red, Om + eq + j * r, tp) - mean_map(red, Om + eq - j * r, tp)
+                          - mean_map(red, Om - eq + j * r, tm) + mean_map(red, Om - eq - j * r, tm))
+                         / (4 * eq[iQ, q] * j * sr))
+        H += 2 * (4 * mixed[0] - mixed[1]) / 3                   # C[q, R] and C[R, q]
     return H
 
 

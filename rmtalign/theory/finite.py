@@ -169,9 +169,9 @@ reduces exactly to independent neurons coupled through averages, whose ``1/m`` c
 computable (the second von Mises variation of the width limit); the network's own masks more
 than halve it at the output. An exact reduction that keeps that dependence reproduces the
 network (``scripts/finite_width_validate.py --relu-probe``), and its order-parameter expansion
-gives the network's ``c1``, so far as a Monte Carlo estimate at O(L^2) cost
-(``scripts/relu_resnet_c1.py``); a library formula needs its averages over the pre-activation
-paths in closed form (``docs/finite_width.md``).
+gives the network's ``c1`` (:mod:`rmtalign.theory._reduction`: the mean map and its derivatives
+exact, the neuron covariances averaged over probe neurons; ``scripts/relu_resnet_c1.py``). At
+O(L^4) it is not yet fast enough for ``finite_width`` (``docs/finite_width.md``).
 """
 from __future__ import annotations
 
