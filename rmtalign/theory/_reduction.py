@@ -334,19 +334,24 @@ def _second_along(red, Om, u, base, tables=None):
     return (16 * h1 - h2) / 12
 
 
-def _second(red, Om, C, rel=1e-2):
+def _second(red, Om, C, rel=1e-2, cache=None):
     """``Phi''[C] = sum_ab C_ab d^2 mean_map / dOmega_a dOmega_b``, by second differences (steps
     ``rel`` and ``2 rel`` of each entry's size, Richardson-combined: ``mean_map`` spans orders of
     magnitude, so small steps drown in round-off and large ones carry an ``O(step^2)`` error of a
     few percent). ``C`` is split into blocks so that the path's tables (the O(n^3) part) are
     recomputed only along the forward directions: the non-forward block along its eigenvectors
     (tables fixed), the forward block along its own, and each forward ``Q_q`` against the
-    non-forward direction ``rho_q = C[q, R]`` by a mixed central difference."""
+    non-forward direction ``rho_q = C[q, R]`` by a mixed central difference. ``cache`` (a dict,
+    reused across calls with the same ``Om`` and forward block ``C[Q, Q]``) keeps the shifted
+    tables and the forward block's contribution."""
+    cache = {} if cache is None else cache
     n = red.n
     d = K * n
     scale = np.maximum(np.maximum(np.abs(Om.ravel()), np.sqrt(np.abs(np.diag(C)))), 1e-12)
     isQ = np.arange(d) < n
-    base_t = _path_tables(red, Om[iQ])
+    if "base" not in cache:
+        cache["base"] = _path_tables(red, Om[iQ])
+    base_t = cache["base"]
     base = mean_map(red, Om, base_t)
     H = np.zeros_like(Om)
 
@@ -363,7 +368,12 @@ def _second(red, Om, C, rel=1e-2):
             H += lam[k] * _second_along(red, Om, u.reshape(K, n), base, tables) / (u ** 2).sum()
 
     eig_block(~isQ, base_t)
-    eig_block(isQ, None)
+    if "QQ" not in cache:
+        H0 = H.copy()
+        eig_block(isQ, None)
+        cache["QQ"] = H - H0
+    else:
+        H += cache["QQ"]
     for q in np.flatnonzero(isQ):
         rho = np.where(isQ, 0.0, C[q])
         if not rho.any():
@@ -374,7 +384,9 @@ def _second(red, Om, C, rel=1e-2):
         for j in (1, 2):                                        # Richardson in the two steps
             eq = np.zeros((K, n))
             eq[iQ, q] = j * rel * scale[q]
-            tp, tm = _path_tables(red, (Om + eq)[iQ]), _path_tables(red, (Om - eq)[iQ])
+            if (q, j) not in cache:
+                cache[q, j] = _path_tables(red, (Om + eq)[iQ]), _path_tables(red, (Om - eq)[iQ])
+            tp, tm = cache[q, j]
             mixed.append((mean_map(red, Om + eq + j * r, tp) - mean_map(red, Om + eq - j * r, tp)
                           - mean_map(red, Om - eq + j * r, tm) + mean_map(red, Om - eq - j * r, tm))
                          / (4 * eq[iQ, q] * j * sr))
@@ -399,6 +411,21 @@ def _cos_expansion(Om, bias, C):
     return out
 
 
+def _forward_cov(red, Q):
+    """``Cov(h_i^2, h_j^2)`` of one neuron, exactly: ``E[relu(X)^2 relu(Y)^2] = s_x^2 s_y^2 (3 sin t
+    cos t + (pi - t)(1 + 2 cos^2 t)) / (2 pi)``, ``cos t`` the correlation (arc-cosine kernel of
+    degree 2); linear: ``2 Cov(f_i, f_j)^2``."""
+    S = _path_moments(red, Q)[0]
+    if not red.relu:
+        return 2 * S * S
+    s = np.sqrt(np.diag(S))
+    r = np.clip(S / np.outer(s, s), -1.0, 1.0)
+    np.fill_diagonal(r, 1.0)
+    t = np.arccos(r)
+    e4 = np.outer(s, s) ** 2 * (3 * np.sin(t) * r + (np.pi - t) * (1 + 2 * r * r)) / (2 * np.pi)
+    return e4 - np.outer(np.diag(S), np.diag(S)) / 4
+
+
 def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000):
     """The ``1/m`` coefficient of ``E cos(theta_l)`` of the reduced network, (mean, se) per layer.
 
@@ -409,8 +436,8 @@ def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000):
 
         c1 = grad G . A (SR + Phi''[C] / 2) + tr(G'' C) / 2.
 
-    ``Omega*``, ``J`` and ``Phi''`` are exact (``mean_map``). ``Sigma`` and ``SR`` are averages
-    over probe neurons; in ``SR`` the neuron's own forward influence moves its path: by Gaussian
+    ``Omega*``, ``J``, ``Phi''`` and the forward block of ``Sigma`` are exact (``mean_map``,
+    :func:`_forward_cov`). The rest of ``Sigma`` and ``SR`` are averages over probe neurons; in ``SR`` the neuron's own forward influence moves its path: by Gaussian
     integration by parts that is the weight ``sum_j v_{Q_j}(z) (z_{j+1}^2 - 1) / (2 Q_j)`` (the
     score of its path's law; ``v_{Q_j}`` depends on the path up to layer ``j`` only), so no mask
     jump is differentiated. The probes come in ``batches``; the scatter of the batches' ``c1``
@@ -424,6 +451,8 @@ def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000):
     A = np.linalg.inv(np.eye(d) - J)
     scale = np.maximum(np.abs(Om.ravel()), 1e-2)
     rng = np.random.default_rng(seed)
+    SQQ = _forward_cov(red, Om[iQ]) * np.outer(uf[:n], uf[:n])
+    cache = {}
     per = probes // batches
     out = []
     for _ in range(batches):
@@ -446,9 +475,11 @@ def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000):
             score = (V[:, iQ, :n - 1] * (z[:, 1:] ** 2 - 1) / (2 * Om[iQ, :n - 1])).sum(1)
             SR += (dev * score[:, None]).sum(0)          # E[phi w S] = E[(phi - Omega*) w S] (E[w S] = 0)
             got += N
-        C = A @ (S2 / per) @ A.T
+        Sig = S2 / per
+        Sig[:n, :n] = SQQ                                    # the forward block, exactly
+        C = A @ Sig @ A.T
         SRb = SR / per * uf
-        H = _second(red, Om, C * np.outer(uf, uf))
+        H = _second(red, Om, C * np.outer(uf, uf), cache=cache)
         bias = A @ (SRb + 0.5 * H.ravel() * uf)
         out.append(_cos_expansion(Om, bias, C))
     out = np.array(out)

@@ -76,3 +76,13 @@ def test_c1_relu_first_trained_layer_and_sign():
     c1, se = R.c1_expansion(red, probes=100_000, batches=8, seed=4)
     assert abs(c1[1]) < 1e-3
     assert np.all(c1[3:] - 3 * se[3:] > 0), (c1, se)
+
+
+@pytest.mark.parametrize("activation", ["relu", "linear"])
+def test_forward_covariance(activation):
+    red = R.Reduction.of(ResNet.scaled(6, 64, 2.0, activation=activation))
+    Om = R.mean_field(red)
+    exact = R._forward_cov(red, Om[R.iQ])
+    f = R._paths(red, Om[R.iQ], np.random.default_rng(2).standard_normal((1_000_000, red.n)))
+    h = np.maximum(f, 0) if red.relu else f
+    np.testing.assert_allclose(np.cov((h * h).T), exact, rtol=0, atol=0.03 * np.abs(exact).max())
