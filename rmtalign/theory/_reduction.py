@@ -28,8 +28,8 @@ derivatives need no jump terms. Cost O(n^3).
 
 **The 1/m coefficient** (:func:`c1_expansion`): the order-parameter expansion of the reduction,
 ``c1 = grad G . A (SR + Phi''[C] / 2) + tr(G'' C) / 2``, with ``Omega*``, the Jacobian and the second
-derivatives of the mean map exact and the neuron covariance and self-response averaged over probe
-neurons. Checked against the linear chain's exact ``c1`` (``tests/theory/test_reduction.py``) and,
+derivatives of the mean map exact, the neuron covariance exact in its forward block and, with the
+self-response, otherwise averaged over probe neurons. Checked against the linear chain's exact ``c1`` (``tests/theory/test_reduction.py``) and,
 for ReLU, against the reduction simulated at widths up to 1024 (``docs/finite_width.md``). Cost
 O(n^4 + probes n^2): a research tool (``scripts/relu_resnet_c1.py``), not yet the library's
 ``finite_width``.
@@ -347,7 +347,16 @@ def _second(red, Om, C, rel=1e-2, cache=None):
     cache = {} if cache is None else cache
     n = red.n
     d = K * n
-    scale = np.maximum(np.maximum(np.abs(Om.ravel()), np.sqrt(np.abs(np.diag(C)))), 1e-12)
+    # Steps relative to each entry's value (a positive order parameter must not be pushed towards
+    # 0: its fluctuation can exceed its mean by orders of magnitude), to its fluctuation where the
+    # value is 0. Eigenvectors are taken in units of the fluctuations (the correlation matrix):
+    # in raw units entries span many orders of magnitude and the eigenvectors of the small
+    # eigenvalues leak into entries that do not fluctuate, which then set the step.
+    sd = np.sqrt(np.maximum(np.diag(C), 0.0))
+    om = np.abs(Om.ravel())
+    scale = np.where(om > 0, om, sd)
+    inv = np.where(scale > 0, 1.0 / np.where(scale > 0, scale, 1.0), 0.0)
+    active = sd > 0
     isQ = np.arange(d) < n
     if "base" not in cache:
         cache["base"] = _path_tables(red, Om[iQ])
@@ -357,15 +366,16 @@ def _second(red, Om, C, rel=1e-2, cache=None):
 
     def eig_block(mask, tables):
         nonlocal H
-        sub = C[np.ix_(mask, mask)]
-        if not sub.any():
+        idx = np.flatnonzero(mask & active)
+        if idx.size == 0:
             return
-        lam, U = np.linalg.eigh(sub)
+        s = sd[idx]
+        lam, U = np.linalg.eigh(C[np.ix_(idx, idx)] / np.outer(s, s))
         for k in np.flatnonzero(np.abs(lam) > 1e-12 * np.abs(lam).max()):
-            u = np.zeros(d)
-            u[mask] = U[:, k]
-            u *= rel / np.abs(u / scale).max()
-            H += lam[k] * _second_along(red, Om, u.reshape(K, n), base, tables) / (u ** 2).sum()
+            w = np.zeros(d)
+            w[idx] = s * U[:, k]
+            t = rel / np.abs(w * inv).max()
+            H += lam[k] * _second_along(red, Om, (t * w).reshape(K, n), base, tables) / t ** 2
 
     eig_block(~isQ, base_t)
     if "QQ" not in cache:
@@ -378,7 +388,7 @@ def _second(red, Om, C, rel=1e-2, cache=None):
         rho = np.where(isQ, 0.0, C[q])
         if not rho.any():
             continue
-        sr = rel / np.abs(rho / scale).max()                    # a step along rho of size rel
+        sr = rel / np.abs(rho * inv).max()                      # a step along rho of size rel
         r = (rho * sr).reshape(K, n)
         mixed = []
         for j in (1, 2):                                        # Richardson in the two steps
