@@ -7,8 +7,7 @@ linear chain's exact ``c1`` (``theory.finite_width``) is printed beside it.
     .venv/bin/python scripts/relu_resnet_c1.py [--linear] [--depth L] [--c C] [--probes P]
                                                [--batches B] [--seed S] [--out FILE.json]
 
-Cost O(L^4 + P L^2): about 4 minutes at L = 32 with 1.6 million probes (standard error 0.002 to
-0.009), 20 at L = 64.
+Cost O(L^4 + P L^2) (P probes); times and standard errors in ``docs/finite_width.md``.
 """
 import argparse
 import json

@@ -29,7 +29,8 @@ derivatives need no jump terms. Cost O(n^3).
 **The 1/m coefficient** (:func:`c1_expansion`): the order-parameter expansion of the reduction,
 ``c1 = grad G . A (SR + Phi''[C] / 2) + tr(G'' C) / 2``, with ``Omega*``, the Jacobian and the second
 derivatives of the mean map exact, the neuron covariance exact in its forward block and, with the
-self-response, otherwise averaged over probe neurons. Checked against the linear chain's exact ``c1`` (``tests/theory/test_reduction.py``) and,
+self-response, otherwise averaged over probe neurons. Checked against the linear chain's exact
+``c1`` (``tests/theory/test_reduction.py``) and,
 for ReLU, against the reduction simulated at widths up to 1024 (``docs/finite_width.md``). Cost
 O(n^4 + probes n^2): a research tool (``scripts/relu_resnet_c1.py``), not yet the library's
 ``finite_width``.
@@ -94,7 +95,8 @@ def _particle_map(red, f, xi, eta, b0, Om, D=None):
     b[:, n - 1] = b0
     for i in range(n - 1, 0, -1):
         Qm = O(iQ, i - 1)
-        Wtb = h[:, i - 1] * O(iY, i) / Qm + sig[i] * np.sqrt(O(iB, i)) * (xi[:, i] - h[:, i - 1] * O(iHX, i) / Qm)
+        Wtb = (h[:, i - 1] * O(iY, i) / Qm
+               + sig[i] * np.sqrt(O(iB, i)) * (xi[:, i] - h[:, i - 1] * O(iHX, i) / Qm))
         b[:, i - 1] = a * b[:, i] + beta * D[:, i - 1] * Wtb
     out[:, iY], out[:, iB] = y * b, b * b
     out[:, iHX, 1:] = h[:, :-1] * xi[:, 1:]
@@ -107,8 +109,9 @@ def _particle_map(red, f, xi, eta, b0, Om, D=None):
             xh = O(iXH, i) / O(iQ, i - 1)
             x2p = np.maximum(O(iX2, i) - O(iXH, i) * xh, 0.0)
             B = O(iB, i)
-            u = a * u + beta * (xh * y[:, i] + sig[i] * (b[:, i] * (O(iXI, i) - O(iHX, i) * xh) / np.sqrt(B)
-                                                          + np.sqrt(x2p) * (eta[:, i] - b[:, i] * O(iBE, i) / B)))
+            Wx = xh * y[:, i] + sig[i] * (b[:, i] * (O(iXI, i) - O(iHX, i) * xh) / np.sqrt(B)
+                                          + np.sqrt(x2p) * (eta[:, i] - b[:, i] * O(iBE, i) / B))
+            u = a * u + beta * Wx
         if red.trained[i]:
             u = u + b[:, i] / O(iB, i)
         out[:, iBU, i], out[:, iU2, i] = b[:, i] * u, u * u
@@ -155,7 +158,8 @@ def _pair_tables(S):
     r = S / np.outer(s, s)
     np.fill_diagonal(r, 1.0)
     DD = 0.25 + _asin(r) / (2 * np.pi)
-    hh = np.outer(s, s) * (np.sqrt(np.maximum(1 - r * r, 0.0)) + (np.pi - np.arccos(np.clip(r, -1, 1))) * r) / (2 * np.pi)
+    hh = np.outer(s, s) * (np.sqrt(np.maximum(1 - r * r, 0.0))
+                           + (np.pi - np.arccos(np.clip(r, -1, 1))) * r) / (2 * np.pi)
     cond = np.maximum(np.diag(S)[None, :] - S * S / np.diag(S)[:, None], 0.0)    # Var(f_j | f_i = 0)
     dh = np.sqrt(cond) / (_SQ2PI * _SQ2PI * s[:, None])
     return DD, hh, dh
@@ -237,7 +241,8 @@ def mean_map(red, Om, tables=None):
     out[iQ] = np.diag(t.S) * pD
     # atoms: b0 (1), xi-atoms D_{j-1} xi_j (j = 1..n-1), eta_k (k = 1..n-1), g-atoms h_{j-1} then y_k
     i = np.arange(n)
-    pw = np.where(i[None, :] > i[:, None], a ** np.maximum(i[None, :] - 1 - i[:, None], 0), 0.0)  # a^{j-1-i}, j > i
+    gap = i[None, :] - i[:, None]
+    pw = np.where(gap > 0, a ** np.maximum(gap - 1, 0), 0.0)                # a^{j-1-i}, j > i
     Bsq = np.sqrt(Om[iB])
     kappa = np.zeros(n)
     kappa[1:] = (Om[iY, 1:] - sig[1:] * Bsq[1:] * Om[iHX, 1:]) / Q[:-1]
@@ -255,7 +260,7 @@ def mean_map(red, Om, tables=None):
     cy = beta * xh
     ce = beta * sig * np.sqrt(x2p)
     ce[0] = cy[0] = 0.0
-    Tl = np.where(i[:, None] >= i[None, :], a ** np.maximum(i[:, None] - i[None, :], 0), 0.0)   # a^{i-k}, k <= i
+    Tl = np.where(gap <= 0, a ** np.maximum(-gap, 0), 0.0)                  # a^{i-k}, k <= i
     TC = Tl * cb[None, :]
     u_b0 = TC @ b_b0
     u_xi = TC @ b_xi
@@ -447,10 +452,11 @@ def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000):
         c1 = grad G . A (SR + Phi''[C] / 2) + tr(G'' C) / 2.
 
     ``Omega*``, ``J``, ``Phi''`` and the forward block of ``Sigma`` are exact (``mean_map``,
-    :func:`_forward_cov`). The rest of ``Sigma`` and ``SR`` are averages over probe neurons; in ``SR`` the neuron's own forward influence moves its path: by Gaussian
-    integration by parts that is the weight ``sum_j v_{Q_j}(z) (z_{j+1}^2 - 1) / (2 Q_j)`` (the
-    score of its path's law; ``v_{Q_j}`` depends on the path up to layer ``j`` only), so no mask
-    jump is differentiated. The probes come in ``batches``; the scatter of the batches' ``c1``
+    :func:`_forward_cov`). The rest of ``Sigma`` and ``SR`` are averages over probe neurons. In
+    ``SR`` the neuron's own forward influence moves its own path: by Gaussian integration by parts
+    that is the weight ``sum_j v_{Q_j}(z) (z_{j+1}^2 - 1) / (2 Q_j)`` (the score of the path's
+    law; ``v_{Q_j}`` depends on the path up to layer ``j`` only), so no mask jump is
+    differentiated. The probes come in ``batches``; the scatter of the batches' ``c1``
     gives the standard error."""
     n = red.n
     used = _used(n)
