@@ -11,7 +11,10 @@ Cost O(L^4 + P L^2) (P probes); times and standard errors in ``docs/finite_width
 """
 import argparse
 import json
+import sys
 import time
+
+from tqdm import tqdm
 
 from rmtalign import theory as T
 from rmtalign.families import ResNet
@@ -43,12 +46,19 @@ def main(argv=None):
     if args.probes < 100 * args.batches:
         p.error(f"--probes must be at least 100 per batch ({100 * args.batches} for "
                 f"--batches {args.batches}), got {args.probes}")
+    if args.out:
+        try:                                    # fail now, not after minutes of computing
+            open(args.out, "a").close()
+        except OSError as e:
+            p.error(f"--out {args.out}: {e.strerror}")
     try:
         fam = ResNet.scaled(args.depth, 64, args.c, activation="linear" if args.linear else "relu")
     except ValueError as e:
         p.error(str(e))
     t0 = time.time()
-    c1, se = R.c1_expansion(R.Reduction.of(fam), probes=args.probes, batches=args.batches, seed=args.seed)
+    with tqdm(total=args.batches, desc="batches", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
+        c1, se = R.c1_expansion(R.Reduction.of(fam), probes=args.probes, batches=args.batches,
+                                seed=args.seed, on_batch=bar.update)
     exact = T.finite_width(fam).c1 if args.linear else None
     bfa = T.bfa(fam).cos
     print(f"{fam.label}: {args.probes} probes in {args.batches} batches, {time.time() - t0:.0f}s")

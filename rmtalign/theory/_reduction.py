@@ -441,7 +441,7 @@ def _forward_cov(red, Q):
     return e4 - np.outer(np.diag(S), np.diag(S)) / 4
 
 
-def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000):
+def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000, on_batch=None):
     """The ``1/m`` coefficient of ``E cos(theta_l)`` of the reduced network, (mean, se) per layer.
 
     With ``Phi = mean_map``, ``J = Phi'(Omega*)``, ``A = (I - J)^-1`` and ``v(z) = A (phi(z) -
@@ -457,7 +457,7 @@ def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000):
     that is the weight ``sum_j v_{Q_j}(z) (z_{j+1}^2 - 1) / (2 Q_j)`` (the score of the path's
     law; ``v_{Q_j}`` depends on the path up to layer ``j`` only), so no mask jump is
     differentiated. The probes come in ``batches``; the scatter of the batches' ``c1``
-    gives the standard error."""
+    gives the standard error. ``on_batch()`` is called after each batch (a progress bar)."""
     n = red.n
     used = _used(n)
     uf = used.ravel()
@@ -498,5 +498,7 @@ def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000):
         H = _second(red, Om, C * np.outer(uf, uf), cache=cache)
         bias = A @ (SRb + 0.5 * H.ravel() * uf)
         out.append(_cos_expansion(Om, bias, C))
+        if on_batch is not None:
+            on_batch()
     out = np.array(out)
     return out.mean(0), out.std(0, ddof=1) / math.sqrt(batches)
