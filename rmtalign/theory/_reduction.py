@@ -46,6 +46,7 @@ ORDER = ("Q", "Y", "B", "HX", "XH", "XI", "X2", "BE", "BU", "U2")
 K = len(ORDER)
 iQ, iY, iB, iHX, iXH, iXI, iX2, iBE, iBU, iU2 = range(K)
 _SQ2PI = math.sqrt(2.0 * math.pi)
+_CACHE_BYTES = 2e9          # the shifted path tables kept across batches (O(n^4) bytes) up to this
 
 
 @dataclass(frozen=True)
@@ -399,9 +400,9 @@ def _second(red, Om, C, rel=1e-2, cache=None):
         for j in (1, 2):                                        # Richardson in the two steps
             eq = np.zeros((K, n))
             eq[iQ, q] = j * rel * scale[q]
-            if (q, j) not in cache:
-                cache[q, j] = _path_tables(red, (Om + eq)[iQ]), _path_tables(red, (Om - eq)[iQ])
-            tp, tm = cache[q, j]
+            tp, tm = cache.get((q, j)) or (_path_tables(red, (Om + eq)[iQ]), _path_tables(red, (Om - eq)[iQ]))
+            if 8 * (base_t.T.nbytes + base_t.Thy.nbytes) * n < _CACHE_BYTES:     # all shifts kept
+                cache[q, j] = tp, tm
             mixed.append((mean_map(red, Om + eq + j * r, tp) - mean_map(red, Om + eq - j * r, tp)
                           - mean_map(red, Om - eq + j * r, tm) + mean_map(red, Om - eq - j * r, tm))
                          / (4 * eq[iQ, q] * j * sr))
