@@ -712,14 +712,25 @@ def relu_c1(files):
     """ReLU ResNets: the first-order prediction ``bfa + c1/m``, ``c1`` from
     ``scripts/relu_resnet_c1.py --out FILE`` (one file per depth and ``c``), against the sampled
     means of ``--resnet`` (same draws, cached) at every grid point of that depth and ``c``."""
+    def fail(msg):
+        print(f"finite_width_validate.py: --relu-c1 {msg}", file=sys.stderr)
+        sys.exit(2)
+
+    if not files:
+        fail("needs the JSON files written by relu_resnet_c1.py --out")
+    results = []
+    for name in files:
+        try:
+            with open(name) as fh:
+                d = json.load(fh)
+            results.append((d, np.array(d["c1"]), np.array(d["se"])))
+        except (OSError, ValueError, KeyError) as e:
+            fail(f"{name}: not a relu_resnet_c1.py result ({e})")
     print("\n| c | m | L | L/m | v | sampled | width limit | c1 (± se) | bfa + c1/m | err limit | err first "
           "order | z limit | z first order |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
-    for name in files:
-        with open(name) as fh:
-            d = json.load(fh)
-        c1, c1_se = np.array(d["c1"]), np.array(d["se"])
+    for d, c1, c1_se in results:
         for c, act, m, n, depths, *weights in RESNET:
             if act != d["activation"] or c != d["c"] or d["depth"] not in depths or weights:
                 continue
