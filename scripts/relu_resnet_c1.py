@@ -21,11 +21,11 @@ from rmtalign.families import ResNet
 from rmtalign.theory import _reduction as R
 
 
-def _at_least(kind, low):
+def _at_least(kind, low, strict=False):
     def parse(text):
         value = kind(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text}")
         return value
     parse.__name__ = kind.__name__          # argparse names it in "invalid int value"
     return parse
@@ -36,7 +36,8 @@ def main(argv=None):
                                 "beta = c / sqrt(L) from the exact reduction (module docstring)")
     p.add_argument("--linear", action="store_true", help="linear activation (the exact c1 is known)")
     p.add_argument("--depth", type=_at_least(int, 4), default=32)
-    p.add_argument("--c", type=_at_least(float, 0.0), default=2.0)
+    p.add_argument("--c", type=_at_least(float, 0.0, strict=True), default=2.0,
+                   help="branch scale beta = c / sqrt(L)")
     p.add_argument("--probes", type=_at_least(int, 1000), default=1_600_000)
     p.add_argument("--batches", type=_at_least(int, 2), default=8,
                    help="the standard error is the scatter of the batches' c1")
