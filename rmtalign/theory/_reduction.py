@@ -42,6 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .batch import _correlations, _relu_kernel, _relu_pairs
+
 ORDER = ("Q", "Y", "B", "HX", "XH", "XI", "X2", "BE", "BU", "U2")
 K = len(ORDER)
 iQ, iY, iB, iHX, iXH, iXI, iX2, iBE, iBU, iU2 = range(K)
@@ -154,13 +156,10 @@ def _path_moments(red, Q):
 
 
 def _pair_tables(S):
-    """``E[D_i D_j]``, ``E[h_i h_j]`` and ``E[delta(f_i) h_j]`` (ReLU)."""
+    """``E[D_i D_j]``, ``E[h_i h_j]`` (the batch theory's arcsine law and arc-cosine kernel) and
+    ``E[delta(f_i) h_j]`` (ReLU)."""
     s = np.sqrt(np.diag(S))
-    r = S / np.outer(s, s)
-    np.fill_diagonal(r, 1.0)
-    DD = 0.25 + _asin(r) / (2 * np.pi)
-    hh = np.outer(s, s) * (np.sqrt(np.maximum(1 - r * r, 0.0))
-                           + (np.pi - np.arccos(np.clip(r, -1, 1))) * r) / (2 * np.pi)
+    DD, hh = _relu_pairs(S), _relu_kernel(S)
     cond = np.maximum(np.diag(S)[None, :] - S * S / np.diag(S)[:, None], 0.0)    # Var(f_j | f_i = 0)
     dh = np.sqrt(cond) / (_SQ2PI * _SQ2PI * s[:, None])
     return DD, hh, dh
@@ -302,12 +301,19 @@ def _used(n):
 
 
 def mean_field(red):
-    """The width limit's order parameters ``Omega*``: the fixed point of :func:`mean_map` (causal,
-    so the iteration stops after at most ``3 n`` sweeps)."""
-    Om = np.ones((K, red.n))
+    """The width limit's order parameters ``Omega*``: the fixed point of :func:`mean_map`. The
+    forward ones first (``Q_l = E[h_l^2]`` needs ``Q_{<l}`` only), so that the path's tables are
+    computed once; the rest is causal, so the iteration stops after at most ``2 n`` sweeps."""
+    n = red.n
+    Q = np.ones(n)
+    for _ in range(n):
+        Q = red.variances(Q) * (0.5 if red.relu else 1.0)
+    tables = _path_tables(red, Q)
+    Om = np.ones((K, n))
     Om[[iY, iHX, iXH, iXI, iBE]] = 0.0
-    for _ in range(3 * red.n + 3):
-        new = mean_map(red, Om)
+    Om[iQ] = Q
+    for _ in range(2 * n + 3):
+        new = mean_map(red, Om, tables)
         if np.array_equal(new, Om):
             break
         Om = new
@@ -435,8 +441,7 @@ def _forward_cov(red, Q):
     if not red.relu:
         return 2 * S * S
     s = np.sqrt(np.diag(S))
-    r = np.clip(S / np.outer(s, s), -1.0, 1.0)
-    np.fill_diagonal(r, 1.0)
+    r = _correlations(S)
     t = np.arccos(r)
     e4 = np.outer(s, s) ** 2 * (3 * np.sin(t) * r + (np.pi - t) * (1 + 2 * r * r)) / (2 * np.pi)
     return e4 - np.outer(np.diag(S), np.diag(S)) / 4
