@@ -340,7 +340,7 @@ def _jacobian(red, Om, used, rel=1e-5):
 def _second_along(red, Om, u, base, tables=None):
     """``d^2/dt^2 mean_map(Om + t u)`` at 0 (steps ``u`` and ``2 u``, Richardson-combined)."""
     def at(x):
-        return mean_map(red, Om + x, None if tables is None else tables)
+        return mean_map(red, Om + x, tables)
     h1 = at(u) + at(-u) - 2 * base
     h2 = at(2 * u) + at(-2 * u) - 2 * base
     return (16 * h1 - h2) / 12
