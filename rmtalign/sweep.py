@@ -83,7 +83,7 @@ _COLUMNS = {
                "m2": "f", "m2b": "f"},
     "finite_width": {"layer": "i", "cos": "f", "cos_limit": "f", "c1": "f",
                      "cos_first_order": "f", "m1": "f", "m2": "f", "m1_limit": "f",
-                     "m2_limit": "f", "m1_c1": "f", "m2_c1": "f", "m1_sd": "f"},
+                     "m2_limit": "f", "m1_c1": "f", "m2_c1": "f", "m1_sd": "f", "c1_se": "f"},
 }
 _INVALID = "ValueError: invalid combination: "  # the error of a point whose family is invalid
 _UNSEEDED = ("theory", "finite_width")  # deterministic: one unit per point, no seed or sample
@@ -273,10 +273,14 @@ def _build_family(coord, width):
 
 def _estimate(quantity, family, n, opts) -> float:
     """Rough seconds of compute of one unit (a few ms of Python a sample, plus the flops)."""
+    from .families import ResNet
+
     L, m = family.depth, family.width
     if quantity == "theory":
         return 1e-3 + 2e-6 * L
     if quantity == "finite_width":
+        if isinstance(family, ResNet) and family.activation == "relu":   # probe neurons
+            return 60.0
         return 1e-3 * L
     if quantity == "bfa":
         return n * (3e-3 + 5e-9 * L * m * m)
@@ -402,7 +406,7 @@ def _compute(quantity, family, samples, seed, opts):
     if quantity == "finite_width":
         from .theory import finite_width
 
-        return finite_width(family)
+        return finite_width(family, progress=False)
     from . import sampling
 
     if quantity == "width_limit":

@@ -59,7 +59,7 @@ def test_curve_theory_only_resnet_and_same_points_as_depth_curves(tmp_path):
     ref = theory.bfa(ra.ResNet.scaled(16, 128, 2.0, 0.5)).cos
     assert [_float(r["cos_theory"]) for r in rows][1:] == list(ref[1:])
     assert all(r["cos_mean"] == "" and r["samples"] == "0" for r in rows)
-    assert all(r["cos_theory_finite_width"] == "" for r in rows)  # no finite-width theory for ResNets
+    assert all(r["cos_theory_finite_width"] == "" for r in rows)  # ReLU ResNets: minutes, left out
     # curve's seeds are depth-curves' (point_seed(seed, family, "bfa-exact")): same numbers
     assert main(["curve", "--depths", "5", "--width", "10", "--samples", "2", "--no-theory",
                  "--out", str(tmp_path / "a")]) == 0

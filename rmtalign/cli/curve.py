@@ -2,7 +2,8 @@
 
 For each depth L, the BFA theta_v at every hidden layer v = 1..L-1 of the family the flags
 describe: its width limit (rmtalign.theory.bfa), the finite-width prediction where one exists
-(rmtalign.theory.finite_width: MLPs and linear ResNets with balanced rates) and the mean and
+(rmtalign.theory.finite_width: MLPs and linear ResNets with balanced rates; not ReLU ResNets,
+whose finite-width coefficient takes minutes: call theory.finite_width for them) and the mean and
 standard error of --samples sampled networks (rmtalign.sample_bfa; --samples 0 for theory
 only). Each (family, depth) is seeded by its content, point_seed(seed, family, "bfa-MODE"):
 adding or reordering depths changes no other point.
@@ -85,8 +86,11 @@ def add_arguments(p):
 
 
 def _finite(fam):
+    from ..families import ResNet
     from ..theory import finite_width
 
+    if isinstance(fam, ResNet) and fam.activation == "relu":
+        return None                            # minutes of probe neurons: not for a quick curve
     try:
         return finite_width(fam)
     except (NotImplementedError, ValueError):  # only some families and widths have one (MLPs,

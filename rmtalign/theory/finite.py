@@ -184,6 +184,7 @@ from scipy import integrate, special, stats
 
 from .._validate import check_family
 from ..results import Result
+from . import _reduction
 from .bfk import bfa
 
 __all__ = ["FiniteWidthBFA", "finite_width"]
@@ -194,6 +195,7 @@ _HERMITE = 6       # Gauss-Hermite nodes for log beta and for log Q - log P
 _MIN_WIDTH = 16    # below, N <= 2 (where beta and 1/P degenerate) has mass > 1e-3
 _RES_HERMITE = 5   # ResNets: Gauss-Hermite nodes for each of the 4 scalars of a layer
 _RICHARDSON = (2 ** 13, 2 ** 14)  # ResNets: widths of the Richardson extrapolation giving c1
+_PROBE_BATCHES = 8  # ReLU ResNets: c1's standard error is the scatter of this many batches of probes
 
 # First-order (1/m) coefficients of the chain's moment constants (module docstring), derived from
 # E f(N) = f(m/2) + (m/8) f''(m/2) + O(m^-2 f) for N ~ Bin(m, 1/2); checked against exact binomial
@@ -218,13 +220,16 @@ class FiniteWidthBFA(Result):
     are the exact expectations at width ``m``, ``m1_limit = k_v`` and ``m2_limit`` the width
     limits (``m2_limit / m1_limit^2 = TheoryBFA.m2 / TheoryBFA.m1^2``), ``m1_c1, m2_c1`` their
     ``1/m`` coefficients and ``m1_sd`` the exact standard deviation of ``M1`` over networks.
-    Every family :func:`finite_width` covers. The moments of MLPs are heavy-tailed (those of
+    Every family :func:`finite_width` covers but ReLU ResNets (NaN there, except the limits). The moments of MLPs are heavy-tailed (those of
     ResNets with ``beta = c / sqrt(L)`` are not: their spread is ``O(c^2 / m)`` at every depth):
     where ``m1_sd`` is large against ``m1`` a sample mean of a few hundred networks falls short of
     the exact mean, and the median is far below it (``docs/finite_width.md``). From a sample:
     ``M_p(K) = k_v^p M_p(K_v) (|b_v|^2 / b_v^T K_v b_v)^p`` with ``b_v^T K_v b_v`` the
     ``loss_decay`` and ``|b_v|`` the ``b_norm`` of :func:`rmtalign.sample_bfa`, ``M_p(K_v)`` from
-    :meth:`rmtalign.SampledBFK.moments`."""
+    :meth:`rmtalign.SampledBFK.moments`.
+
+    ``c1_se``: the standard error of ``c1``, 0 where ``c1`` is exact; for ReLU ResNets ``c1`` is
+    an average over probe neurons (:func:`finite_width`) and ``cos = cos_first_order``."""
 
     family: object
     layers: np.ndarray
@@ -238,6 +243,7 @@ class FiniteWidthBFA(Result):
     m1_c1: np.ndarray
     m2_c1: np.ndarray
     m1_sd: np.ndarray
+    c1_se: np.ndarray
 
     @property
     def cos_first_order(self) -> np.ndarray:
@@ -248,7 +254,7 @@ class FiniteWidthBFA(Result):
         return {"layer": self.layers, "cos": self.cos, "cos_limit": self.cos_limit, "c1": self.c1,
                 "cos_first_order": self.cos_first_order, "m1": self.m1, "m2": self.m2,
                 "m1_limit": self.m1_limit, "m2_limit": self.m2_limit, "m1_c1": self.m1_c1,
-                "m2_c1": self.m2_c1, "m1_sd": self.m1_sd}
+                "m2_c1": self.m2_c1, "m1_sd": self.m1_sd, "c1_se": self.c1_se}
 
 
 def _check_supported(family):
@@ -259,11 +265,15 @@ def _check_supported(family):
         if (family.activation, family.weights) not in _FIRST_ORDER:
             why.append(f"activation {family.activation!r} with {family.weights} weights is not "
                        "covered (relu and linear, Gaussian and orthogonal are)")
-    elif family.activation != "linear":
-        why.append(f"ResNets are covered with linear activation only, got activation "
-                   f"{family.activation!r} (for ReLU ResNets the network's own masks, persistent "
-                   "across depth and dependent on the weights, set the finite-width correction; "
-                   "scripts/relu_resnet_c1.py estimates its 1/m coefficient: docs/finite_width.md)")
+    elif family.activation not in ("linear", "relu"):
+        why.append(f"ResNets are covered with linear and relu activations, got {family.activation!r}")
+    elif family.activation == "relu":
+        if family.weights != "gaussian":
+            why.append(f"ReLU ResNets are covered with Gaussian weights, got {family.weights!r} "
+                       "(orthogonal ones need their own reduction: a Haar matrix conditioned on "
+                       "its forward image)")
+        if family.depth > _reduction._DIRECT_DEPTH:
+            why += _extrapolation_limits(family)
     if family.lr_rule != "balanced" or family.lr_values is not None:
         why.append("only lr_rule='balanced' without explicit lr_values is covered (it makes "
                    "c_l = 1/(n |b_l|^2) and b_v^T K_v b_v deterministic)")
@@ -274,6 +284,26 @@ def _check_supported(family):
         raise ValueError(f"finite_width needs width >= {_MIN_WIDTH}, got {family.width} (below, "
                          "layers with N <= 2 active neurons are too frequent for the chain's "
                          "quadrature)")
+
+
+def _extrapolation_limits(family):
+    """Why a ReLU ResNet deeper than ``_reduction._DIRECT_DEPTH`` cannot be extrapolated in depth
+    (its copies at depths 32 and 64, with ``beta^2 L`` kept, must exist)."""
+    why = []
+    if family.skip_scale is not None:
+        why.append("a ReLU ResNet deeper than 64 needs the variance-preserving skip (skip_scale=None): "
+                   "its 1/m coefficient is extrapolated from the same network at depths 32 and 64, "
+                   f"with branch_scale^2 * depth kept; got skip_scale={family.skip_scale!r}")
+    if not isinstance(family.trained, str):
+        why.append("a ReLU ResNet deeper than 64 needs trained='all' or 'all-but-first' (its 1/m "
+                   "coefficient is extrapolated from the same network at depths 32 and 64); got "
+                   f"trained={family.trained!r}")
+    c = family.branch_scale * math.sqrt(family.depth)
+    if c > math.sqrt(_reduction._COARSE_DEPTHS[0]):
+        why.append(f"a ReLU ResNet deeper than 64 needs branch_scale * sqrt(depth) <= "
+                   f"{math.sqrt(_reduction._COARSE_DEPTHS[0]):.3g} (the same network at depth 32 has "
+                   f"branch_scale <= 1); got {c:.4g}")
+    return why
 
 
 def _gauss_nodes(x, w, n):
@@ -711,7 +741,7 @@ def _moments(family, lim):
     return M1, M2, k, m2_lim, *c1, np.sqrt(np.maximum(M1sq - M1 * M1, 0.0))
 
 
-def finite_width(family) -> FiniteWidthBFA:
+def finite_width(family, *, probes=200_000, seed=0, progress=None) -> FiniteWidthBFA:
     """The BFA at the family's own width ``m``, exact in depth, and its ``1/m`` coefficient.
 
     ``cos``: predicted mean of ``sample_bfa(family).cos`` at every ``v = 1 .. L-1`` (the
@@ -720,24 +750,61 @@ def finite_width(family) -> FiniteWidthBFA:
     ResNets at fixed ``m s^2``). Also the exact means of the BFK's spectral moments at
     width ``m`` (``m1``, ``m2``, with their limits, ``1/m`` coefficients and ``m1_sd``; see
     :class:`FiniteWidthBFA`).
-    Covered: MLPs with Gaussian or orthogonal weights, ReLU or linear, and ResNets with linear
-    activation (Gaussian or orthogonal weights); balanced learning rates, any init scale and any set of
-    trained layers, ``width >= 16``. Other families raise ``NotImplementedError`` (ReLU ResNets
-    among them). Accuracy against the exact sampler and where the chains were checked:
-    ``docs/finite_width.md``; for orthogonal MLPs at ``L/m = 4`` the sampled output scatters
-    more than its standard errors (pooled over 3672 draws the prediction is 1% high, z = +1.1).
-    Cost O(L): about a millisecond a layer (MLPs), a few milliseconds a layer (ResNets: three
-    evaluations of the chain, two of them for ``c1``)."""
+    Covered: MLPs with Gaussian or orthogonal weights, ReLU or linear, ResNets with linear
+    activation (Gaussian or orthogonal weights) and ReLU ResNets with Gaussian weights; balanced
+    learning rates, any init scale and any set of trained layers, ``width >= 16``. Other families
+    raise ``NotImplementedError`` (orthogonal ReLU ResNets among them). Accuracy against the exact
+    sampler and where the chains were checked: ``docs/finite_width.md``; for orthogonal MLPs at
+    ``L/m = 4`` the sampled output scatters more than its standard errors (pooled over 3672 draws
+    the prediction is 1% high, z = +1.1). Cost O(L): about a millisecond a layer (MLPs), a few
+    milliseconds a layer (ResNets: three evaluations of the chain, two of them for ``c1``).
+
+    **ReLU ResNets** (the network's own masks depend on the weights they multiply, so no scalar
+    chain holds): ``c1`` comes from the order-parameter expansion of an exact reduction of the
+    network to iid neurons (:mod:`rmtalign.theory._reduction`), with ``probes`` probe neurons
+    (``seed`` draws them; the result carries ``c1_se``), and ``cos = cos_limit + c1 / m`` (with
+    ``beta = c / sqrt(L)`` the correction is ``O(c^2 / m)`` at every depth, and first order is
+    within 1e-5 of the resummed chain for linear ResNets at ``m = 64``). Up to ``L = 64`` at the
+    family's depth, deeper by Richardson extrapolation in ``1/L`` from the same network at
+    ``L = 32`` and ``64`` (``beta^2 L`` kept; needs the variance-preserving skip, ``trained``
+    ``'all'`` or ``'all-but-first'`` and ``beta sqrt(L) <= sqrt(32)``). Cost independent of
+    ``L`` beyond 64 and linear in ``probes``: about a minute at the default on one core (the
+    O(L^4) expansion at ``L = 64``). ``progress``: a bar on stderr (None: when on a terminal)."""
+    from .._validate import check_int
+    from ..families import ResNet
+
     check_family(family)
+    check_int("probes", probes, 100 * _PROBE_BATCHES)
+    check_int("seed", seed, 0)
     _check_supported(family)
     layers = np.arange(1, family.depth)
     lim = bfa(family)
-    from ..families import ResNet
-
+    zero = np.zeros(family.depth - 1)
+    if isinstance(family, ResNet) and family.activation == "relu":
+        return _relu_resnet(family, lim, probes, seed, progress)
     if isinstance(family, ResNet):
         cos, c1 = _resnet(family)
-        return FiniteWidthBFA(family, layers, cos, lim.cos, c1, *_moments(family, lim))
+        return FiniteWidthBFA(family, layers, cos, lim.cos, c1, *_moments(family, lim), c1_se=zero)
     k = _trained_counts(family)
     _, c1 = _first_order(k, family.activation, family.weights)
     return FiniteWidthBFA(family, layers, _resummed(k, family.width, family.activation, family.weights),
-                          lim.cos, c1, *_moments(family, lim))
+                          lim.cos, c1, *_moments(family, lim), c1_se=zero)
+
+
+def _relu_resnet(family, lim, probes, seed, progress):
+    from .. import _runtime
+
+    total = _reduction.family_c1_batches(family, _PROBE_BATCHES)
+    bar = _runtime.progress(total, progress, "finite_width: c1", work=1e9)
+    try:
+        c1, se = _reduction.family_c1(family, probes, _PROBE_BATCHES, seed, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    k = _trained_counts(family)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m2_lim = np.where(lim.m1 > 0, k * k * lim.m2 / (lim.m1 * lim.m1), 0.0)
+    nan = np.full(family.depth - 1, np.nan)
+    cos = lim.cos + c1 / family.width
+    return FiniteWidthBFA(family, np.arange(1, family.depth), cos, lim.cos, c1, nan, nan, k, m2_lim,
+                          nan, nan, nan, c1_se=se)

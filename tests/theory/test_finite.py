@@ -268,8 +268,10 @@ def test_orthogonal_resnet_without_skip_is_exactly_aligned():
 
 
 @pytest.mark.parametrize("family,what", [
-    (ResNet(12, 32, 0.5), "ResNets are covered with linear activation"),
-    (ResNet(12, 32, 0.5, weights="orthogonal"), "ResNets are covered with linear activation"),
+    (ResNet(12, 32, 0.5, weights="orthogonal"), "ReLU ResNets are covered with Gaussian weights"),
+    (ResNet.scaled(128, 32, 2.0, trained=[1, 100]), "trained='all' or 'all-but-first'"),
+    (ResNet(128, 32, 0.5, skip_scale=1.0), "variance-preserving skip"),
+    (ResNet.scaled(128, 32, 6.0), r"branch_scale \* sqrt\(depth\) <= 5.66"),
     (MLP(12, 32, lr_rule="uniform"), "balanced"),
     (ResNet(12, 32, 0.5, activation="linear", lr_rule="uniform"), "balanced"),
 ])
@@ -288,6 +290,14 @@ def test_small_width_refused():
         T.finite_width(MLP(8, 12))
 
 
+@pytest.mark.parametrize("kwargs,err,what", [({"probes": 10}, ValueError, "probes must be >= 800"),
+                                             ({"probes": 1e5}, TypeError, "probes must be an integer"),
+                                             ({"seed": -1}, ValueError, "seed must be >= 0")])
+def test_bad_probes_and_seed_refused_for_every_family(kwargs, err, what):
+    with pytest.raises(err, match=what):
+        T.finite_width(MLP(8, 16), **kwargs)
+
+
 def test_result_protocol():
     r = T.finite_width(MLP(10, 32))
     assert np.array_equal(r.layers, np.arange(1, 10))
@@ -296,7 +306,7 @@ def test_result_protocol():
     json.dumps(r.to_dict())
     t = r.to_table()
     assert set(t) == {"layer", "cos", "cos_limit", "c1", "cos_first_order", "m1", "m2", "m1_limit",
-                      "m2_limit", "m1_c1", "m2_c1", "m1_sd"}
+                      "m2_limit", "m1_c1", "m2_c1", "m1_sd", "c1_se"}
     assert len({len(c) for c in t.values()}) == 1
     assert "\n" not in repr(r)
     assert isinstance(r, T.FiniteWidthBFA)

@@ -86,3 +86,42 @@ def test_forward_covariance(activation):
     f = R._paths(red, Om[R.iQ], np.random.default_rng(2).standard_normal((1_000_000, red.n)))
     h = np.maximum(f, 0) if red.relu else f
     np.testing.assert_allclose(np.cov((h * h).T), exact, rtol=0, atol=0.03 * np.abs(exact).max())
+
+
+@pytest.mark.parametrize("c,trained,tol", [(2.0, "all-but-first", 0.011), (1.0, "all", 0.0015)])
+def test_depth_extrapolation_on_the_linear_chain(c, trained, tol):
+    """Richardson in 1/L from L = 32, 64 against the linear chain's c1, exact at every depth."""
+    fam = ResNet.scaled(512, 64, c, activation="linear", trained=trained)
+    exact = T.finite_width(fam).c1
+    c1, se = R._depth_extrapolated(fam, lambda f: (T.finite_width(f).c1, np.full(f.depth - 1, 0.01)))
+    ok = np.isfinite(exact)
+    assert np.array_equal(np.isfinite(c1), ok)
+    err = np.abs(c1[ok] - exact[ok])
+    assert err.max() < tol and err.max() < 0.03 * exact[ok].max(), err.max()
+    # the extrapolation's weights amplify the coarse standard errors: 15/8 and 7/8 at L = 512
+    np.testing.assert_allclose(se[ok], 0.01 * math.hypot(15 / 8, 7 / 8))
+
+
+def test_finite_width_of_relu_resnets(monkeypatch):
+    """``finite_width`` runs the expansion at the family's depth up to 64 (the first seed of its
+    SeedSequence), deeper at depths 32 and 64 with ``beta^2 L`` kept."""
+    fam = ResNet.scaled(8, 64, 2.0)
+    r = T.finite_width(fam, probes=16_000, seed=5)
+    c1, se = R.c1_expansion(R.Reduction.of(fam), 16_000, 8, np.random.SeedSequence(5).spawn(2)[0])
+    assert np.array_equal(r.c1, c1, equal_nan=True) and np.array_equal(r.c1_se, se, equal_nan=True)
+    lim = T.bfa(fam)
+    assert np.array_equal(r.cos_limit, lim.cos, equal_nan=True)
+    assert np.array_equal(r.cos, r.cos_first_order, equal_nan=True)
+    assert np.all(np.isnan(r.m1)) and np.array_equal(r.m1_limit, np.arange(7.0))
+    seen = []
+
+    def fake(red, probes, batches, seed, on_batch=None):
+        seen.append((red.n, red.beta))
+        s = (np.arange(red.n) - 1) / (red.n - 2)       # c1 = s on the coarse layer coordinate
+        return np.where(s >= 0, s, np.nan), np.zeros(red.n)
+    monkeypatch.setattr(R, "c1_expansion", fake)
+    deep = ResNet.scaled(256, 64, 2.0)
+    r = T.finite_width(deep)
+    assert seen == [(31, pytest.approx(2.0 / math.sqrt(32))), (63, pytest.approx(2.0 / math.sqrt(64)))]
+    np.testing.assert_allclose(r.c1[1:], np.arange(254) / 253, atol=1e-12)
+    np.testing.assert_allclose(r.cos, r.cos_limit + r.c1 / 64, equal_nan=True)
