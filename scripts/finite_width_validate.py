@@ -20,9 +20,11 @@ chain of the same ``a``, ``beta``, ``m s^2 / 2`` gives; and ``c1`` against ``wid
 weights (an exact per-neuron representation, no matrices), which masks carry the excess, their
 1/m coefficient (fitted, and computed as the second von Mises variation) against
 ``width_limit``'s, and the exact reduction with the network's own masks up to m = 1024.
-``--relu-c1 FILE.json ...``: ReLU ResNets against ``bfa + c1/m``, ``c1`` computed by
-``scripts/relu_resnet_c1.py --out FILE.json`` (the order-parameter expansion of the exact
-reduction), at the ``--resnet`` grid points of that depth and ``c``.
+``--relu-resnet [--probes P] [FILE.json ...]``: ReLU ResNets against ``finite_width`` (``bfa +
+c1/m``, ``c1`` from the order-parameter expansion of the exact reduction with ``P`` probe neurons,
+extrapolated in depth beyond L = 64) at the ``--resnet`` grid points; with files written by
+``scripts/relu_resnet_c1.py --out`` at depths beyond 64, the extrapolated ``c1`` against the
+direct one.
 ``--moments``: the BFK's expected spectral
 moments ``m1, m2`` (MLPs and linear ResNets) against the dense sampler's, with the sampled medians.
 ``--plot``: ``docs/img/finite_width.png``.
@@ -30,7 +32,7 @@ moments ``m1, m2`` (MLPs and linear ResNets) against the dense sampler's, with t
 Sampled means are cached as JSON in ``--out`` (default ``/tmp/rmtalign_finite``), so the report
 can be rerun without resampling. Usage::
 
-    .venv/bin/python scripts/finite_width_validate.py [--resnet | --relu-probe | --relu-c1 FILE.json ... | --moments | --plot]
+    .venv/bin/python scripts/finite_width_validate.py [--resnet | --relu-probe | --relu-resnet [--probes P] [FILE.json ...] | --moments | --plot]
                                                       [--quick] [--sample-only] [--out DIR]
 """
 import json
@@ -254,7 +256,8 @@ def coefficient():
 def plot(path="docs/img/finite_width.png"):
     """Sampled cos against depth at a few widths, the width limit and the finite-width prediction:
     ReLU MLPs (L = 256; the law of cos_v does not depend on L); linear ResNets (c = 2, L = 256) as
-    the gap to the width limit; ReLU ResNets (not covered) likewise, beside the linear chain's gap."""
+    the gap to the width limit; ReLU ResNets likewise, beside the ``1/m`` term of the model with
+    masks independent of the weights."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -288,15 +291,16 @@ def plot(path="docs/img/finite_width.png"):
                 ax.plot(v, twin.cos - lim, color=colors[m], lw=1.3,
                         label=f"m = {m}: finite width (line), sampled ±2 SE (band)")
             else:
-                ax.plot(v, twin.cos - twin.cos_limit, color=colors[m], lw=1.3, ls=":",
-                        label=f"m = {m}: sampled ±2 SE (band); the linear chain's gap (dotted)")
+                _, c1, c1_se = _relu_fw(fam, 200_000)
+                ax.plot(v, c1 / m, color=colors[m], lw=1.3,
+                        label=f"m = {m}: finite width (line), sampled ±2 SE (band)")
                 _, c1, _ = second_variation_c1(fam, 20000)
                 ax.plot(v, c1 / m, color=colors[m], lw=1.3, ls="-.",
                         label=f"m = {m}: masks independent of the weights, c1/m (dash-dot)")
         ax.axhline(0.0, color="k", lw=1.3, ls="--", label="width limit")
         ax.set_xscale("log")
         ax.set_ylabel("cos θ_v − width limit")
-        ax.set_title(f"{'linear' if act == 'linear' else 'ReLU (not covered)'} ResNet, "
+        ax.set_title(f"{'linear' if act == 'linear' else 'ReLU'} ResNet, "
                      f"β = 2/√L, L = {L}")
     for ax in axes:
         ax.set_xlabel("layer v")
@@ -708,36 +712,48 @@ def moments_grid():
                       flush=True)
 
 
-def relu_c1(files):
-    """ReLU ResNets: the first-order prediction ``bfa + c1/m``, ``c1`` from
-    ``scripts/relu_resnet_c1.py --out FILE`` (one file per depth and ``c``), against the sampled
-    means of ``--resnet`` (same draws, cached) at every grid point of that depth and ``c``."""
+def _relu_fw(fam, probes):
+    """``(cos_limit, c1, c1_se)`` of ``theory.finite_width`` for a ReLU ResNet, cached as JSON (the
+    expansion takes minutes; ``c1`` does not depend on the width)."""
+    path = out / f"fw_relu_resnet_L{fam.depth}_b{fam.branch_scale:.6g}_p{probes}.json"
+    if not path.exists():
+        t = time.time()
+        fw = T.finite_width(fam, probes=probes)
+        path.write_text(json.dumps({"c1": fw.c1.tolist(), "se": fw.c1_se.tolist()}))
+        print(f"  finite_width {fam.label} in {time.time() - t:.0f}s", flush=True)
+    d = json.loads(path.read_text())
+    c1, se = (np.array(d[k], dtype=float) for k in ("c1", "se"))
+    return T.bfa(fam).cos, c1, se
+
+
+def relu_resnet(probes, files):
+    """ReLU ResNets: ``finite_width`` (``bfa + c1/m``, ``c1`` from the exact reduction, depth
+    extrapolated beyond 64) against the sampled means of ``--resnet`` (same draws, cached) at every
+    grid point; then, for each ``scripts/relu_resnet_c1.py --out FILE`` given (a depth beyond 64
+    computed directly), the extrapolated ``c1`` against the direct one."""
     def fail(msg):
-        print(f"finite_width_validate.py: --relu-c1 {msg}", file=sys.stderr)
+        print(f"finite_width_validate.py: --relu-resnet {msg}", file=sys.stderr)
         sys.exit(2)
 
-    if not files:
-        fail("needs the JSON files written by relu_resnet_c1.py --out")
-    results = []
+    direct = []
     for name in files:
         try:
             with open(name) as fh:
                 d = json.load(fh)
-            results.append((d, np.array(d["c1"]), np.array(d["se"])))
+            direct.append((d["depth"], d["c"], d["activation"], np.array(d["c1"]), np.array(d["se"])))
         except (OSError, ValueError, KeyError) as e:
             fail(f"{name}: not a relu_resnet_c1.py result ({e})")
-    print("\n| c | m | L | L/m | v | sampled | width limit | c1 (± se) | bfa + c1/m | err limit | err first "
-          "order | z limit | z first order |")
+    print("\n| c | m | L | L/m | v | sampled | width limit | c1 (± se) | finite width | err limit | "
+          "err finite | z limit | z finite |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
-    for d, c1, c1_se in results:
-        for c, act, m, n, depths, *weights in RESNET:
-            if act != d["activation"] or c != d["c"] or d["depth"] not in depths or weights:
-                continue
-            L = d["depth"]
-            fam = ResNet.scaled(L, m, c, activation=act)
+    for c, act, m, n, depths, *weights in RESNET:
+        if act != "relu" or weights:
+            continue
+        for L in depths:
+            fam = ResNet.scaled(L, m, c)
             mean, sem = resnet_sampled(fam, n)
-            lim = T.bfa(fam).cos
+            lim, c1, c1_se = _relu_fw(fam, probes)
             for v in (L // 2, L - 1):
                 j = v - 1
                 pred = lim[j] + c1[j] / m
@@ -746,6 +762,19 @@ def relu_c1(files):
                 print(f"| {c:g} | {m} | {L} | {L / m:g} | {v} | {mean[j]:.4f} ± {sem[j]:.4f} | {lim[j]:.4f} | "
                       f"{c1[j]:.3f} ± {c1_se[j]:.3f} | {pred:.4f} | {el:+.4f} | {ef:+.4f} | "
                       f"{el / sem[j]:+.2f} | {ef / sem[j]:+.2f} |", flush=True)
+    if direct:
+        print("\nThe depth extrapolation against c1 computed at the depth itself "
+              "(scripts/relu_resnet_c1.py):")
+        print("| c | L | v | direct c1 ± se | extrapolated c1 ± se | z |")
+        print("|---|---|---|---|---|---|")
+    for L, c, act, c1d, sed in direct:
+        if act != "relu" or L <= 64:
+            fail(f"the direct results must be ReLU ResNets deeper than 64, got {act} L = {L}")
+        _, c1, se = _relu_fw(ResNet.scaled(L, 64, c), probes)
+        for v in sorted({L // 8, L // 4, L // 2, 3 * L // 4, L - 1}):
+            j = v - 1
+            print(f"| {c:g} | {L} | {v} | {c1d[j]:.3f} ± {sed[j]:.3f} | {c1[j]:.3f} ± {se[j]:.3f} | "
+                  f"{(c1[j] - c1d[j]) / math.hypot(se[j], sed[j]):+.2f} |")
     return rows
 
 
@@ -769,9 +798,19 @@ if __name__ == "__main__":
         moments_grid()
     elif "--relu-probe" in sys.argv:
         relu_probe()
-    elif "--relu-c1" in sys.argv:
-        summary(relu_c1([f for f in sys.argv[sys.argv.index("--relu-c1") + 1:] if not f.startswith("--")]),
-                "ReLU ResNets (first order)")
+    elif "--relu-resnet" in sys.argv:
+        args = sys.argv[sys.argv.index("--relu-resnet") + 1:]
+        probes = 200_000
+        if "--probes" in args:
+            try:
+                probes = int(args[args.index("--probes") + 1])
+                if probes < 800:
+                    raise ValueError
+            except (IndexError, ValueError):
+                print("finite_width_validate.py: --probes needs an integer >= 800", file=sys.stderr)
+                sys.exit(2)
+            del args[args.index("--probes"):args.index("--probes") + 2]
+        summary(relu_resnet(probes, [f for f in args if not f.startswith("--")]), "ReLU ResNets")
     elif "--resnet" in sys.argv:
         resnet_coefficient()
         summary(resnet_grid(), "linear ResNets")

@@ -8,6 +8,8 @@ linear chain's exact ``c1`` (``theory.finite_width``) is printed beside it.
                                                [--batches B] [--seed S] [--out FILE.json]
 
 Cost O(L^4 + P L^2) (P probes); times and standard errors in ``docs/finite_width.md``.
+``theory.finite_width`` gives the same ``c1`` for a ReLU ResNet (extrapolated in depth beyond
+L = 64); this script computes it at any depth directly, the check of that extrapolation.
 """
 import argparse
 import json

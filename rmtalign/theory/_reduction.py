@@ -32,8 +32,11 @@ derivatives of the mean map exact, the neuron covariance exact in its forward bl
 self-response, otherwise averaged over probe neurons. Checked against the linear chain's exact
 ``c1`` (``tests/theory/test_reduction.py``) and,
 for ReLU, against the reduction simulated at widths up to 1024 (``docs/finite_width.md``). Cost
-O(n^4 + probes n^2): a research tool (``scripts/relu_resnet_c1.py``), not yet the library's
-``finite_width``.
+O(n^4 + probes n^2).
+
+**A family's c1** (:func:`family_c1`, behind ``theory.finite_width``): the expansion at the
+family's depth up to 64; deeper, its Richardson extrapolation in ``1/L`` from the same network at
+depths 32 and 64 (:func:`_depth_extrapolated`).
 """
 from __future__ import annotations
 
@@ -553,15 +556,29 @@ def family_c1(family, probes=200_000, batches=8, seed=0, progress=None):
     """``(c1, se)`` at ``v = 1 .. L-1`` of a Gaussian ReLU ResNet: :func:`c1_expansion` at the
     family's depth up to ``L = 64``; deeper, :func:`_depth_extrapolated` from ``L = 32, 64`` (the
     family with ``beta^2 L``, skip rule, init and trained rule kept), ``probes`` probe neurons at
-    each depth. ``progress``: a tqdm-like bar (``update()`` per batch) or None."""
-    seeds = iter(np.random.SeedSequence(seed).spawn(2))
+    each depth. The probes of a depth are drawn from ``SeedSequence([seed, depth])``, and each
+    expansion is kept (:data:`_MEMO`): a family at depth 32 or 64 gives the very numbers its deeper
+    copies are extrapolated from, and a sweep over depth or width computes them once.
+    ``progress``: a tqdm-like bar (``update()`` per batch) or None."""
     tick = None if progress is None else progress.update
 
     def c1_of(fam):
-        return c1_expansion(Reduction.of(fam), probes, batches, next(seeds), on_batch=tick)
+        red = Reduction.of(fam)
+        # rounded: a coarse copy's beta = beta sqrt(L / L') may differ from the direct one in the last bit
+        key = (tuple(np.round(np.r_[red.a, red.beta, red.sigma, red.trained], 12)), red.relu, probes,
+               batches, seed)
+        if key not in _MEMO:
+            if len(_MEMO) >= 64:
+                _MEMO.pop(next(iter(_MEMO)))
+            _MEMO[key] = c1_expansion(red, probes, batches, np.random.SeedSequence([seed, fam.depth]),
+                                      on_batch=tick)
+        return tuple(x.copy() for x in _MEMO[key])      # results may be written to
     if family.depth <= _DIRECT_DEPTH:
         return c1_of(family)
     return _depth_extrapolated(family, c1_of)
+
+
+_MEMO = {}                   # family_c1's expansions, by reduction, probes, batches and seed
 
 
 def family_c1_batches(family, batches=8):

@@ -103,12 +103,15 @@ def test_depth_extrapolation_on_the_linear_chain(c, trained, tol):
 
 
 def test_finite_width_of_relu_resnets(monkeypatch):
-    """``finite_width`` runs the expansion at the family's depth up to 64 (the first seed of its
-    SeedSequence), deeper at depths 32 and 64 with ``beta^2 L`` kept."""
+    """``finite_width`` runs the expansion at the family's depth up to 64 (seeded by the seed and
+    the depth), deeper at depths 32 and 64 with ``beta^2 L`` kept; the width only scales ``c1``."""
     fam = ResNet.scaled(8, 64, 2.0)
     r = T.finite_width(fam, probes=16_000, seed=5)
-    c1, se = R.c1_expansion(R.Reduction.of(fam), 16_000, 8, np.random.SeedSequence(5).spawn(2)[0])
+    c1, se = R.c1_expansion(R.Reduction.of(fam), 16_000, 8, np.random.SeedSequence([5, 8]))
     assert np.array_equal(r.c1, c1, equal_nan=True) and np.array_equal(r.c1_se, se, equal_nan=True)
+    wide = T.finite_width(fam.replace(width=256), probes=16_000, seed=5)
+    assert np.array_equal(wide.c1, c1, equal_nan=True)
+    assert np.allclose(wide.cos - wide.cos_limit, c1 / 256, equal_nan=True)
     lim = T.bfa(fam)
     assert np.array_equal(r.cos_limit, lim.cos, equal_nan=True)
     assert np.array_equal(r.cos, r.cos_first_order, equal_nan=True)
@@ -120,6 +123,7 @@ def test_finite_width_of_relu_resnets(monkeypatch):
         s = (np.arange(red.n) - 1) / (red.n - 2)       # c1 = s on the coarse layer coordinate
         return np.where(s >= 0, s, np.nan), np.zeros(red.n)
     monkeypatch.setattr(R, "c1_expansion", fake)
+    monkeypatch.setattr(R, "_MEMO", {})
     deep = ResNet.scaled(256, 64, 2.0)
     r = T.finite_width(deep)
     assert seen == [(31, pytest.approx(2.0 / math.sqrt(32))), (63, pytest.approx(2.0 / math.sqrt(64)))]
