@@ -49,6 +49,7 @@ from rmtalign._extrapolate import fit_width_limit
 from rmtalign.families import MLP, ResNet
 from rmtalign.sampling import sample_bfa, sample_bfk, width_limit
 from rmtalign.theory.bfk import _mask_correlation
+from rmtalign.theory import _reduction as R
 from rmtalign.theory.layer import layer_law
 
 quick = "--quick" in sys.argv
@@ -411,53 +412,19 @@ def _reduced_F(fam, w, D, xi, eta, bL):
     return out
 
 
-def _norm2(h):
-    """``|h|^2`` per draw; inf where every unit is off (``h = 0``: nothing to condition on, and
-    the terms along ``h`` vanish)."""
-    hh = (h * h).sum(-1, keepdims=True)
-    return np.where(hh > 0, hh, np.inf)
-
-
 def exact_reduced_resnet(fam, n, seed):
     """``cos`` of ``n`` draws of a Gaussian ReLU ResNet with its *own* masks, exactly in law, as iid
-    neurons coupled through averages (no matrix drawn, O(n m L)): each ``W_l`` is conditioned on
-    its forward image ``y = W_l h`` (``h = phi(f_{l-1})``; ``y = s |h| zeta``, which drives the
-    pre-activations and so the masks), then ``W_l^T b_l = h (y . b)/|h|^2 + s |b| P_h xi`` and
+    neurons coupled through averages (``rmtalign.theory._reduction.simulate``; no matrix drawn,
+    O(n m L)): each ``W_l`` is conditioned on its forward image ``y = W_l h``
+    (``h = phi(f_{l-1})``; ``y = s |h| zeta``, which drives the pre-activations and so the masks),
+    then ``W_l^T b_l = h (y . b)/|h|^2 + s |b| P_h xi`` and
     ``W_l x = (x . h/|h|^2) y + s (e <xi, x_perp> + |x_perp| P_e eta)``, ``x_perp = P_h x``."""
-    L, m, a, beta = fam.depth, fam.width, fam.skip, fam.branch_scale
-    s, k = np.asarray(fam.stds, float), T.finite._trained_counts(fam)
+    L, m = fam.depth, fam.width
     rng = np.random.default_rng(seed)
-    dot = lambda x, y: (x * y).sum(-1, keepdims=True)
-    zeta = rng.standard_normal((L - 1, n, m)); xi = rng.standard_normal((L - 1, n, m))
-    eta = rng.standard_normal((L - 1, n, m))
-    f = np.empty((L - 1, n, m)); f[0] = rng.standard_normal((n, m))
-    y = np.zeros((L - 1, n, m))
-    for i in range(1, L - 1):                      # layer l = i + 1 uses W_l = W[i]
-        h = np.maximum(f[i - 1], 0)
-        y[i] = s[i] * np.sqrt(dot(h, h)) * zeta[i]
-        f[i] = a * f[i - 1] + beta * y[i]
-    D = (f > 0).astype(float)
-    b = np.empty((L - 1, n, m)); b[L - 2] = rng.standard_normal((n, m))
-    for i in range(L - 2, 0, -1):
-        h = np.maximum(f[i - 1], 0); hh = _norm2(h)
-        Wtb = h * dot(y[i], b[i]) / hh + s[i] * np.sqrt(dot(b[i], b[i])) * (xi[i] - h * dot(h, xi[i]) / hh)
-        b[i - 1] = a * b[i] + beta * D[i - 1] * Wtb
-    u = np.zeros((n, m)); out = np.full((n, L - 1), np.nan)
-    for i in range(L - 1):
-        B = dot(b[i], b[i])
-        if i > 0:
-            h = np.maximum(f[i - 1], 0); hh = _norm2(h)
-            x = D[i - 1] * u
-            xh = dot(x, h) / hh
-            xp = x - h * xh
-            e = b[i] / np.sqrt(B)
-            Wx = xh * y[i] + s[i] * (e * dot(xi[i], xp) + np.sqrt(dot(xp, xp)) * (eta[i] - e * dot(e, eta[i])))
-            u = a * u + beta * Wx
-        if fam.trained_mask[i]:
-            u = u + b[i] / B
-        if k[i] > 0:
-            out[:, i] = (dot(b[i], u) / np.sqrt(B * dot(u, u)))[:, 0]
-    return out
+    zeta, xi, eta = (rng.standard_normal((L - 1, n, m)) for _ in range(3))
+    zeta[0] = rng.standard_normal((n, m))                 # the input layer's pre-activations
+    b0 = rng.standard_normal((n, m))
+    return R.simulate(R.Reduction.of(fam), *(np.moveaxis(x, 0, -1) for x in (zeta, xi, eta)), b0)
 
 
 # The exact second von Mises variation of the reduced ReLU ResNet (masks independent of the weights,

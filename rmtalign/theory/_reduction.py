@@ -17,7 +17,8 @@ order parameters of a layer, ``Omega[k, l]`` in the order of :data:`ORDER`, are 
 appear; ``cos(theta_l) = <b u>/sqrt(<b^2> <u^2>)``.
 
 **The mean map.** ``_particle_map`` is one neuron's ``phi(z; Omega)`` (the integrands of the
-order parameters at given ``Omega``; a plain numpy oracle). ``mean_map(Omega) = E phi(z; Omega)``
+order parameters at given ``Omega``; a plain numpy oracle); the same equations with each network's
+own averages are the network at width ``m`` (:func:`simulate`). ``mean_map(Omega) = E phi(z; Omega)``
 is exact: given the path, ``b`` and ``u`` are linear in ``b_{L-1}``, ``D_{j-1} xi_j``, ``eta_k``
 (independent, centred) and in the path's ``h_j``, ``y_k`` with deterministic coefficients, so every
 order parameter is a quadratic form in those coefficients with the Gaussian path's closed-form
@@ -88,49 +89,77 @@ def _particle_map(red, f, xi, eta, b0, Om, D=None):
     ``b_{L-1} = b0`` (N,) and the order parameters ``Om``, (K, n) or one per neuron (N, K, n);
     masks ``D`` if given, else ``f > 0``. Entries that no layer uses (``HX``, ``Y``, ... at layer
     0) are 0."""
-    a, beta, n, N, sig = red.a, red.beta, red.n, f.shape[0], red.sigma
-    O = lambda k, i: Om[..., k, i]
+    return _neurons(red, f, xi, eta, b0, lambda k, i, _: Om[..., k, i], D)
+
+
+def _neurons(red, f, xi, eta, b0, order, D=None):
+    """The reduction's neurons, ``phi`` (..., K, n), with each order parameter taken from
+    ``order(k, i, integrand)`` when a layer needs it (the reduction is causal: the integrand is
+    known by then): ``Omega[k, i]`` for the mean map's particles, the average over a network's
+    neurons for :func:`simulate`. Arrays are (..., n) over layers, ``b0`` (...)."""
+    a, beta, n, sig = red.a, red.beta, red.n, red.sigma
     h = np.maximum(f, 0) if red.relu else f
     if D is None:
         D = (f > 0).astype(float) if red.relu else np.ones_like(f)
     y = np.zeros_like(f)
-    y[:, 1:] = (f[:, 1:] - a * f[:, :-1]) / beta
-    out = np.zeros((N, K, n))
-    out[:, iQ] = h * h
+    y[..., 1:] = (f[..., 1:] - a * f[..., :-1]) / beta
+    out = np.zeros(f.shape[:-1] + (K, n))
+    out[..., iQ, :] = h * h
     b = np.empty_like(f)
-    b[:, n - 1] = b0
+    b[..., n - 1] = b0
     for i in range(n - 1, 0, -1):
-        Qm = O(iQ, i - 1)
-        Wtb = (h[:, i - 1] * O(iY, i) / Qm
-               + sig[i] * np.sqrt(O(iB, i)) * (xi[:, i] - h[:, i - 1] * O(iHX, i) / Qm))
-        b[:, i - 1] = a * b[:, i] + beta * D[:, i - 1] * Wtb
-    out[:, iY], out[:, iB] = y * b, b * b
-    out[:, iHX, 1:] = h[:, :-1] * xi[:, 1:]
-    u = np.zeros(N)
+        out[..., iY, i], out[..., iB, i] = y[..., i] * b[..., i], b[..., i] ** 2
+        out[..., iHX, i] = h[..., i - 1] * xi[..., i]
+        Qm, Y, B, HX = (order(k, j, out[..., k, j]) for k, j in ((iQ, i - 1), (iY, i), (iB, i), (iHX, i)))
+        Wtb = h[..., i - 1] * Y / Qm + sig[i] * np.sqrt(B) * (xi[..., i] - h[..., i - 1] * HX / Qm)
+        b[..., i - 1] = a * b[..., i] + beta * D[..., i - 1] * Wtb
+    out[..., iY, 0], out[..., iB, 0] = y[..., 0] * b[..., 0], b[..., 0] ** 2
+    u = np.zeros_like(b0)
     for i in range(n):
+        B = order(iB, i, out[..., iB, i])
         if i > 0:
-            x = D[:, i - 1] * u
-            out[:, iXH, i], out[:, iXI, i] = x * h[:, i - 1], xi[:, i] * x
-            out[:, iX2, i], out[:, iBE, i] = x * x, b[:, i] * eta[:, i]
-            xh = O(iXH, i) / O(iQ, i - 1)
-            x2p = np.maximum(O(iX2, i) - O(iXH, i) * xh, 0.0)
-            B = O(iB, i)
-            Wx = xh * y[:, i] + sig[i] * (b[:, i] * (O(iXI, i) - O(iHX, i) * xh) / np.sqrt(B)
-                                          + np.sqrt(x2p) * (eta[:, i] - b[:, i] * O(iBE, i) / B))
+            x = D[..., i - 1] * u
+            out[..., iXH, i], out[..., iXI, i] = x * h[..., i - 1], xi[..., i] * x
+            out[..., iX2, i], out[..., iBE, i] = x * x, b[..., i] * eta[..., i]
+            XH, X2, XI, BE, HX = (order(k, i, out[..., k, i]) for k in (iXH, iX2, iXI, iBE, iHX))
+            xh = XH / order(iQ, i - 1, out[..., iQ, i - 1])
+            x2p = np.maximum(X2 - XH * xh, 0.0)
+            Wx = xh * y[..., i] + sig[i] * (b[..., i] * (XI - HX * xh) / np.sqrt(B)
+                                            + np.sqrt(x2p) * (eta[..., i] - b[..., i] * BE / B))
             u = a * u + beta * Wx
         if red.trained[i]:
-            u = u + b[:, i] / O(iB, i)
-        out[:, iBU, i], out[:, iU2, i] = b[:, i] * u, u * u
+            u = u + b[..., i] / B
+        out[..., iBU, i], out[..., iU2, i] = b[..., i] * u, u * u
     return out
 
 
 def _paths(red, Q, z):
-    """Pre-activation paths from standard normals ``z`` (N, n) at forward order parameters ``Q``."""
+    """Pre-activation paths from standard normals ``z`` (..., n) at forward order parameters ``Q``;
+    ``Q=None``: each network's own, ``z`` (..., m, n) holding networks of ``m`` neurons."""
     f = np.empty_like(z)
-    f[:, 0] = z[:, 0]
+    f[..., 0] = z[..., 0]
     for i in range(1, red.n):
-        f[:, i] = red.a * f[:, i - 1] + red.beta * red.sigma[i] * math.sqrt(Q[i - 1]) * z[:, i]
+        if Q is None:
+            h = np.maximum(f[..., i - 1], 0) if red.relu else f[..., i - 1]
+            q = np.mean(h * h, axis=-1, keepdims=True)
+        else:
+            q = Q[i - 1]
+        f[..., i] = red.a * f[..., i - 1] + red.beta * red.sigma[i] * np.sqrt(q) * z[..., i]
     return f
+
+
+def simulate(red, z, xi, eta, b0):
+    """``cos(theta_l)`` of networks of width ``m``, exactly in law (the reduction with each
+    network's own averages; O(m n) a network, no matrix drawn), (networks, n): standard normals
+    ``z``, ``xi``, ``eta`` (networks, m, n) and ``b0`` (networks, m), ``z[..., 0]`` the input layer's
+    pre-activations. Layers where every unit is off have nothing to condition on: the terms along
+    ``h`` vanish there."""
+    def order(k, i, integrand):
+        avg = np.mean(integrand, axis=-1, keepdims=True)
+        return np.where(avg > 0, avg, np.inf) if k == iQ else avg
+    out = _neurons(red, _paths(red, None, z), xi, eta, b0, order).mean(axis=-3)     # (networks, K, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return out[:, iBU] / np.sqrt(out[:, iB] * out[:, iU2])
 
 
 # ----------------------------------------------------------------- Gaussian moments (closed forms)

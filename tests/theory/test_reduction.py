@@ -12,6 +12,7 @@ import pytest
 
 from rmtalign import theory as T
 from rmtalign.families import ResNet
+from rmtalign.sampling import sample_bfa
 from rmtalign.theory import _reduction as R
 
 
@@ -129,3 +130,22 @@ def test_finite_width_of_relu_resnets(monkeypatch):
     assert seen == [(31, pytest.approx(2.0 / math.sqrt(32))), (63, pytest.approx(2.0 / math.sqrt(64)))]
     np.testing.assert_allclose(r.c1[1:], np.arange(254) / 253, atol=1e-12)
     np.testing.assert_allclose(r.cos, r.cos_limit + r.c1 / 64, equal_nan=True)
+
+
+def _simulated(fam, n, seed):
+    rng = np.random.default_rng(seed)
+    m, L = fam.width, fam.depth
+    z, xi, eta = (rng.standard_normal((n, m, L - 1)) for _ in range(3))
+    c = R.simulate(R.Reduction.of(fam), z, xi, eta, rng.standard_normal((n, m)))
+    return c.mean(0), c.std(0, ddof=1) / math.sqrt(n)
+
+
+def test_simulated_reduction_is_the_network():
+    """The reduction with each network's own averages is the network (its own masks), exactly in
+    law: against the sampler at m = 16, where the finite-width gap is 20 standard errors."""
+    fam = ResNet.scaled(10, 16, 2.0)
+    mean, se = _simulated(fam, 8000, 1)
+    s = sample_bfa(fam, 1500, seed=2).cos
+    z = (mean - s.mean(0))[1:] / np.hypot(se, s.std(0, ddof=1) / math.sqrt(1500))[1:]
+    assert np.abs(z).max() < 4.0, z
+    assert (mean - T.bfa(fam).cos)[-1] > 10 * se[-1]            # the finite-width gap is resolved
