@@ -51,6 +51,10 @@ from .batch import _correlations, _relu_kernel, _relu_pairs
 ORDER = ("Q", "Y", "B", "HX", "XH", "XI", "X2", "BE", "BU", "U2")
 K = len(ORDER)
 iQ, iY, iB, iHX, iXH, iXI, iX2, iBE, iBU, iU2 = range(K)
+# Haar weights: the fresh vectors are normalised, so their squared norms (and <y eta>) are order
+# parameters too (``docs/finite_width.md``, *What is not covered*)
+ORDER_HAAR = ORDER + ("ZZ", "XX", "EE", "YE")
+iZZ, iXX, iEE, iYE = range(K, len(ORDER_HAAR))
 _SQ2PI = math.sqrt(2.0 * math.pi)
 _CACHE_BYTES = 2e9          # the shifted path tables kept across batches (O(n^4) bytes) up to this
 
@@ -63,17 +67,24 @@ class Reduction:
     sigma: np.ndarray        # sigma_l = sqrt(m) * std_l
     trained: np.ndarray      # t_l in {0, 1}
     relu: bool
+    orthogonal: bool = False
 
     @property
     def n(self):
         return self.sigma.size
+
+    @property
+    def K(self):
+        """Order parameters a layer."""
+        return len(ORDER_HAAR) if self.orthogonal else K
 
     @classmethod
     def of(cls, family):
         n = family.depth - 1
         return cls(float(family.skip), float(family.branch_scale),
                    np.asarray(family.stds[:n], float) * math.sqrt(family.width),
-                   np.asarray(family.trained_mask[:n], float), family.activation == "relu")
+                   np.asarray(family.trained_mask[:n], float), family.activation == "relu",
+                   family.weights == "orthogonal")
 
     def variances(self, Q):
         """``V_l = Var f_l`` from the forward order parameters ``Q_l = <h_l^2>``."""
@@ -84,34 +95,44 @@ class Reduction:
         return V
 
 
-def _particle_map(red, f, xi, eta, b0, Om, D=None):
+def _particle_map(red, f, xi, eta, b0, Om, D=None, z=None):
     """``phi`` of ``N`` neurons, (N, K, n), given their paths ``f`` (N, n), ``xi``, ``eta`` (N, n),
     ``b_{L-1} = b0`` (N,) and the order parameters ``Om``, (K, n) or one per neuron (N, K, n);
-    masks ``D`` if given, else ``f > 0``. Entries that no layer uses (``HX``, ``Y``, ... at layer
-    0) are 0."""
-    return _neurons(red, f, xi, eta, b0, lambda k, i, _: Om[..., k, i], D)
+    masks ``D`` if given, else ``f > 0``; Haar weights: the paths' standard normals ``z``. Entries
+    that no layer uses (``HX``, ``Y``, ... at layer 0) are 0."""
+    return _neurons(red, f, xi, eta, b0, lambda k, i, _: Om[..., k, i], D, z)
 
 
-def _neurons(red, f, xi, eta, b0, order, D=None):
+def _neurons(red, f, xi, eta, b0, order, D=None, z=None):
     """The reduction's neurons, ``phi`` (..., K, n), with each order parameter taken from
     ``order(k, i, integrand)`` when a layer needs it (the reduction is causal: the integrand is
     known by then): ``Omega[k, i]`` for the mean map's particles, the average over a network's
-    neurons for :func:`simulate`. Arrays are (..., n) over layers, ``b0`` (...)."""
-    a, beta, n, sig = red.a, red.beta, red.n, red.sigma
+    neurons for :func:`simulate`. Arrays are (..., n) over layers, ``b0`` (...). Haar weights
+    (``red.orthogonal``) need the paths' standard normals ``z`` (their squared norms are order
+    parameters)."""
+    a, beta, n, sig, haar = red.a, red.beta, red.n, red.sigma, red.orthogonal
     h = np.maximum(f, 0) if red.relu else f
     if D is None:
         D = (f > 0).astype(float) if red.relu else np.ones_like(f)
     y = np.zeros_like(f)
     y[..., 1:] = (f[..., 1:] - a * f[..., :-1]) / beta
-    out = np.zeros(f.shape[:-1] + (K, n))
+    out = np.zeros(f.shape[:-1] + (red.K, n))
     out[..., iQ, :] = h * h
+    if haar:
+        out[..., iZZ, 1:], out[..., iXX, 1:] = z[..., 1:] ** 2, xi[..., 1:] ** 2
+        out[..., iEE, 1:], out[..., iYE, 1:] = eta[..., 1:] ** 2, y[..., 1:] * eta[..., 1:]
     b = np.empty_like(f)
     b[..., n - 1] = b0
     for i in range(n - 1, 0, -1):
         out[..., iY, i], out[..., iB, i] = y[..., i] * b[..., i], b[..., i] ** 2
         out[..., iHX, i] = h[..., i - 1] * xi[..., i]
         Qm, Y, B, HX = (order(k, j, out[..., k, j]) for k, j in ((iQ, i - 1), (iY, i), (iB, i), (iHX, i)))
-        Wtb = h[..., i - 1] * Y / Qm + sig[i] * np.sqrt(B) * (xi[..., i] - h[..., i - 1] * HX / Qm)
+        if haar:      # |P_y b| times a unit vector of h's complement
+            XX = order(iXX, i, out[..., iXX, i])
+            scale = np.sqrt((B - Y * Y / (sig[i] ** 2 * Qm)) / (XX - HX * HX / Qm))
+        else:
+            scale = np.sqrt(B)
+        Wtb = h[..., i - 1] * Y / Qm + sig[i] * scale * (xi[..., i] - h[..., i - 1] * HX / Qm)
         b[..., i - 1] = a * b[..., i] + beta * D[..., i - 1] * Wtb
     out[..., iY, 0], out[..., iB, 0] = y[..., 0] * b[..., 0], b[..., 0] ** 2
     u = np.zeros_like(b0)
@@ -122,10 +143,22 @@ def _neurons(red, f, xi, eta, b0, order, D=None):
             out[..., iXH, i], out[..., iXI, i] = x * h[..., i - 1], xi[..., i] * x
             out[..., iX2, i], out[..., iBE, i] = x * x, b[..., i] * eta[..., i]
             XH, X2, XI, BE, HX = (order(k, i, out[..., k, i]) for k in (iXH, iX2, iXI, iBE, iHX))
-            xh = XH / order(iQ, i - 1, out[..., iQ, i - 1])
-            x2p = np.maximum(X2 - XH * xh, 0.0)
-            Wx = xh * y[..., i] + sig[i] * (b[..., i] * (XI - HX * xh) / np.sqrt(B)
-                                            + np.sqrt(x2p) * (eta[..., i] - b[..., i] * BE / B))
+            Qm = order(iQ, i - 1, out[..., iQ, i - 1])
+            xh = XH / Qm
+            if haar:  # W x = y <x h>/Q + sigma (e' <g x> + |P_{h,g} x| (unit vector off y and b))
+                Y, XX, EE, YE = (order(k, i, out[..., k, i]) for k in (iY, iXX, iEE, iYE))
+                s2q = sig[i] ** 2 * Qm
+                pb = np.sqrt(B - Y * Y / s2q)
+                e = (b[..., i] - y[..., i] * Y / s2q) / pb
+                G = (XI - HX * xh) / np.sqrt(XX - HX * HX / Qm)
+                E = (BE - Y * YE / s2q) / pb
+                res = np.maximum(X2 - XH * xh - G * G, 0.0)
+                Wx = xh * y[..., i] + sig[i] * (e * G + np.sqrt(res / (EE - YE * YE / s2q - E * E))
+                                                * (eta[..., i] - y[..., i] * YE / s2q - e * E))
+            else:
+                x2p = np.maximum(X2 - XH * xh, 0.0)
+                Wx = xh * y[..., i] + sig[i] * (b[..., i] * (XI - HX * xh) / np.sqrt(B)
+                                                + np.sqrt(x2p) * (eta[..., i] - b[..., i] * BE / B))
             u = a * u + beta * Wx
         if red.trained[i]:
             u = u + b[..., i] / B
@@ -134,14 +167,17 @@ def _neurons(red, f, xi, eta, b0, order, D=None):
 
 
 def _paths(red, Q, z):
-    """Pre-activation paths from standard normals ``z`` (..., n) at forward order parameters ``Q``;
-    ``Q=None``: each network's own, ``z`` (..., m, n) holding networks of ``m`` neurons."""
+    """Pre-activation paths from standard normals ``z`` (..., n) at forward order parameters ``Q``
+    (Haar weights: ``Q_{i-1} / <z_i^2>``, :func:`_forward_q`); ``Q=None``: each network's own, ``z``
+    (..., m, n) holding networks of ``m`` neurons."""
     f = np.empty_like(z)
     f[..., 0] = z[..., 0]
     for i in range(1, red.n):
         if Q is None:
             h = np.maximum(f[..., i - 1], 0) if red.relu else f[..., i - 1]
             q = np.mean(h * h, axis=-1, keepdims=True)
+            if red.orthogonal:      # y = sigma |h| z / |z|: exactly sigma |h| in norm
+                q = q / np.mean(z[..., i] ** 2, axis=-1, keepdims=True)
         else:
             q = Q[i - 1]
         f[..., i] = red.a * f[..., i - 1] + red.beta * red.sigma[i] * np.sqrt(q) * z[..., i]
@@ -157,7 +193,7 @@ def simulate(red, z, xi, eta, b0):
     def order(k, i, integrand):
         avg = np.mean(integrand, axis=-1, keepdims=True)
         return np.where(avg > 0, avg, np.inf) if k == iQ else avg
-    out = _neurons(red, _paths(red, None, z), xi, eta, b0, order).mean(axis=-3)     # (networks, K, n)
+    out = _neurons(red, _paths(red, None, z), xi, eta, b0, order, z=z).mean(axis=-3)  # (networks, K, n)
     with np.errstate(invalid="ignore", divide="ignore"):
         return out[:, iBU] / np.sqrt(out[:, iB] * out[:, iU2])
 
