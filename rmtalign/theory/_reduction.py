@@ -298,35 +298,67 @@ def _path_tables(red, Q):
     return _PathTables(S, Cy, vy, pD, DD, Ghh, Ghy, T, Thy)
 
 
+def _forward_q(red, Om):
+    """The forward order parameters the path sees: ``Q_{l-1}`` at layer ``l``, divided by
+    ``<zeta_l^2>`` for Haar weights (``y = sigma |h| zeta / |zeta|``)."""
+    if not red.orthogonal:
+        return Om[iQ]
+    q = Om[iQ].copy()
+    q[:-1] /= Om[iZZ, 1:]
+    return q
+
+
 def mean_map(red, Om, tables=None):
     """``E phi(z; Om)``, exactly (module docstring), (K, n). ``tables``: the path's moments at
-    ``Om[Q]`` if already computed (they cost O(n^3); the rest O(n^3) in matrix products)."""
+    :func:`_forward_q` if already computed (they cost O(n^3); the rest O(n^3) in matrix
+    products)."""
     a, beta, n, sig = red.a, red.beta, red.n, red.sigma
     Q = Om[iQ]
-    t = _path_tables(red, Q) if tables is None else tables
+    t = _path_tables(red, _forward_q(red, Om)) if tables is None else tables
     pD = t.pD
-    out = np.zeros((K, n))
+    out = np.zeros((red.K, n))
     out[iQ] = np.diag(t.S) * pD
     # atoms: b0 (1), xi-atoms D_{j-1} xi_j (j = 1..n-1), eta_k (k = 1..n-1), g-atoms h_{j-1} then y_k
     i = np.arange(n)
     gap = i[None, :] - i[:, None]
     pw = np.where(gap > 0, a ** np.maximum(gap - 1, 0), 0.0)                # a^{j-1-i}, j > i
-    Bsq = np.sqrt(Om[iB])
+    s2q = np.ones(n)
+    s2q[1:] = sig[1:] ** 2 * Q[:-1]                                        # <y_l^2>
+    if red.orthogonal:          # W^T b: |P_y b| times a unit vector of h's complement (_neurons)
+        scale = np.sqrt(Om[iB])
+        scale[1:] = np.sqrt((Om[iB, 1:] - Om[iY, 1:] ** 2 / s2q[1:])
+                            / (Om[iXX, 1:] - Om[iHX, 1:] ** 2 / Q[:-1]))
+    else:
+        scale = np.sqrt(Om[iB])
     kappa = np.zeros(n)
-    kappa[1:] = (Om[iY, 1:] - sig[1:] * Bsq[1:] * Om[iHX, 1:]) / Q[:-1]
+    kappa[1:] = (Om[iY, 1:] - sig[1:] * scale[1:] * Om[iHX, 1:]) / Q[:-1]
     b_b0 = a ** (n - 1 - i)
-    b_xi = pw * beta * sig * Bsq                                         # column j: atom D_{j-1} xi_j
+    b_xi = pw * beta * sig * scale                                       # column j: atom D_{j-1} xi_j
     b_h = pw * beta * kappa                                              # column j: atom h_{j-1}
-    # tangent coefficients
+    # tangent coefficients: W x = cy y + cb b + ce eta (per unit beta)
     xh = np.zeros(n)
-    x2p = np.zeros(n)
     xh[1:] = Om[iXH, 1:] / Q[:-1]
-    x2p[1:] = np.maximum(Om[iX2, 1:] - Om[iXH, 1:] * xh[1:], 0.0)
     cb = red.trained / Om[iB]
-    cb[1:] += beta * sig[1:] * ((Om[iXI, 1:] - Om[iHX, 1:] * xh[1:]) / Bsq[1:]
-                                - np.sqrt(x2p[1:]) * Om[iBE, 1:] / Om[iB, 1:])
-    cy = beta * xh
-    ce = beta * sig * np.sqrt(x2p)
+    if red.orthogonal:
+        Y, B, HX, XI, BE, X2 = (Om[k, 1:] for k in (iY, iB, iHX, iXI, iBE, iX2))
+        pb = np.sqrt(B - Y * Y / s2q[1:])
+        G = (XI - HX * xh[1:]) / np.sqrt(Om[iXX, 1:] - HX * HX / Q[:-1])
+        E = (BE - Y * Om[iYE, 1:] / s2q[1:]) / pb
+        res = np.maximum(X2 - Om[iXH, 1:] * xh[1:] - G * G, 0.0)
+        rho = np.zeros(n)
+        rho[1:] = np.sqrt(res / (Om[iEE, 1:] - Om[iYE, 1:] ** 2 / s2q[1:] - E * E))
+        cb[1:] += beta * sig[1:] * (G - rho[1:] * E) / pb
+        cy = beta * xh
+        cy[1:] -= beta * sig[1:] * ((G - rho[1:] * E) * Y / pb + rho[1:] * Om[iYE, 1:]) / s2q[1:]
+        ce = beta * sig * rho
+        out[[iZZ, iXX, iEE], 1:] = 1.0                  # E zeta^2, E xi^2, E eta^2; E[y eta] = 0
+    else:
+        x2p = np.zeros(n)
+        x2p[1:] = np.maximum(Om[iX2, 1:] - Om[iXH, 1:] * xh[1:], 0.0)
+        cb[1:] += beta * sig[1:] * ((Om[iXI, 1:] - Om[iHX, 1:] * xh[1:]) / scale[1:]
+                                    - np.sqrt(x2p[1:]) * Om[iBE, 1:] / Om[iB, 1:])
+        cy = beta * xh
+        ce = beta * sig * np.sqrt(x2p)
     ce[0] = cy[0] = 0.0
     Tl = np.where(gap <= 0, a ** np.maximum(-gap, 0), 0.0)                  # a^{i-k}, k <= i
     TC = Tl * cb[None, :]
@@ -360,11 +392,14 @@ def mean_map(red, Om, tables=None):
 
 
 # ------------------------------------------------------------------------ the 1/m expansion
-def _used(n):
+def _used(red):
     """Order parameters that some layer reads (the rest are kept at 0 and out of the expansion)."""
-    used = np.ones((K, n), bool)
+    n = red.n
+    used = np.ones((red.K, n), bool)
     used[iQ, n - 1] = False
     used[[iY, iHX, iXH, iXI, iX2, iBE], 0] = False
+    if red.orthogonal:
+        used[[iZZ, iXX, iEE, iYE], 0] = False
     return used
 
 
@@ -377,8 +412,10 @@ def mean_field(red):
     for _ in range(n):
         Q = red.variances(Q) * (0.5 if red.relu else 1.0)
     tables = _path_tables(red, Q)
-    Om = np.ones((K, n))
+    Om = np.ones((red.K, n))
     Om[[iY, iHX, iXH, iXI, iBE]] = 0.0
+    if red.orthogonal:      # the normalisations are 1 (and the forward Q unchanged) at the fixed point
+        Om[[iZZ, iXX, iEE], 0] = Om[iYE] = 0.0
     Om[iQ] = Q
     for _ in range(2 * n + 3):
         new = mean_map(red, Om, tables)
@@ -533,7 +570,7 @@ def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000, on_batch=
     differentiated. The probes come in ``batches``; the scatter of the batches' ``c1``
     gives the standard error. ``on_batch()`` is called after each batch (a progress bar)."""
     n = red.n
-    used = _used(n)
+    used = _used(red)
     uf = used.ravel()
     d = K * n
     Om = mean_field(red)

@@ -22,18 +22,19 @@ def _particle_mean(red, Om, n_particles, chunks, seed):
     n, means = red.n, []
     for _ in range(chunks):
         z = rng.standard_normal((n_particles, n))
-        f = R._paths(red, Om[R.iQ], z)
+        f = R._paths(red, R._forward_q(red, Om), z)
         xi, eta = rng.standard_normal((n_particles, n)), rng.standard_normal((n_particles, n))
-        means.append(R._particle_map(red, f, xi, eta, rng.standard_normal(n_particles), Om).mean(0))
+        means.append(R._particle_map(red, f, xi, eta, rng.standard_normal(n_particles), Om, z=z).mean(0))
     means = np.array(means)
     return means.mean(0), means.std(0, ddof=1) / math.sqrt(chunks)
 
 
+@pytest.mark.parametrize("weights", ["gaussian", "orthogonal"])
 @pytest.mark.parametrize("activation", ["relu", "linear"])
-def test_mean_field_is_the_width_limit(activation):
-    for fam in (ResNet.scaled(12, 64, 2.0, activation=activation),
+def test_mean_field_is_the_width_limit(activation, weights):
+    for fam in (ResNet.scaled(12, 64, 2.0, activation=activation, weights=weights),
                 ResNet(10, 64, 0.4, skip_scale=0.8, hidden_std=1.3 / math.sqrt(64), activation=activation,
-                       trained=(3, 5, 6, 9))):
+                       trained=(3, 5, 6, 9), weights=weights)):
         Om = R.mean_field(R.Reduction.of(fam))
         with np.errstate(invalid="ignore", divide="ignore"):
             cos = Om[R.iBU] / np.sqrt(Om[R.iB] * Om[R.iU2])
@@ -43,14 +44,18 @@ def test_mean_field_is_the_width_limit(activation):
         np.testing.assert_allclose(cos[ok], lim[ok], rtol=1e-12)
 
 
-@pytest.mark.parametrize("activation", ["relu", "linear"])
-def test_mean_map_against_particles(activation):
-    red = R.Reduction.of(ResNet.scaled(7, 64, 2.0, activation=activation))
+@pytest.mark.parametrize("activation,weights", [("relu", "gaussian"), ("linear", "gaussian"),
+                                                ("relu", "orthogonal"), ("linear", "orthogonal")])
+def test_mean_map_against_particles(activation, weights):
+    red = R.Reduction.of(ResNet.scaled(7, 64, 2.0, activation=activation, weights=weights))
     rng = np.random.default_rng(0)
-    Om = R.mean_field(red) * (1 + 0.2 * rng.standard_normal((R.K, red.n)))
+    Om = R.mean_field(red) * (1 + 0.2 * rng.standard_normal((red.K, red.n)))
     # the terms that vanish at the fixed point (rank-one forward terms, their cross moments)
     Om[[R.iY, R.iHX, R.iBE]] = 0.3 * rng.standard_normal((3, red.n))
     Om[R.iXH] = 0.3 * np.sqrt(Om[R.iQ]) * rng.standard_normal(red.n)
+    if red.orthogonal:      # Haar: the normalisations (1 at the fixed point) and <y eta> (0)
+        Om[[R.iZZ, R.iXX, R.iEE], 1:] = 1 + 0.2 * rng.standard_normal((3, red.n - 1))
+        Om[R.iYE, 1:] = 0.3 * rng.standard_normal(red.n - 1)
     exact = R.mean_map(red, Om)
     mc, se = _particle_mean(red, Om, 100_000, 12, seed=1)
     used = se > 0
