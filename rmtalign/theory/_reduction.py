@@ -425,18 +425,28 @@ def mean_field(red):
     return new
 
 
+def _forward(red):
+    """The order parameters the path's tables depend on (``Q``; Haar weights: and ``<zeta^2>``)."""
+    out = np.zeros((red.K, red.n), bool)
+    out[iQ] = True
+    if red.orthogonal:
+        out[iZZ] = True
+    return out
+
+
 def _jacobian(red, Om, used, rel=1e-5):
     """``d mean_map / d Omega`` at ``Om`` on the used entries (central differences of a smooth map;
     the path's tables are shared by every column but the forward ones)."""
     n, uf = red.n, used.ravel()
-    d = K * n
-    base = _path_tables(red, Om[iQ])
+    d = red.K * n
+    base = _path_tables(red, _forward_q(red, Om))
+    forward = _forward(red).ravel()
     J = np.zeros((d, d))
     for k in np.flatnonzero(uf):
         e = np.zeros(d)
         e[k] = rel * max(abs(Om.ravel()[k]), 1e-2)
-        e = e.reshape(K, n)
-        tp, tm = (None, None) if k < n else (base, base)       # k < n: a forward order parameter
+        e = e.reshape(red.K, n)
+        tp, tm = (None, None) if forward[k] else (base, base)
         J[:, k] = (mean_map(red, Om + e, tp) - mean_map(red, Om - e, tm)).ravel() / (2 * e.ravel()[k])
     J[~uf] = 0.0
     return J
@@ -458,12 +468,12 @@ def _second(red, Om, C, rel=1e-2, cache=None):
     few percent). ``C`` is split into blocks so that the path's tables (the O(n^3) part) are
     recomputed only along the forward directions: the non-forward block along its eigenvectors
     (tables fixed), the forward block along its own, and each forward ``Q_q`` against the
-    non-forward direction ``rho_q = C[q, R]`` by a mixed central difference. ``cache`` (a dict,
+    non-forward direction ``rho_q = C[q, R]`` by a mixed central difference (forward: :func:`_forward`). ``cache`` (a dict,
     reused across calls with the same ``Om`` and forward block ``C[Q, Q]``) keeps the shifted
     tables and the forward block's contribution."""
     cache = {} if cache is None else cache
-    n = red.n
-    d = K * n
+    n, Kr = red.n, red.K
+    d = Kr * n
     # Steps relative to each entry's value (a positive order parameter must not be pushed towards
     # 0: its fluctuation can exceed its mean by orders of magnitude), to its fluctuation where the
     # value is 0. Eigenvectors are taken in units of the fluctuations (the correlation matrix):
@@ -474,9 +484,9 @@ def _second(red, Om, C, rel=1e-2, cache=None):
     scale = np.where(om > 0, om, sd)
     inv = np.where(scale > 0, 1.0 / np.where(scale > 0, scale, 1.0), 0.0)
     active = sd > 0
-    isQ = np.arange(d) < n
+    isQ = _forward(red).ravel()
     if "base" not in cache:
-        cache["base"] = _path_tables(red, Om[iQ])
+        cache["base"] = _path_tables(red, _forward_q(red, Om))
     base_t = cache["base"]
     base = mean_map(red, Om, base_t)
     H = np.zeros_like(Om)
@@ -492,7 +502,7 @@ def _second(red, Om, C, rel=1e-2, cache=None):
             w = np.zeros(d)
             w[idx] = s * U[:, k]
             t = rel / np.abs(w * inv).max()
-            H += lam[k] * _second_along(red, Om, (t * w).reshape(K, n), base, tables) / t ** 2
+            H += lam[k] * _second_along(red, Om, (t * w).reshape(Kr, n), base, tables) / t ** 2
 
     eig_block(~isQ, base_t)
     if "QQ" not in cache:
@@ -506,17 +516,19 @@ def _second(red, Om, C, rel=1e-2, cache=None):
         if not rho.any():
             continue
         sr = rel / np.abs(rho * inv).max()                      # a step along rho of size rel
-        r = (rho * sr).reshape(K, n)
+        r = (rho * sr).reshape(Kr, n)
         mixed = []
         for j in (1, 2):                                        # Richardson in the two steps
-            eq = np.zeros((K, n))
-            eq[iQ, q] = j * rel * scale[q]
-            tp, tm = cache.get((q, j)) or (_path_tables(red, (Om + eq)[iQ]), _path_tables(red, (Om - eq)[iQ]))
-            if 8 * (base_t.T.nbytes + base_t.Thy.nbytes) * n < _CACHE_BYTES:     # all shifts kept
+            eq = np.zeros(d)
+            eq[q] = j * rel * scale[q]
+            eq = eq.reshape(Kr, n)
+            tp, tm = cache.get((q, j)) or (_path_tables(red, _forward_q(red, Om + eq)),
+                                           _path_tables(red, _forward_q(red, Om - eq)))
+            if 8 * (base_t.T.nbytes + base_t.Thy.nbytes) * isQ.sum() < _CACHE_BYTES:   # all shifts kept
                 cache[q, j] = tp, tm
             mixed.append((mean_map(red, Om + eq + j * r, tp) - mean_map(red, Om + eq - j * r, tp)
                           - mean_map(red, Om - eq + j * r, tm) + mean_map(red, Om - eq - j * r, tm))
-                         / (4 * eq[iQ, q] * j * sr))
+                         / (4 * eq.ravel()[q] * j * sr))
         H += 2 * (4 * mixed[0] - mixed[1]) / 3                   # C[q, R] and C[R, q]
     return H
 
@@ -552,6 +564,29 @@ def _forward_cov(red, Q):
     return e4 - np.outer(np.diag(S), np.diag(S)) / 4
 
 
+def _path_response(red, Om, V, z, dev):
+    """The self-response through the neuron's own path, summed over neurons: its influence ``V``
+    (N, K, n) on the forward order parameters moves its path, whose law is Gaussian, so by
+    integration by parts it is ``E[(phi - Omega*) w]`` with the score weight
+    ``w = sum_j v_j (z_{j+1}^2 - 1) / (2 q_j)`` (``q_j`` the path's ``Q_j``, ``v_j`` the neuron's
+    influence on it, a function of the path up to ``j``). Haar weights: ``q_j = Q_j / <zeta_{j+1}^2>``,
+    and the influence on ``<zeta_{j+1}^2>`` is the neuron's own ``zeta_{j+1}^2 - 1`` (its row of
+    ``A`` is a unit row: the mean map is 1 there), so ``v_j = v_{Q_j} - Q_j (z_{j+1}^2 - 1)``
+    depends on ``z_{j+1}`` too; its derivative adds ``z_{j+1}^2`` to the weight, and the direct
+    term ``zeta^2`` of ``phi`` (not moved by the path) takes back ``v_j z_{j+1}^2 / Q_j``."""
+    n = red.n
+    Q = Om[iQ, :n - 1]
+    z2 = z[:, 1:] ** 2
+    if not red.orthogonal:
+        w = (V[:, iQ, :n - 1] * (z2 - 1) / (2 * Q)).sum(1)
+        return (dev * w[:, None]).sum(0)
+    v = V[:, iQ, :n - 1] - Q * V[:, iZZ, 1:]                  # at the fixed point <zeta^2> = 1
+    w = (v * (z2 - 1) / (2 * Q) + z2).sum(1)
+    out = (dev * w[:, None]).sum(0).reshape(red.K, n)
+    out[iZZ, 1:] -= (v * z2 / Q).sum(0)
+    return out.ravel()
+
+
 def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000, on_batch=None):
     """The ``1/m`` coefficient of ``E cos(theta_l)`` of the reduced network, (mean, se) per layer.
 
@@ -572,7 +607,8 @@ def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000, on_batch=
     n = red.n
     used = _used(red)
     uf = used.ravel()
-    d = K * n
+    Kr = red.K
+    d = Kr * n
     Om = mean_field(red)
     J = _jacobian(red, Om, used)
     A = np.linalg.inv(np.eye(d) - J)
@@ -588,19 +624,19 @@ def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000, on_batch=
             N = min(chunk, per - got)
             z = rng.standard_normal((N, n))
             xi, eta, b0 = rng.standard_normal((N, n)), rng.standard_normal((N, n)), rng.standard_normal(N)
-            f = _paths(red, Om[iQ], z)
+            f = _paths(red, _forward_q(red, Om), z)
             D = (f > 0).astype(float) if red.relu else np.ones_like(f)
-            dev = _particle_map(red, f, xi, eta, b0, Om, D).reshape(N, d) - Om.ravel()
+            dev = _particle_map(red, f, xi, eta, b0, Om, D, z).reshape(N, d) - Om.ravel()
             dev[:, ~uf] = 0.0
             S2 += dev.T @ dev
             v = dev @ A.T
             st = 1e-4 / max(np.abs(v / scale).max(), 1e-300)
-            V = v.reshape(N, K, n)
-            up = _particle_map(red, f, xi, eta, b0, Om + st * V, D)
-            dn = _particle_map(red, f, xi, eta, b0, Om - st * V, D)
+            V = v.reshape(N, Kr, n)
+            up = _particle_map(red, f, xi, eta, b0, Om + st * V, D, z)
+            dn = _particle_map(red, f, xi, eta, b0, Om - st * V, D, z)
             SR += ((up - dn) / (2 * st)).reshape(N, d).sum(0)
-            score = (V[:, iQ, :n - 1] * (z[:, 1:] ** 2 - 1) / (2 * Om[iQ, :n - 1])).sum(1)
-            SR += (dev * score[:, None]).sum(0)          # E[phi w S] = E[(phi - Omega*) w S] (E[w S] = 0)
+            SR += _path_response(red, Om, V, z, dev)
+
             got += N
         Sig = S2 / per
         Sig[:n, :n] = SQQ                                    # the forward block, exactly

@@ -268,13 +268,8 @@ def _check_supported(family):
                        "covered (relu and linear, Gaussian and orthogonal are)")
     elif family.activation not in ("linear", "relu"):
         why.append(f"ResNets are covered with linear and relu activations, got {family.activation!r}")
-    elif family.activation == "relu":
-        if family.weights != "gaussian":
-            why.append(f"ReLU ResNets are covered with Gaussian weights, got {family.weights!r} "
-                       "(orthogonal ones need their own reduction: a Haar matrix conditioned on "
-                       "its forward image)")
-        if family.depth > _reduction._DIRECT_DEPTH:
-            why += _extrapolation_limits(family)
+    elif family.activation == "relu" and family.depth > _reduction._DIRECT_DEPTH:
+        why += _extrapolation_limits(family)
     if family.lr_rule != "balanced" or family.lr_values is not None:
         why.append("only lr_rule='balanced' without explicit lr_values is covered (it makes "
                    "c_l = 1/(n |b_l|^2) and b_v^T K_v b_v deterministic)")

@@ -268,7 +268,6 @@ def test_orthogonal_resnet_without_skip_is_exactly_aligned():
 
 
 @pytest.mark.parametrize("family,what", [
-    (ResNet(12, 32, 0.5, weights="orthogonal"), "ReLU ResNets are covered with Gaussian weights"),
     (ResNet.scaled(128, 32, 2.0, trained=[1, 100]), "trained='all' or 'all-but-first'"),
     (ResNet(128, 32, 0.5, skip_scale=1.0), "variance-preserving skip"),
     (ResNet.scaled(128, 32, 6.0), r"branch_scale \* sqrt\(depth\) <= 5.66"),
