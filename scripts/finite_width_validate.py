@@ -71,7 +71,9 @@ RESNET = [(2.0, "linear", 64, 256, (32, 64, 128, 256)), (1.0, "linear", 64, 256,
           (1.0, "relu", 64, 256, (32, 64, 128, 256)), (2.0, "relu", 64, 256, (32, 64, 128, 256)),
           (1.0, "relu", 128, 96, (128, 512)), (2.0, "relu", 128, 96, (128, 512)),
           (1.0, "relu", 256, 64, (256,)),
-          (2.0, "linear", 64, 256, (64, 256), "orthogonal"), (2.0, "linear", 128, 96, (512,), "orthogonal")]
+          (2.0, "linear", 64, 256, (64, 256), "orthogonal"), (2.0, "linear", 128, 96, (512,), "orthogonal"),
+          (1.0, "relu", 64, 256, (32, 64, 128, 256), "orthogonal"), (2.0, "relu", 64, 256, (32, 64, 128, 256), "orthogonal"),
+          (1.0, "relu", 128, 96, (128, 512), "orthogonal"), (2.0, "relu", 128, 96, (128, 512), "orthogonal")]
 CHUNK = 32
 if quick:
     GRID = [(64, 96, 4), (128, 48, 1)]
@@ -682,7 +684,7 @@ def moments_grid():
 def _relu_fw(fam, probes):
     """``(cos_limit, c1, c1_se)`` of ``theory.finite_width`` for a ReLU ResNet, cached as JSON (the
     expansion takes minutes; ``c1`` does not depend on the width)."""
-    path = out / f"fw_relu_resnet_L{fam.depth}_b{fam.branch_scale:.6g}_p{probes}.json"
+    path = out / f"fw_relu_resnet_{fam.weights}_L{fam.depth}_b{fam.branch_scale:.6g}_p{probes}.json"
     if not path.exists():
         t = time.time()
         fw = T.finite_width(fam, probes=probes)
@@ -693,7 +695,7 @@ def _relu_fw(fam, probes):
     return T.bfa(fam).cos, c1, se
 
 
-def relu_resnet(probes, files):
+def relu_resnet(probes, files, weights="gaussian"):
     """ReLU ResNets: ``finite_width`` (``bfa + c1/m``, ``c1`` from the exact reduction, depth
     extrapolated beyond 64) against the sampled means of ``--resnet`` (same draws, cached) at every
     grid point; then, for each ``scripts/relu_resnet_c1.py --out FILE`` given (a depth beyond 64
@@ -714,11 +716,11 @@ def relu_resnet(probes, files):
           "err finite | z limit | z finite |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
-    for c, act, m, n, depths, *weights in RESNET:
-        if act != "relu" or weights:
+    for c, act, m, n, depths, *w in RESNET:
+        if act != "relu" or (w or ["gaussian"])[0] != weights:
             continue
         for L in depths:
-            fam = ResNet.scaled(L, m, c)
+            fam = ResNet.scaled(L, m, c, weights=weights)
             mean, sem = resnet_sampled(fam, n)
             lim, c1, c1_se = _relu_fw(fam, probes)
             for v in (L // 2, L - 1):
@@ -778,6 +780,7 @@ if __name__ == "__main__":
                 sys.exit(2)
             del args[args.index("--probes"):args.index("--probes") + 2]
         summary(relu_resnet(probes, [f for f in args if not f.startswith("--")]), "ReLU ResNets")
+        summary(relu_resnet(probes, [], "orthogonal"), "orthogonal ReLU ResNets")
     elif "--resnet" in sys.argv:
         resnet_coefficient()
         summary(resnet_grid(), "linear ResNets")

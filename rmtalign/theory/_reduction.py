@@ -1,6 +1,7 @@
-"""The exact reduction of a Gaussian ResNet with its own ReLU masks, and its exact mean map.
+"""The exact reduction of a ResNet with its own ReLU masks (Gaussian or Haar weights), and its exact
+mean map.
 
-**The reduction** (``docs/finite_width.md``, *What is not covered*). Condition each ``W_l`` on its
+**The reduction** (``docs/finite_width.md``, *ReLU ResNets*). Condition each ``W_l`` on its
 forward image ``y_l = W_l h_{l-1}`` (``h = phi(f)``): then ``W_l^T b_l`` and ``W_l x`` are the
 rank-one forward terms plus fresh Gaussians, and the network is, exactly in law, ``m`` iid
 neurons coupled only through averages ``<.>`` over neurons. Neuron ``i`` carries its
@@ -16,6 +17,18 @@ and with ``D = 1{f > 0}``, for hidden layers ``l = 0 .. n-1`` (``n = L - 1``):
 order parameters of a layer, ``Omega[k, l]`` in the order of :data:`ORDER`, are the averages that
 appear; ``cos(theta_l) = <b u>/sqrt(<b^2> <u^2>)``.
 
+*Haar weights* ``W = sigma O``: ``O h^ = y^`` with ``y^`` uniform, ``O = y^ h^T + O_1`` (``O_1`` a Haar
+isometry of ``h^``'s complement onto ``y^``'s) and, given ``g = O_1^T P_y b``, ``O_1 = e' g^^T + O_2``
+(``e' = P_y b / |P_y b|``). The fresh vectors are then unit vectors, normalised Gaussians, and
+the norms exact:
+
+    y_l     = sigma_l sqrt(Q / <zeta_l^2>) zeta_l
+    W^T b   = h <y b>/Q + sigma sqrt(|P_y b|^2 / |P_h xi|^2) P_h xi
+    W x     = xh y + sigma (e' <g^ x> + |P_{h,g} x| P_{y,b} eta / |P_{y,b} eta|)
+
+(squared norms as averages over neurons), with four more order parameters a layer
+(:data:`ORDER_HAAR`: ``<zeta^2>``, ``<xi^2>``, ``<eta^2>``, ``<y eta>``).
+
 **The mean map.** ``_particle_map`` is one neuron's ``phi(z; Omega)`` (the integrands of the
 order parameters at given ``Omega``; a plain numpy oracle); the same equations with each network's
 own averages are the network at width ``m`` (:func:`simulate`). ``mean_map(Omega) = E phi(z; Omega)``
@@ -30,9 +43,9 @@ derivatives need no jump terms. Cost O(n^3).
 **The 1/m coefficient** (:func:`c1_expansion`): the order-parameter expansion of the reduction,
 ``c1 = grad G . A (SR + Phi''[C] / 2) + tr(G'' C) / 2``, with ``Omega*``, the Jacobian and the second
 derivatives of the mean map exact, the neuron covariance exact in its forward block and, with the
-self-response, otherwise averaged over probe neurons. Checked against the linear chain's exact
-``c1`` (``tests/theory/test_reduction.py``) and,
-for ReLU, against the reduction simulated at widths up to 1024 (``docs/finite_width.md``). Cost
+self-response, otherwise averaged over probe neurons. Checked against the linear chains' exact
+``c1`` (Gaussian and Haar, ``tests/theory/test_reduction.py``) and, for ReLU, against the reduction
+simulated at widths up to 1024 (:func:`simulate`, itself checked against the sampler). Cost
 O(n^4 + probes n^2).
 
 **A family's c1** (:func:`family_c1`, behind ``theory.finite_width``): the expansion at the
@@ -703,8 +716,8 @@ def family_c1(family, probes=200_000, batches=8, seed=0, progress=None):
     def c1_of(fam):
         red = Reduction.of(fam)
         # rounded: a coarse copy's beta = beta sqrt(L / L') may differ from the direct one in the last bit
-        key = (tuple(np.round(np.r_[red.a, red.beta, red.sigma, red.trained], 12)), red.relu, probes,
-               batches, seed)
+        key = (tuple(np.round(np.r_[red.a, red.beta, red.sigma, red.trained], 12)), red.relu,
+               red.orthogonal, probes, batches, seed)
         if key not in _MEMO:
             if len(_MEMO) >= 64:
                 _MEMO.pop(next(iter(_MEMO)))

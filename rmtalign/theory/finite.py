@@ -1,6 +1,6 @@
 """The BFA at finite width, exact in depth: MLPs (ReLU and linear, Gaussian and orthogonal weights)
 and linear ResNets (Gaussian and orthogonal weights); the BFK's first two spectral moments at
-finite width for the same families. Gaussian ReLU ResNets, whose masks break the chains, go
+finite width for the same families. ReLU ResNets, whose masks break the chains, go
 through :mod:`rmtalign.theory._reduction` (:func:`finite_width`).
 
 **Reduction to a scalar chain.** With the balanced learning rates of Eq. (8) the kernel weights
@@ -747,9 +747,9 @@ def finite_width(family, *, probes=200_000, seed=0, progress=None) -> FiniteWidt
     width ``m`` (``m1``, ``m2``, with their limits, ``1/m`` coefficients and ``m1_sd``; see
     :class:`FiniteWidthBFA`).
     Covered: MLPs with Gaussian or orthogonal weights, ReLU or linear, ResNets with linear
-    activation (Gaussian or orthogonal weights) and ReLU ResNets with Gaussian weights; balanced
+    activation (Gaussian or orthogonal weights) and ReLU ResNets (Gaussian or orthogonal); balanced
     learning rates, any init scale and any set of trained layers, ``width >= 16``. Other families
-    raise ``NotImplementedError`` (orthogonal ReLU ResNets among them). Accuracy against the exact
+    (other learning-rate rules) raise ``NotImplementedError``. Accuracy against the exact
     sampler and where the chains were checked: ``docs/finite_width.md``; for orthogonal MLPs at
     ``L/m = 4`` the sampled output scatters more than its standard errors (pooled over 3672 draws
     the prediction is 1% high, z = +1.1). Cost O(L): about a millisecond a layer (MLPs), a few

@@ -121,6 +121,8 @@ def test_finite_width_of_relu_resnets(monkeypatch):
     assert np.array_equal(r.c1, c1, equal_nan=True) and np.array_equal(r.c1_se, se, equal_nan=True)
     wide = T.finite_width(fam.replace(width=256), probes=16_000, seed=5)
     assert np.array_equal(wide.c1, c1, equal_nan=True)
+    haar = T.finite_width(fam.replace(weights="orthogonal"), probes=16_000, seed=5)    # not the memo's
+    assert haar.c1[-1] < 0 < c1[-1]
     assert np.allclose(wide.cos - wide.cos_limit, c1 / 256, equal_nan=True)
     lim = T.bfa(fam)
     assert np.array_equal(r.cos_limit, lim.cos, equal_nan=True)
