@@ -747,6 +747,26 @@ def relu_resnet(probes, files, weights="gaussian"):
     return rows
 
 
+def relu_coefficient(weights, probes):
+    """ReLU ResNets, L = 32, c = 2: ``finite_width``'s ``c1`` against ``width_limit``'s fit with the
+    ``1/m^2`` term (``order=2``; widths 32..256, 4000 draws a width, cached): with ``1/m^2`` terms
+    this large, the plain ``c0 + c1/m`` fit is not the ``1/m`` coefficient."""
+    fam = ResNet.scaled(32, 32, 2.0, weights=weights)
+    widths = [32, 64, 128, 256]
+    tag = "" if weights == "gaussian" else f"_{weights}"
+    path = out / f"wl_resnet_relu{tag}_L32_c2_{'-'.join(map(str, widths))}_n4000_s777.json"
+    means, sems = cached_width_limit(fam, widths, 4000, 777, path)
+    fit = fit_width_limit(widths, means, sems, order=2)
+    _, c1, se = _relu_fw(fam, probes)
+    print(f"\n{weights} ReLU ResNet, L = 32, c = 2: c1 against width_limit's order-2 fit")
+    print("| v | c1 ± se | fitted c1 ± se | z |")
+    print("|---|---|---|---|")
+    for v in (4, 8, 16, 24, 31):
+        j = v - 1
+        fc, fs = fit.coef[j, 1], math.sqrt(fit.cov[j, 1, 1])
+        print(f"| {v} | {c1[j]:.3f} ± {se[j]:.3f} | {fc:.3f} ± {fs:.3f} | {(fc - c1[j]) / math.hypot(fs, se[j]):+.2f} |")
+
+
 def summary(rows, name):
     sel = [r for r in rows if r[2] >= 0.5]
     if not sel:
@@ -781,6 +801,8 @@ if __name__ == "__main__":
             del args[args.index("--probes"):args.index("--probes") + 2]
         summary(relu_resnet(probes, [f for f in args if not f.startswith("--")]), "ReLU ResNets")
         summary(relu_resnet(probes, [], "orthogonal"), "orthogonal ReLU ResNets")
+        for weights in ("gaussian", "orthogonal"):
+            relu_coefficient(weights, probes)
     elif "--resnet" in sys.argv:
         resnet_coefficient()
         summary(resnet_grid(), "linear ResNets")

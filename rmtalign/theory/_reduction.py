@@ -715,8 +715,9 @@ def family_c1(family, probes=200_000, batches=8, seed=0, progress=None):
 
     def c1_of(fam):
         red = Reduction.of(fam)
-        # rounded: a coarse copy's beta = beta sqrt(L / L') may differ from the direct one in the last bit
-        key = (tuple(np.round(np.r_[red.a, red.beta, red.sigma, red.trained], 12)), red.relu,
+        # rounded: a coarse copy's beta = beta sqrt(L / L') may differ from the direct one in the last
+        # bit; sigma_0 (the input layer's, which depends on the width) is not used
+        key = (tuple(np.round(np.r_[red.a, red.beta, red.sigma[1:], red.trained], 12)), red.relu,
                red.orthogonal, probes, batches, seed)
         if key not in _MEMO:
             if len(_MEMO) >= 64:
