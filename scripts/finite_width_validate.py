@@ -72,7 +72,8 @@ RESNET = [(2.0, "linear", 64, 256, (32, 64, 128, 256)), (1.0, "linear", 64, 256,
           (1.0, "relu", 128, 96, (128, 512)), (2.0, "relu", 128, 96, (128, 512)),
           (1.0, "relu", 256, 64, (256,)),
           (2.0, "linear", 64, 256, (64, 256), "orthogonal"), (2.0, "linear", 128, 96, (512,), "orthogonal"),
-          (1.0, "relu", 64, 256, (32, 64, 128, 256), "orthogonal"), (2.0, "relu", 64, 256, (32, 64, 128, 256), "orthogonal"),
+          (1.0, "relu", 64, 256, (32, 64, 128, 256), "orthogonal"),
+          (2.0, "relu", 64, 256, (32, 64, 128, 256), "orthogonal"),
           (1.0, "relu", 128, 96, (128, 512), "orthogonal"), (2.0, "relu", 128, 96, (128, 512), "orthogonal")]
 CHUNK = 32
 if quick:
@@ -764,7 +765,8 @@ def relu_coefficient(weights, probes):
     for v in (4, 8, 16, 24, 31):
         j = v - 1
         fc, fs = fit.coef[j, 1], math.sqrt(fit.cov[j, 1, 1])
-        print(f"| {v} | {c1[j]:.3f} ± {se[j]:.3f} | {fc:.3f} ± {fs:.3f} | {(fc - c1[j]) / math.hypot(fs, se[j]):+.2f} |")
+        z = (fc - c1[j]) / math.hypot(fs, se[j])
+        print(f"| {v} | {c1[j]:.3f} ± {se[j]:.3f} | {fc:.3f} ± {fs:.3f} | {z:+.2f} |")
 
 
 def summary(rows, name):

@@ -481,9 +481,9 @@ def _second(red, Om, C, rel=1e-2, cache=None):
     few percent). ``C`` is split into blocks so that the path's tables (the O(n^3) part) are
     recomputed only along the forward directions: the non-forward block along its eigenvectors
     (tables fixed), the forward block along its own, and each forward ``Q_q`` against the
-    non-forward direction ``rho_q = C[q, R]`` by a mixed central difference (forward: :func:`_forward`). ``cache`` (a dict,
-    reused across calls with the same ``Om`` and forward block ``C[Q, Q]``) keeps the shifted
-    tables and the forward block's contribution."""
+    non-forward direction ``rho_q = C[q, R]`` by a mixed central difference (forward:
+    :func:`_forward`). ``cache`` (a dict, reused across calls with the same ``Om`` and forward block
+    ``C[Q, Q]``) keeps the shifted tables and the forward block's contribution."""
     cache = {} if cache is None else cache
     n, Kr = red.n, red.K
     d = Kr * n

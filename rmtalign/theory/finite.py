@@ -221,8 +221,9 @@ class FiniteWidthBFA(Result):
     are the exact expectations at width ``m``, ``m1_limit = k_v`` and ``m2_limit`` the width
     limits (``m2_limit / m1_limit^2 = TheoryBFA.m2 / TheoryBFA.m1^2``), ``m1_c1, m2_c1`` their
     ``1/m`` coefficients and ``m1_sd`` the exact standard deviation of ``M1`` over networks.
-    Every family :func:`finite_width` covers but ReLU ResNets (NaN there, except the limits). The moments of MLPs are heavy-tailed (those of
-    ResNets with ``beta = c / sqrt(L)`` are not: their spread is ``O(c^2 / m)`` at every depth):
+    Every family :func:`finite_width` covers but ReLU ResNets (NaN there, except the limits).
+    The moments of MLPs are heavy-tailed (those of ResNets with ``beta = c / sqrt(L)`` are not:
+    their spread is ``O(c^2 / m)`` at every depth):
     where ``m1_sd`` is large against ``m1`` a sample mean of a few hundred networks falls short of
     the exact mean, and the median is far below it (``docs/finite_width.md``). From a sample:
     ``M_p(K) = k_v^p M_p(K_v) (|b_v|^2 / b_v^T K_v b_v)^p`` with ``b_v^T K_v b_v`` the
@@ -766,7 +767,8 @@ def finite_width(family, *, probes=200_000, seed=0, progress=None) -> FiniteWidt
     ``'all'`` or ``'all-but-first'`` and ``beta sqrt(L) <= sqrt(32)``). Cost independent of
     ``L`` beyond 64: at the default ``probes``, on one core, 24 s at ``L = 32``, 90 s at ``L = 64``
     and about 2 minutes deeper, 1.6 times that for orthogonal weights (the expansions are kept in
-    memory, so a sweep over depth or width pays once). ``progress``: a bar on stderr (None: when on a terminal)."""
+    memory, so a sweep over depth or width pays once). ``progress``: a bar on stderr (None: when
+    on a terminal)."""
     from .._validate import check_int
     from ..families import ResNet
 
