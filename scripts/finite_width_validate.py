@@ -20,7 +20,8 @@ chain of the same ``a``, ``beta``, ``m s^2 / 2`` gives; and ``c1`` against ``wid
 weights (an exact per-neuron representation, no matrices), which masks carry the excess, their
 1/m coefficient (fitted, and computed as the second von Mises variation) against
 ``width_limit``'s, and the exact reduction with the network's own masks up to m = 1024.
-``--relu-resnet [--probes P] [FILE.json ...]``: ReLU ResNets against ``finite_width`` (``bfa +
+``--relu-resnet [--probes P] [FILE.json ...]``: ReLU ResNets (Gaussian, then orthogonal weights;
+then ``c1`` against ``width_limit``'s order-2 fit at L = 32) against ``finite_width`` (``bfa +
 c1/m``, ``c1`` from the order-parameter expansion of the exact reduction with ``P`` probe neurons,
 extrapolated in depth beyond L = 64) at the ``--resnet`` grid points; with files written by
 ``scripts/relu_resnet_c1.py --out`` at depths beyond 64, the extrapolated ``c1`` against the

@@ -65,7 +65,7 @@ ORDER = ("Q", "Y", "B", "HX", "XH", "XI", "X2", "BE", "BU", "U2")
 K = len(ORDER)
 iQ, iY, iB, iHX, iXH, iXI, iX2, iBE, iBU, iU2 = range(K)
 # Haar weights: the fresh vectors are normalised, so their squared norms (and <y eta>) are order
-# parameters too (``docs/finite_width.md``, *What is not covered*)
+# parameters too (``docs/finite_width.md``, *ReLU ResNets*)
 ORDER_HAAR = ORDER + ("ZZ", "XX", "EE", "YE")
 iZZ, iXX, iEE, iYE = range(K, len(ORDER_HAAR))
 _SQ2PI = math.sqrt(2.0 * math.pi)
@@ -337,12 +337,10 @@ def mean_map(red, Om, tables=None):
     pw = np.where(gap > 0, a ** np.maximum(gap - 1, 0), 0.0)                # a^{j-1-i}, j > i
     s2q = np.ones(n)
     s2q[1:] = sig[1:] ** 2 * Q[:-1]                                        # <y_l^2>
+    scale = np.sqrt(Om[iB])
     if red.orthogonal:          # W^T b: |P_y b| times a unit vector of h's complement (_neurons)
-        scale = np.sqrt(Om[iB])
         scale[1:] = np.sqrt((Om[iB, 1:] - Om[iY, 1:] ** 2 / s2q[1:])
                             / (Om[iXX, 1:] - Om[iHX, 1:] ** 2 / Q[:-1]))
-    else:
-        scale = np.sqrt(Om[iB])
     kappa = np.zeros(n)
     kappa[1:] = (Om[iY, 1:] - sig[1:] * scale[1:] * Om[iHX, 1:]) / Q[:-1]
     b_b0 = a ** (n - 1 - i)

@@ -267,8 +267,6 @@ def _check_supported(family):
         if (family.activation, family.weights) not in _FIRST_ORDER:
             why.append(f"activation {family.activation!r} with {family.weights} weights is not "
                        "covered (relu and linear, Gaussian and orthogonal are)")
-    elif family.activation not in ("linear", "relu"):
-        why.append(f"ResNets are covered with linear and relu activations, got {family.activation!r}")
     elif family.activation == "relu" and family.depth > _reduction._DIRECT_DEPTH:
         why += _extrapolation_limits(family)
     if family.lr_rule != "balanced" or family.lr_values is not None:
@@ -711,6 +709,13 @@ def _resnet_moment_layer(m, a, beta, sig2, orthogonal):
     return layer
 
 
+def _moment_limits(family, lim):
+    """``(m1_limit, m2_limit)``: ``k_v`` and ``k_v^2 m2 / m1^2`` of the width limit ``lim``."""
+    k = _trained_counts(family)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return k, np.where(lim.m1 > 0, k * k * lim.m2 / (lim.m1 * lim.m1), 0.0)
+
+
 def _moments(family, lim):
     """``(m1, m2, m1_limit, m2_limit, m1_c1, m2_c1, m1_sd)`` given the width limit ``lim``
     (``bfa(family)``) of a family :func:`_check_supported` accepts."""
@@ -727,9 +732,7 @@ def _moments(family, lim):
         def layer(m):               # Richardson at fixed sigma^2 = m s^2, like the chain's c1
             return _resnet_moment_layer(m, a, beta, sig2, orth)
     t = np.asarray(family.trained_mask[:size], dtype=float)
-    k = np.cumsum(t)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m2_lim = np.where(lim.m1 > 0, k * k * lim.m2 / (lim.m1 * lim.m1), 0.0)
+    k, m2_lim = _moment_limits(family, lim)
     d = {m: [m * (e - l) for e, l in zip(_moment_recursion(t, m, layer(m)), (k, m2_lim))]
          for m in _RICHARDSON}
     m1, m2 = _RICHARDSON
@@ -800,10 +803,7 @@ def _relu_resnet(family, lim, probes, seed, progress):
     finally:
         if bar is not None:
             bar.close()
-    k = _trained_counts(family)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m2_lim = np.where(lim.m1 > 0, k * k * lim.m2 / (lim.m1 * lim.m1), 0.0)
     nan = np.full(family.depth - 1, np.nan)
     cos = lim.cos + c1 / family.width
-    return FiniteWidthBFA(family, np.arange(1, family.depth), cos, lim.cos, c1, nan, nan, k, m2_lim,
-                          nan, nan, nan, c1_se=se)
+    return FiniteWidthBFA(family, np.arange(1, family.depth), cos, lim.cos, c1, nan, nan,
+                          *_moment_limits(family, lim), nan, nan, nan, c1_se=se)
