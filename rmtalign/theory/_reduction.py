@@ -55,7 +55,7 @@ depths 32 and 64 (:func:`_depth_extrapolated`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -81,6 +81,8 @@ class Reduction:
     trained: np.ndarray      # t_l in {0, 1}
     relu: bool
     orthogonal: bool = False
+    trace: bool = False      # u's source t_l b_l / B replaced by t_l s_l / sqrt(B): the trace probe w
+
 
     @property
     def n(self):
@@ -108,21 +110,22 @@ class Reduction:
         return V
 
 
-def _particle_map(red, f, xi, eta, b0, Om, D=None, z=None):
+def _particle_map(red, f, xi, eta, b0, Om, D=None, z=None, s=None):
     """``phi`` of ``N`` neurons, (N, K, n), given their paths ``f`` (N, n), ``xi``, ``eta`` (N, n),
     ``b_{L-1} = b0`` (N,) and the order parameters ``Om``, (K, n) or one per neuron (N, K, n);
-    masks ``D`` if given, else ``f > 0``; Haar weights: the paths' standard normals ``z``. Entries
-    that no layer uses (``HX``, ``Y``, ... at layer 0) are 0."""
-    return _neurons(red, f, xi, eta, b0, lambda k, i, _: Om[..., k, i], D, z)
+    masks ``D`` if given, else ``f > 0``; Haar weights: the paths' standard normals ``z``; the
+    trace probe (``red.trace``): its sources ``s`` (N, n). Entries that no layer uses (``HX``,
+    ``Y``, ... at layer 0) are 0."""
+    return _neurons(red, f, xi, eta, b0, lambda k, i, _: Om[..., k, i], D, z, s)
 
 
-def _neurons(red, f, xi, eta, b0, order, D=None, z=None):
+def _neurons(red, f, xi, eta, b0, order, D=None, z=None, s=None):
     """The reduction's neurons, ``phi`` (..., K, n), with each order parameter taken from
     ``order(k, i, integrand)`` when a layer needs it (the reduction is causal: the integrand is
     known by then): ``Omega[k, i]`` for the mean map's particles, the average over a network's
     neurons for :func:`simulate`. Arrays are (..., n) over layers, ``b0`` (...). Haar weights
     (``red.orthogonal``) need the paths' standard normals ``z`` (their squared norms are order
-    parameters)."""
+    parameters); the trace probe (``red.trace``) its standard normal sources ``s``."""
     a, beta, n, sig, haar = red.a, red.beta, red.n, red.sigma, red.orthogonal
     h = np.maximum(f, 0) if red.relu else f
     if D is None:
@@ -174,7 +177,7 @@ def _neurons(red, f, xi, eta, b0, order, D=None, z=None):
                                                 + np.sqrt(x2p) * (eta[..., i] - b[..., i] * BE / B))
             u = a * u + beta * Wx
         if red.trained[i]:
-            u = u + b[..., i] / B
+            u = u + (s[..., i] / np.sqrt(B) if red.trace else b[..., i] / B)
         out[..., iBU, i], out[..., iU2, i] = b[..., i] * u, u * u
     return out
 
@@ -197,16 +200,19 @@ def _paths(red, Q, z):
     return f
 
 
-def simulate(red, z, xi, eta, b0):
+def simulate(red, z, xi, eta, b0, s=None):
     """``cos(theta_l)`` of networks of width ``m``, exactly in law (the reduction with each
     network's own averages; O(m n) a network, no matrix drawn), (networks, n): standard normals
     ``z``, ``xi``, ``eta`` (networks, m, n) and ``b0`` (networks, m), ``z[..., 0]`` the input layer's
     pre-activations. Layers where every unit is off have nothing to condition on: the terms along
-    ``h`` vanish there."""
+    ``h`` vanish there. The trace probe (``red.trace``, sources ``s`` like ``xi``): ``<b^2> <w^2>``,
+    an unbiased estimate of the BFK's ``M1``."""
     def order(k, i, integrand):
         avg = np.mean(integrand, axis=-1, keepdims=True)
         return np.where(avg > 0, avg, np.inf) if k == iQ else avg
-    out = _neurons(red, _paths(red, None, z), xi, eta, b0, order, z=z).mean(axis=-3)  # (networks, K, n)
+    out = _neurons(red, _paths(red, None, z), xi, eta, b0, order, z=z, s=s).mean(axis=-3)
+    if red.trace:
+        return out[:, iB] * out[:, iU2]
     with np.errstate(invalid="ignore", divide="ignore"):
         return out[:, iBU] / np.sqrt(out[:, iB] * out[:, iU2])
 
@@ -349,7 +355,7 @@ def mean_map(red, Om, tables=None):
     # tangent coefficients: W x = cy y + cb b + ce eta (per unit beta)
     xh = np.zeros(n)
     xh[1:] = Om[iXH, 1:] / Q[:-1]
-    cb = red.trained / Om[iB]
+    cb = np.zeros(n) if red.trace else red.trained / Om[iB]
     if red.orthogonal:
         Y, B, HX, XI, BE, X2 = (Om[k, 1:] for k in (iY, iB, iHX, iXI, iBE, iX2))
         pb = np.sqrt(B - Y * Y / s2q[1:])
@@ -378,6 +384,8 @@ def mean_map(red, Om, tables=None):
     u_h = TC @ b_h
     u_y = Tl * cy[None, :]
     u_e = Tl * ce[None, :]
+    if red.trace:               # the sources s_k: atoms like eta_k, independent of everything
+        u_e = np.hstack([u_e, Tl * (red.trained / np.sqrt(Om[iB]))[None, :]])
     Ghh, Ghy = t.Ghh, t.Ghy
 
     def gram(xh_, zh_, zy_=None):            # E[X Z], X = xh_ . h, Z = zh_ . h + zy_ . y
@@ -561,6 +569,14 @@ def _cos_expansion(Om, bias, C):
     return out
 
 
+def _m1_expansion(Om, bias, C):
+    """The same for the trace probe's ``G = <b^2> <w^2>`` (``E G = M1``): ``grad G . bias +
+    Cov(<b^2>, <w^2>)``."""
+    i, n = np.arange(Om.shape[1]), Om.shape[1]
+    return (Om[iU2] * bias[iB * n + i] + Om[iB] * bias[iU2 * n + i]
+            + C[iB * n + i, iU2 * n + i])
+
+
 def _forward_cov(red, Q):
     """``Cov(h_i^2, h_j^2)`` of one neuron, exactly: ``E[relu(X)^2 relu(Y)^2] = s_x^2 s_y^2 (3 sin t
     cos t + (pi - t)(1 + 2 cos^2 t)) / (2 pi)``, ``cos t`` the correlation (arc-cosine kernel of
@@ -635,16 +651,17 @@ def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000, on_batch=
             N = min(chunk, per - got)
             z = rng.standard_normal((N, n))
             xi, eta, b0 = rng.standard_normal((N, n)), rng.standard_normal((N, n)), rng.standard_normal(N)
+            s = rng.standard_normal((N, n)) if red.trace else None
             f = _paths(red, _forward_q(red, Om), z)
             D = (f > 0).astype(float) if red.relu else np.ones_like(f)
-            dev = _particle_map(red, f, xi, eta, b0, Om, D, z).reshape(N, d) - Om.ravel()
+            dev = _particle_map(red, f, xi, eta, b0, Om, D, z, s).reshape(N, d) - Om.ravel()
             dev[:, ~uf] = 0.0
             S2 += dev.T @ dev
             v = dev @ A.T
             st = 1e-4 / max(np.abs(v / scale).max(), 1e-300)
             V = v.reshape(N, Kr, n)
-            up = _particle_map(red, f, xi, eta, b0, Om + st * V, D, z)
-            dn = _particle_map(red, f, xi, eta, b0, Om - st * V, D, z)
+            up = _particle_map(red, f, xi, eta, b0, Om + st * V, D, z, s)
+            dn = _particle_map(red, f, xi, eta, b0, Om - st * V, D, z, s)
             SR += ((up - dn) / (2 * st)).reshape(N, d).sum(0)
             SR += _path_response(red, Om, V, z, dev)
 
@@ -655,7 +672,7 @@ def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000, on_batch=
         SRb = SR / per * uf
         H = _second(red, Om, C * np.outer(uf, uf), cache=cache)
         bias = A @ (SRb + 0.5 * H.ravel() * uf)
-        out.append(_cos_expansion(Om, bias, C))
+        out.append((_m1_expansion if red.trace else _cos_expansion)(Om, bias, C))
         if on_batch is not None:
             on_batch()
     out = np.array(out)
@@ -701,31 +718,46 @@ def _depth_extrapolated(family, c1_of):
     return c1, np.where(s >= 0, np.hypot(w_hi * se_hi, w_lo * se_lo), np.nan)
 
 
-def family_c1(family, probes=200_000, batches=8, seed=0, progress=None):
-    """``(c1, se)`` at ``v = 1 .. L-1`` of a Gaussian ReLU ResNet: :func:`c1_expansion` at the
-    family's depth up to ``L = 64``; deeper, :func:`_depth_extrapolated` from ``L = 32, 64`` (the
-    family with ``beta^2 L``, skip rule, init and trained rule kept), ``probes`` probe neurons at
-    each depth. The probes of a depth are drawn from ``SeedSequence([seed, depth])``, and each
-    expansion is kept (:data:`_MEMO`): a family at depth 32 or 64 gives the very numbers its deeper
-    copies are extrapolated from, and a sweep over depth or width computes them once.
+def family_c1(family, probes=200_000, batches=8, seed=0, progress=None, trace=False):
+    """``(c1, se)`` at ``v = 1 .. L-1`` of a ReLU ResNet (Gaussian or Haar weights):
+    :func:`c1_expansion` at the family's depth up to ``L = 64``; deeper,
+    :func:`_depth_extrapolated` from ``L = 32, 64`` (the family with ``beta^2 L``, skip rule, init
+    and trained rule kept), ``probes`` probe neurons at each depth. ``trace``: the ``1/m``
+    coefficient of the BFK's ``E M1`` instead of ``E cos`` (extrapolated in depth relative to its
+    width limit ``k_v``, the number of trained layers up to ``v``: with ``beta = c / sqrt(L)`` it is
+    ``O(c^2 k_v)``, ``O(L)``). The probes of a depth are drawn from ``SeedSequence([seed, depth])``,
+    and each expansion is kept (:data:`_MEMO`): a family at depth 32 or 64 gives the very numbers
+    its deeper copies are extrapolated from, and a sweep over depth or width computes them once.
     ``progress``: a tqdm-like bar (``update()`` per batch) or None."""
     tick = None if progress is None else progress.update
 
     def c1_of(fam):
-        red = Reduction.of(fam)
+        red = replace(Reduction.of(fam), trace=trace)
         # rounded: a coarse copy's beta = beta sqrt(L / L') may differ from the direct one in the last
         # bit; sigma_0 (the input layer's, which depends on the width) is not used
         key = (tuple(np.round(np.r_[red.a, red.beta, red.sigma[1:], red.trained], 12)), red.relu,
-               red.orthogonal, probes, batches, seed)
+               red.orthogonal, trace, probes, batches, seed)
         if key not in _MEMO:
             if len(_MEMO) >= 64:
                 _MEMO.pop(next(iter(_MEMO)))
             _MEMO[key] = c1_expansion(red, probes, batches, np.random.SeedSequence([seed, fam.depth]),
                                       on_batch=tick)
         return tuple(x.copy() for x in _MEMO[key])      # results may be written to
+
+    def relative(fam):                                  # c1 / k_v: O(1) in depth
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return tuple(x / _trained_counts(fam) for x in c1_of(fam))
     if family.depth <= _DIRECT_DEPTH:
         return c1_of(family)
-    return _depth_extrapolated(family, c1_of)
+    if not trace:
+        return _depth_extrapolated(family, c1_of)
+    k = _trained_counts(family)
+    return tuple(np.where(k > 0, x * k, 0.0) for x in _depth_extrapolated(family, relative))   # M1 = 0
+
+
+def _trained_counts(family):
+    """``k_v``, ``v = 1 .. L-1``: trained layers among ``W_1 .. W_v``."""
+    return np.cumsum(family.trained_mask[:family.depth - 1]).astype(float)
 
 
 _MEMO = {}                   # family_c1's expansions, by reduction, probes, batches and seed

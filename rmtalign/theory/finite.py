@@ -186,6 +186,7 @@ from scipy import integrate, special, stats
 from .._validate import check_family
 from ..results import Result
 from . import _reduction
+from ._reduction import _trained_counts
 from .bfk import bfa
 
 __all__ = ["FiniteWidthBFA", "finite_width"]
@@ -221,7 +222,8 @@ class FiniteWidthBFA(Result):
     are the exact expectations at width ``m``, ``m1_limit = k_v`` and ``m2_limit`` the width
     limits (``m2_limit / m1_limit^2 = TheoryBFA.m2 / TheoryBFA.m1^2``), ``m1_c1, m2_c1`` their
     ``1/m`` coefficients and ``m1_sd`` the exact standard deviation of ``M1`` over networks.
-    Every family :func:`finite_width` covers but ReLU ResNets (NaN there, except the limits).
+    ReLU ResNets: ``m1 = m1_limit + m1_c1 / m`` to first order (``m1_c1`` from the expansion, with
+    its standard error ``m1_c1_se``); ``m2``, ``m2_c1`` and ``m1_sd`` are NaN there.
     The moments of MLPs are heavy-tailed (those of ResNets with ``beta = c / sqrt(L)`` are not:
     their spread is ``O(c^2 / m)`` at every depth):
     where ``m1_sd`` is large against ``m1`` a sample mean of a few hundred networks falls short of
@@ -230,8 +232,9 @@ class FiniteWidthBFA(Result):
     ``loss_decay`` and ``|b_v|`` the ``b_norm`` of :func:`rmtalign.sample_bfa`, ``M_p(K_v)`` from
     :meth:`rmtalign.SampledBFK.moments`.
 
-    ``c1_se``: the standard error of ``c1``, 0 where ``c1`` is exact; for ReLU ResNets ``c1`` is
-    an average over probe neurons (:func:`finite_width`) and ``cos = cos_first_order``."""
+    ``c1_se``, ``m1_c1_se``: the standard errors of ``c1``, ``m1_c1``, 0 where they are exact; for
+    ReLU ResNets they are averages over probe neurons (:func:`finite_width`) and
+    ``cos = cos_first_order``. ``finite_width(..., moments=False)``: every moment is NaN."""
 
     family: object
     layers: np.ndarray
@@ -246,6 +249,7 @@ class FiniteWidthBFA(Result):
     m2_c1: np.ndarray
     m1_sd: np.ndarray
     c1_se: np.ndarray
+    m1_c1_se: np.ndarray
 
     @property
     def cos_first_order(self) -> np.ndarray:
@@ -256,7 +260,8 @@ class FiniteWidthBFA(Result):
         return {"layer": self.layers, "cos": self.cos, "cos_limit": self.cos_limit, "c1": self.c1,
                 "cos_first_order": self.cos_first_order, "m1": self.m1, "m2": self.m2,
                 "m1_limit": self.m1_limit, "m2_limit": self.m2_limit, "m1_c1": self.m1_c1,
-                "m2_c1": self.m2_c1, "m1_sd": self.m1_sd, "c1_se": self.c1_se}
+                "m2_c1": self.m2_c1, "m1_sd": self.m1_sd, "c1_se": self.c1_se,
+                "m1_c1_se": self.m1_c1_se}
 
 
 def _check_supported(family):
@@ -373,11 +378,6 @@ def _layer_nodes(m, activation, weights):
         x, w = special.roots_jacobi(_HERMITE, (m - n) / 2 - 1, n / 2 - 1)
         gam[i], pG[i] = (1 + x) / 2, w / w.sum()
     return wN, np.log1p(-gam), -np.log(gam), pG, U, pU
-
-
-def _trained_counts(family):
-    """``k_v`` for ``v = 1 .. L-1``: trained layers among ``W_1 .. W_v``."""
-    return np.cumsum(family.trained_mask[: family.depth - 1]).astype(float)
 
 
 def _resummed(k, m, activation, weights):
@@ -741,7 +741,8 @@ def _moments(family, lim):
     return M1, M2, k, m2_lim, *c1, np.sqrt(np.maximum(M1sq - M1 * M1, 0.0))
 
 
-def finite_width(family, *, probes=200_000, seed=0, progress=None) -> FiniteWidthBFA:
+def finite_width(family, *, moments=True, probes=200_000, seed=0,
+                 progress=None) -> FiniteWidthBFA:
     """The BFA at the family's own width ``m``, exact in depth, and its ``1/m`` coefficient.
 
     ``cos``: predicted mean of ``sample_bfa(family).cos`` at every ``v = 1 .. L-1`` (the
@@ -749,7 +750,8 @@ def finite_width(family, *, probes=200_000, seed=0, progress=None) -> FiniteWidt
     ``theory.bfa(family).cos``; ``c1``: the exact coefficient of ``1/m`` at fixed depth (for
     ResNets at fixed ``m s^2``). Also the exact means of the BFK's spectral moments at
     width ``m`` (``m1``, ``m2``, with their limits, ``1/m`` coefficients and ``m1_sd``; see
-    :class:`FiniteWidthBFA`).
+    :class:`FiniteWidthBFA`); ``moments=False`` leaves them out (NaN), which halves the cost for
+    ReLU ResNets.
     Covered: MLPs with Gaussian or orthogonal weights, ReLU or linear, ResNets with linear
     activation (Gaussian or orthogonal weights) and ReLU ResNets (Gaussian or orthogonal); balanced
     learning rates, any init scale and any set of trained layers, ``width >= 16``. Other families
@@ -767,43 +769,53 @@ def finite_width(family, *, probes=200_000, seed=0, progress=None) -> FiniteWidt
     within 1e-5 of the resummed chain for linear ResNets at ``m = 64``). Up to ``L = 64`` at the
     family's depth, deeper by Richardson extrapolation in ``1/L`` from the same network at
     ``L = 32`` and ``64`` (``beta^2 L`` kept; needs the variance-preserving skip, ``trained``
-    ``'all'`` or ``'all-but-first'`` and ``beta sqrt(L) <= sqrt(32)``). Cost independent of
-    ``L`` beyond 64: at the default ``probes``, on one core, 24 s at ``L = 32``, 90 s at ``L = 64``
-    and about 2 minutes deeper, 1.6 times that for orthogonal weights (the expansions are kept in
-    memory, so a sweep over depth or width pays once). ``progress``: a bar on stderr (None: when
-    on a terminal)."""
+    ``'all'`` or ``'all-but-first'`` and ``beta sqrt(L) <= sqrt(32)``). ``m1`` is first order
+    too: the same expansion for a trace probe, a Hutchinson field ``w_v = A_v w_{v-1} + t_v s_v /
+    |b_v|`` (``E_s |b_v|^2 |w_v|^2 / m = M1`` for every ``v`` at once); ``m2`` would need the
+    correlations between neurons to second order and is left out (NaN). Cost independent of ``L``
+    beyond 64: at the default ``probes``, on one core, 24 s at ``L = 32``, 90 s at ``L = 64`` and
+    about 2 minutes deeper, 1.6 times that for orthogonal weights, twice that with ``moments``
+    (the expansions are kept in memory, so a sweep over depth or width pays once).
+    ``progress``: a bar on stderr (None: when on a terminal)."""
     from .._validate import check_int
     from ..families import ResNet
 
     check_family(family)
     check_int("probes", probes, 100 * _PROBE_BATCHES)
     check_int("seed", seed, 0)
+    if not isinstance(moments, (bool, np.bool_)):
+        raise TypeError(f"moments must be True or False, got {moments!r}")
     _check_supported(family)
     layers = np.arange(1, family.depth)
     lim = bfa(family)
-    zero = np.zeros(family.depth - 1)
+    zero, nan = np.zeros(family.depth - 1), np.full(family.depth - 1, np.nan)
     if isinstance(family, ResNet) and family.activation == "relu":
-        return _relu_resnet(family, lim, probes, seed, progress)
+        return _relu_resnet(family, lim, moments, probes, seed, progress)
+    mom = dict(zip(("m1", "m2", "m1_limit", "m2_limit", "m1_c1", "m2_c1", "m1_sd"),
+                   _moments(family, lim) if moments else [nan] * 7), m1_c1_se=zero if moments else nan)
     if isinstance(family, ResNet):
         cos, c1 = _resnet(family)
-        return FiniteWidthBFA(family, layers, cos, lim.cos, c1, *_moments(family, lim), c1_se=zero)
+        return FiniteWidthBFA(family, layers, cos, lim.cos, c1, **mom, c1_se=zero)
     k = _trained_counts(family)
     _, c1 = _first_order(k, family.activation, family.weights)
     return FiniteWidthBFA(family, layers, _resummed(k, family.width, family.activation, family.weights),
-                          lim.cos, c1, *_moments(family, lim), c1_se=zero)
+                          lim.cos, c1, **mom, c1_se=zero)
 
 
-def _relu_resnet(family, lim, probes, seed, progress):
+def _relu_resnet(family, lim, moments, probes, seed, progress):
     from .. import _runtime
 
-    total = _reduction.family_c1_batches(family, _PROBE_BATCHES)
+    total = _reduction.family_c1_batches(family, _PROBE_BATCHES) * (2 if moments else 1)
     bar = _runtime.progress(total, progress, "finite_width: c1", work=1e9)
+    nan = np.full(family.depth - 1, np.nan)
     try:
         c1, se = _reduction.family_c1(family, probes, _PROBE_BATCHES, seed, bar)
+        m1_c1, m1_se = (_reduction.family_c1(family, probes, _PROBE_BATCHES, seed, bar, trace=True)
+                        if moments else (nan, nan))
     finally:
         if bar is not None:
             bar.close()
-    nan = np.full(family.depth - 1, np.nan)
-    cos = lim.cos + c1 / family.width
-    return FiniteWidthBFA(family, np.arange(1, family.depth), cos, lim.cos, c1, nan, nan,
-                          *_moment_limits(family, lim), nan, nan, nan, c1_se=se)
+    m1_lim, m2_lim = _moment_limits(family, lim) if moments else (nan, nan)
+    return FiniteWidthBFA(family, np.arange(1, family.depth), lim.cos + c1 / family.width, lim.cos, c1,
+                          m1=m1_lim + m1_c1 / family.width, m2=nan, m1_limit=m1_lim, m2_limit=m2_lim,
+                          m1_c1=m1_c1, m2_c1=nan, m1_sd=nan, c1_se=se, m1_c1_se=m1_se)

@@ -6,13 +6,14 @@ off the fixed point, so that every term is exercised), its fixed point against t
 expansion's c1 against the linear chain's exact c1 (theory.finite_width), where the two routes are
 independent."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from rmtalign import theory as T
 from rmtalign.families import ResNet
-from rmtalign.sampling import sample_bfa
+from rmtalign.sampling import sample_bfa, sample_bfk
 from rmtalign.theory import _reduction as R
 
 
@@ -24,7 +25,8 @@ def _particle_mean(red, Om, n_particles, chunks, seed):
         z = rng.standard_normal((n_particles, n))
         f = R._paths(red, R._forward_q(red, Om), z)
         xi, eta = rng.standard_normal((n_particles, n)), rng.standard_normal((n_particles, n))
-        means.append(R._particle_map(red, f, xi, eta, rng.standard_normal(n_particles), Om, z=z).mean(0))
+        s = rng.standard_normal((n_particles, n)) if red.trace else None
+        means.append(R._particle_map(red, f, xi, eta, rng.standard_normal(n_particles), Om, z=z, s=s).mean(0))
     means = np.array(means)
     return means.mean(0), means.std(0, ddof=1) / math.sqrt(chunks)
 
@@ -42,12 +44,19 @@ def test_mean_field_is_the_width_limit(activation, weights):
         ok = np.isfinite(lim)
         assert np.array_equal(np.isfinite(cos), ok)
         np.testing.assert_allclose(cos[ok], lim[ok], rtol=1e-12)
+        # the trace probe: <b^2> <w^2> = M1's width limit k_v; the rest of the network unchanged
+        tr = R.mean_field(replace(R.Reduction.of(fam), trace=True))
+        np.testing.assert_allclose(tr[R.iB] * tr[R.iU2], np.cumsum(fam.trained_mask[:-1]), rtol=1e-12)
+        np.testing.assert_array_equal(tr[[R.iQ, R.iY, R.iB, R.iHX]], Om[[R.iQ, R.iY, R.iB, R.iHX]])
 
 
-@pytest.mark.parametrize("activation,weights", [("relu", "gaussian"), ("linear", "gaussian"),
-                                                ("relu", "orthogonal"), ("linear", "orthogonal")])
-def test_mean_map_against_particles(activation, weights):
+@pytest.mark.parametrize("activation,weights,trace", [("relu", "gaussian", False), ("linear", "gaussian", False),
+                                                      ("relu", "orthogonal", False),
+                                                      ("linear", "orthogonal", False),
+                                                      ("relu", "gaussian", True), ("relu", "orthogonal", True)])
+def test_mean_map_against_particles(activation, weights, trace):
     red = R.Reduction.of(ResNet.scaled(7, 64, 2.0, activation=activation, weights=weights))
+    red = replace(red, trace=trace)
     rng = np.random.default_rng(0)
     Om = R.mean_field(red) * (1 + 0.2 * rng.standard_normal((red.K, red.n)))
     # the terms that vanish at the fixed point (rank-one forward terms, their cross moments)
@@ -75,6 +84,18 @@ def test_c1_against_the_linear_chain(weights):
     z = (c1[ok] - exact[ok]) / np.maximum(se[ok], 1e-4)
     assert np.abs(z).max() < 4.5, z            # 8 batches: t with 7 degrees of freedom
     assert np.ptp(exact[ok]) > 10 * se[ok].max()          # the check resolves its shape
+
+
+@pytest.mark.parametrize("weights", ["gaussian", "orthogonal"])
+def test_m1_c1_against_the_linear_recursion(weights):
+    """The trace probe's expansion against the exact moment recursion's ``m1_c1`` (linear ResNets)."""
+    fam = ResNet.scaled(8, 64, 2.0, activation="linear", weights=weights)
+    c1, se = R.c1_expansion(replace(R.Reduction.of(fam), trace=True), probes=100_000, batches=8, seed=3)
+    exact = T.finite_width(fam).m1_c1
+    assert c1[0] == exact[0] == 0.0                     # M1 = 1 at the first trained layer
+    z = (c1[1:] - exact[1:]) / np.maximum(se[1:], 1e-4)
+    assert np.abs(z).max() < 4.5, z
+    assert exact[-1] > 20 * se[-1]
 
 
 def test_c1_relu_first_trained_layer_and_sign():
@@ -119,6 +140,14 @@ def test_finite_width_of_relu_resnets(monkeypatch):
     r = T.finite_width(fam, probes=16_000, seed=5)
     c1, se = R.c1_expansion(R.Reduction.of(fam), 16_000, 8, np.random.SeedSequence([5, 8]))
     assert np.array_equal(r.c1, c1, equal_nan=True) and np.array_equal(r.c1_se, se, equal_nan=True)
+    m1c, m1s = R.c1_expansion(replace(R.Reduction.of(fam), trace=True), 16_000, 8,
+                              np.random.SeedSequence([5, 8]))
+    assert np.array_equal(r.m1_c1, m1c) and np.array_equal(r.m1_c1_se, m1s)
+    np.testing.assert_allclose(r.m1, r.m1_limit + m1c / 64)
+    assert m1c[-1] > 10 * m1s[-1]               # E M1 above its width limit, like linear ResNets'
+    assert np.all(np.isnan(r.m2) & np.isnan(r.m2_c1) & np.isnan(r.m1_sd))
+    lean = T.finite_width(fam, probes=16_000, seed=5, moments=False)
+    assert np.array_equal(lean.c1, c1, equal_nan=True) and np.all(np.isnan(lean.m1))
     monkeypatch.setattr(R, "c1_expansion", None)           # the width only scales c1: from the memo
     wide = T.finite_width(fam.replace(width=256), probes=16_000, seed=5)
     monkeypatch.undo()
@@ -129,20 +158,59 @@ def test_finite_width_of_relu_resnets(monkeypatch):
     lim = T.bfa(fam)
     assert np.array_equal(r.cos_limit, lim.cos, equal_nan=True)
     assert np.array_equal(r.cos, r.cos_first_order, equal_nan=True)
-    assert np.all(np.isnan(r.m1)) and np.array_equal(r.m1_limit, np.arange(7.0))
+    assert np.array_equal(r.m1_limit, np.arange(7.0))
     seen = []
 
     def fake(red, probes, batches, seed, on_batch=None):
-        seen.append((red.n, red.beta))
+        seen.append((red.n, red.beta, red.trace))
         s = (np.arange(red.n) - 1) / (red.n - 2)       # c1 = s on the coarse layer coordinate
         return np.where(s >= 0, s, np.nan), np.zeros(red.n)
     monkeypatch.setattr(R, "c1_expansion", fake)
     monkeypatch.setattr(R, "_MEMO", {})
     deep = ResNet.scaled(256, 64, 2.0)
-    r = T.finite_width(deep)
-    assert seen == [(31, pytest.approx(2.0 / math.sqrt(32))), (63, pytest.approx(2.0 / math.sqrt(64)))]
+    r = T.finite_width(deep, moments=False)
+    assert seen == [(31, pytest.approx(2.0 / math.sqrt(32)), False),
+                    (63, pytest.approx(2.0 / math.sqrt(64)), False)]
     np.testing.assert_allclose(r.c1[1:], np.arange(254) / 253, atol=1e-12)
     np.testing.assert_allclose(r.cos, r.cos_limit + r.c1 / 64, equal_nan=True)
+
+
+def test_m1_depth_extrapolation_is_relative(monkeypatch):
+    """Deep ReLU ResNets' ``m1_c1`` is extrapolated in depth relative to ``k_v`` (it grows like
+    ``L``): on the linear recursion's exact ``m1_c1`` (fed in place of the expansion) within 0.3%
+    at L = 512 from L = 32, 64."""
+    def exact(red, probes, batches, seed, on_batch=None):
+        fam = ResNet.scaled(red.n + 1, 64, 2.0, activation="linear")
+        assert red.trace and red.beta == pytest.approx(fam.branch_scale)
+        return T.finite_width(fam).m1_c1, np.full(red.n, 0.01)
+    monkeypatch.setattr(R, "c1_expansion", exact)
+    monkeypatch.setattr(R, "_MEMO", {})
+    fam = ResNet.scaled(512, 64, 2.0)
+    c1, se = R.family_c1(fam, trace=True)
+    want = T.finite_width(fam.replace(activation="linear")).m1_c1
+    assert c1[0] == se[0] == 0.0                        # nothing trained yet: M1 = 0
+    np.testing.assert_allclose(c1[1:], want[1:], rtol=3e-3)
+    assert want[-1] > 3000
+
+
+@pytest.mark.parametrize("weights", ["gaussian", "orthogonal"])
+def test_simulated_trace_probe_is_the_bfk(weights):
+    """The trace probe in the simulated reduction estimates the BFK's ``M1`` without bias: against
+    the dense sampler's kernels (normalised as ``FiniteWidthBFA`` says) at m = 16, where ``E M1``
+    is a third above its width limit."""
+    fam = ResNet.scaled(8, 16, 2.0, weights=weights)
+    v = np.array([4, 7])
+    a = sample_bfa(fam, 600, seed=2, probes=1)
+    k = np.cumsum(fam.trained_mask)[v - 1]
+    M1 = sample_bfk(fam, layers=v, samples=600, seed=2).moments(1)[0] * k \
+        * a.b_norm[:, v - 1] ** 2 / a.loss_decay[:, v - 1]
+    rng = np.random.default_rng(3)
+    z, xi, eta, src = (rng.standard_normal((8000, 16, 7)) for _ in range(4))
+    est = R.simulate(replace(R.Reduction.of(fam), trace=True), z, xi, eta,
+                     rng.standard_normal((8000, 16)), src)[:, v - 1]
+    se = np.hypot(M1.std(0) / math.sqrt(600), est.std(0) / math.sqrt(8000))
+    assert np.abs((M1.mean(0) - est.mean(0)) / se).max() < 4.0
+    assert est.mean(0)[-1] - k[-1] > 6 * se[-1]         # the finite-width excess is resolved
 
 
 def _simulated(fam, n, seed):
