@@ -296,7 +296,7 @@ def plot(path="docs/img/finite_width.png"):
                 ax.plot(v, twin.cos - lim, color=colors[m], lw=1.3,
                         label=f"m = {m}: finite width (line), sampled ±2 SE (band)")
             else:
-                _, c1, c1_se = _relu_fw(fam, 200_000)
+                _, c1, c1_se, _, _ = _relu_fw(fam, 200_000)
                 ax.plot(v, c1 / m, color=colors[m], lw=1.3,
                         label=f"m = {m}: finite width (line), sampled ±2 SE (band)")
                 _, c1, _ = second_variation_c1(fam, 20000)
@@ -632,7 +632,10 @@ MOMENTS = [(MLP(L, 64), 400) for L in (16, 32, 64, 128, 256)] + \
           [(ResNet.scaled(L, 64, c, activation="linear"), 1000) for c, L in
            ((1, 64), (2, 32), (2, 64), (2, 256))] + \
           [(ResNet.scaled(512, 128, 2, activation="linear"), 300)] + \
-          [(ResNet.scaled(L, 64, 2, activation="linear", weights="orthogonal"), 1000) for L in (64, 256)]
+          [(ResNet.scaled(L, 64, 2, activation="linear", weights="orthogonal"), 1000) for L in (64, 256)] + \
+          [(ResNet.scaled(L, 64, c), 1000) for c, L in ((2, 32), (2, 64), (2, 256), (1, 64), (1, 256))] + \
+          [(ResNet.scaled(512, 128, 2), 300)] + \
+          [(ResNet.scaled(L, 64, c, weights="orthogonal"), 1000) for c, L in ((2, 64), (2, 256), (1, 64))]
 if quick:
     MOMENTS = MOMENTS[:2]
 
@@ -663,38 +666,54 @@ def _z(x, mean, se):
     return f"{z:+.2f}" if abs(z) < 1000 else f"{z:+.1e}"
 
 
+def _predicted_moments(fam):
+    """``finite_width``'s moments (ReLU ResNets: ``m1`` to first order from the cached expansion;
+    ``m2``, ``m1_sd`` NaN) and the standard error of ``m1``."""
+    if isinstance(fam, ResNet) and fam.activation == "relu":
+        _, _, _, m1_c1, m1_se = _relu_fw(fam, 200_000)
+        k = np.cumsum(fam.trained_mask[:fam.depth - 1]).astype(float)
+        nan = np.full(fam.depth - 1, np.nan)
+        return k + m1_c1 / fam.width, nan, k, nan, nan, m1_se / fam.width
+    fw = T.finite_width(fam)
+    return fw.m1, fw.m2, fw.m1_limit, fw.m2_limit, fw.m1_sd, np.zeros(fam.depth - 1)
+
+
 def moments_grid():
     print("| network | m | L | L/m | v | moment | sampled mean | sampled median | exact mean | width limit "
           "| z exact mean | z width limit | exact sd / mean |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for fam, n in MOMENTS:
-        fw, L = T.finite_width(fam), fam.depth
-        for name, x, pred, lim in zip(("M1", "M2"), moments_sampled(fam, n), (fw.m1, fw.m2),
-                                      (fw.m1_limit, fw.m2_limit)):
+        L = fam.depth
+        m1, m2, m1_lim, m2_lim, m1_sd, pred_se = _predicted_moments(fam)
+        for name, x, pred, lim in zip(("M1", "M2"), moments_sampled(fam, n), (m1, m2), (m1_lim, m2_lim)):
+            if np.all(np.isnan(pred)):          # ReLU ResNets: no m2
+                continue
             for j, v in enumerate((L // 2, L - 1)):
-                mean, se = x[:, j].mean(), x[:, j].std() / np.sqrt(n)
-                cv = f"{fw.m1_sd[v - 1] / pred[v - 1]:.3g}" if name == "M1" else ""
+                mean, sem = x[:, j].mean(), x[:, j].std() / np.sqrt(n)
+                se = np.hypot(sem, pred_se[v - 1])          # z: both errors (ReLU ResNets' m1 is MC)
+                cv = f"{m1_sd[v - 1] / pred[v - 1]:.3g}" if name == "M1" and np.isfinite(m1_sd[v - 1]) else ""
                 net = fam.activation + (", orthogonal" if fam.weights == "orthogonal" else "")
                 if isinstance(fam, ResNet):
                     net += f" ResNet, c = {fam.branch_scale * np.sqrt(L):.3g}"
                 print(f"| {net} | {fam.width} | {L} | {L / fam.width:g} | {v} | {name} | "
-                      f"{mean:.4g} ± {se:.2g} | {np.median(x[:, j]):.4g} | {pred[v - 1]:.4g} | "
-                      f"{lim[v - 1]:.4g} | {_z(pred[v - 1], mean, se)} | {_z(lim[v - 1], mean, se)} | {cv} |",
+                      f"{mean:.4g} ± {sem:.2g} | {np.median(x[:, j]):.4g} | {pred[v - 1]:.4g} | "
+                      f"{lim[v - 1]:.4g} | {_z(pred[v - 1], mean, se)} | {_z(lim[v - 1], mean, sem)} | {cv} |",
                       flush=True)
 
 
 def _relu_fw(fam, probes):
-    """``(cos_limit, c1, c1_se)`` of ``theory.finite_width`` for a ReLU ResNet, cached as JSON (the
-    expansion takes minutes; ``c1`` does not depend on the width)."""
+    """``(cos_limit, c1, c1_se, m1_c1, m1_c1_se)`` of ``theory.finite_width`` for a ReLU ResNet,
+    cached as JSON (the expansions take minutes; the coefficients do not depend on the width)."""
     path = out / f"fw_relu_resnet_{fam.weights}_L{fam.depth}_b{fam.branch_scale:.6g}_p{probes}.json"
-    if not path.exists():
+    keys = ("c1", "se", "m1_c1", "m1_se")
+    if not path.exists() or not set(keys) <= set(json.loads(path.read_text())):
         t = time.time()
         fw = T.finite_width(fam, probes=probes)
-        path.write_text(json.dumps({"c1": fw.c1.tolist(), "se": fw.c1_se.tolist()}))
+        path.write_text(json.dumps(dict(zip(keys, (x.tolist() for x in
+                                                   (fw.c1, fw.c1_se, fw.m1_c1, fw.m1_c1_se))))))
         print(f"  finite_width {fam.label} in {time.time() - t:.0f}s", flush=True)
     d = json.loads(path.read_text())
-    c1, se = (np.array(d[k], dtype=float) for k in ("c1", "se"))
-    return T.bfa(fam).cos, c1, se
+    return (T.bfa(fam).cos, *(np.array(d[k], dtype=float) for k in keys))
 
 
 def relu_resnet(probes, files, weights="gaussian"):
@@ -724,7 +743,7 @@ def relu_resnet(probes, files, weights="gaussian"):
         for L in depths:
             fam = ResNet.scaled(L, m, c, weights=weights)
             mean, sem = resnet_sampled(fam, n)
-            lim, c1, c1_se = _relu_fw(fam, probes)
+            lim, c1, c1_se, _, _ = _relu_fw(fam, probes)
             for v in (L // 2, L - 1):
                 j = v - 1
                 pred = lim[j] + c1[j] / m
@@ -741,7 +760,7 @@ def relu_resnet(probes, files, weights="gaussian"):
     for L, c, act, c1d, sed in direct:
         if act != "relu" or L <= 64:
             fail(f"the direct results must be ReLU ResNets deeper than 64, got {act} L = {L}")
-        _, c1, se = _relu_fw(ResNet.scaled(L, 64, c), probes)
+        _, c1, se, _, _ = _relu_fw(ResNet.scaled(L, 64, c), probes)
         for v in sorted({L // 8, L // 4, L // 2, 3 * L // 4, L - 1}):
             j = v - 1
             print(f"| {c:g} | {L} | {v} | {c1d[j]:.3f} ± {sed[j]:.3f} | {c1[j]:.3f} ± {se[j]:.3f} | "
@@ -759,7 +778,7 @@ def relu_coefficient(weights, probes):
     path = out / f"wl_resnet_relu{tag}_L32_c2_{'-'.join(map(str, widths))}_n4000_s777.json"
     means, sems = cached_width_limit(fam, widths, 4000, 777, path)
     fit = fit_width_limit(widths, means, sems, order=2)
-    _, c1, se = _relu_fw(fam, probes)
+    _, c1, se, _, _ = _relu_fw(fam, probes)
     print(f"\n{weights} ReLU ResNet, L = 32, c = 2: c1 against width_limit's order-2 fit")
     print("| v | c1 ± se | fitted c1 ± se | z |")
     print("|---|---|---|---|")
