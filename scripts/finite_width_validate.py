@@ -296,7 +296,7 @@ def plot(path="docs/img/finite_width.png"):
                 ax.plot(v, twin.cos - lim, color=colors[m], lw=1.3,
                         label=f"m = {m}: finite width (line), sampled ±2 SE (band)")
             else:
-                _, c1, c1_se, _, _ = _relu_fw(fam, 200_000)
+                _, c1, c1_se, *_ = _relu_fw(fam, 200_000)
                 ax.plot(v, c1 / m, color=colors[m], lw=1.3,
                         label=f"m = {m}: finite width (line), sampled ±2 SE (band)")
                 _, c1, _ = second_variation_c1(fam, 20000)
@@ -670,10 +670,10 @@ def _predicted_moments(fam):
     """``finite_width``'s moments (ReLU ResNets: ``m1`` to first order from the cached expansion;
     ``m2``, ``m1_sd`` NaN) and the standard error of ``m1``."""
     if isinstance(fam, ResNet) and fam.activation == "relu":
-        _, _, _, m1_c1, m1_se = _relu_fw(fam, 200_000)
+        _, _, _, m1_c1, m1_se, m1_var = _relu_fw(fam, 200_000)
         k = np.cumsum(fam.trained_mask[:fam.depth - 1]).astype(float)
         nan = np.full(fam.depth - 1, np.nan)
-        return k + m1_c1 / fam.width, nan, k, nan, nan, m1_se / fam.width
+        return k + m1_c1 / fam.width, nan, k, nan, np.sqrt(m1_var / fam.width), m1_se / fam.width
     fw = T.finite_width(fam)
     return fw.m1, fw.m2, fw.m1_limit, fw.m2_limit, fw.m1_sd, np.zeros(fam.depth - 1)
 
@@ -702,15 +702,16 @@ def moments_grid():
 
 
 def _relu_fw(fam, probes):
-    """``(cos_limit, c1, c1_se, m1_c1, m1_c1_se)`` of ``theory.finite_width`` for a ReLU ResNet,
-    cached as JSON (the expansions take minutes; the coefficients do not depend on the width)."""
+    """``(cos_limit, c1, c1_se, m1_c1, m1_c1_se, m1_var)`` of ``theory.finite_width`` for a ReLU
+    ResNet (``m1_var = m m1_sd^2``), cached as JSON (the expansions take minutes; the coefficients
+    do not depend on the width)."""
     path = out / f"fw_relu_resnet_{fam.weights}_L{fam.depth}_b{fam.branch_scale:.6g}_p{probes}.json"
-    keys = ("c1", "se", "m1_c1", "m1_se")
+    keys = ("c1", "se", "m1_c1", "m1_se", "m1_var")
     if not path.exists() or not set(keys) <= set(json.loads(path.read_text())):
         t = time.time()
         fw = T.finite_width(fam, probes=probes)
-        path.write_text(json.dumps(dict(zip(keys, (x.tolist() for x in
-                                                   (fw.c1, fw.c1_se, fw.m1_c1, fw.m1_c1_se))))))
+        path.write_text(json.dumps(dict(zip(keys, (x.tolist() for x in (
+            fw.c1, fw.c1_se, fw.m1_c1, fw.m1_c1_se, fam.width * fw.m1_sd ** 2))))))
         print(f"  finite_width {fam.label} in {time.time() - t:.0f}s", flush=True)
     d = json.loads(path.read_text())
     return (T.bfa(fam).cos, *(np.array(d[k], dtype=float) for k in keys))
@@ -743,7 +744,7 @@ def relu_resnet(probes, files, weights="gaussian"):
         for L in depths:
             fam = ResNet.scaled(L, m, c, weights=weights)
             mean, sem = resnet_sampled(fam, n)
-            lim, c1, c1_se, _, _ = _relu_fw(fam, probes)
+            lim, c1, c1_se, *_ = _relu_fw(fam, probes)
             for v in (L // 2, L - 1):
                 j = v - 1
                 pred = lim[j] + c1[j] / m
@@ -760,7 +761,7 @@ def relu_resnet(probes, files, weights="gaussian"):
     for L, c, act, c1d, sed in direct:
         if act != "relu" or L <= 64:
             fail(f"the direct results must be ReLU ResNets deeper than 64, got {act} L = {L}")
-        _, c1, se, _, _ = _relu_fw(ResNet.scaled(L, 64, c), probes)
+        _, c1, se, *_ = _relu_fw(ResNet.scaled(L, 64, c), probes)
         for v in sorted({L // 8, L // 4, L // 2, 3 * L // 4, L - 1}):
             j = v - 1
             print(f"| {c:g} | {L} | {v} | {c1d[j]:.3f} ± {sed[j]:.3f} | {c1[j]:.3f} ± {se[j]:.3f} | "
@@ -778,7 +779,7 @@ def relu_coefficient(weights, probes):
     path = out / f"wl_resnet_relu{tag}_L32_c2_{'-'.join(map(str, widths))}_n4000_s777.json"
     means, sems = cached_width_limit(fam, widths, 4000, 777, path)
     fit = fit_width_limit(widths, means, sems, order=2)
-    _, c1, se, _, _ = _relu_fw(fam, probes)
+    _, c1, se, *_ = _relu_fw(fam, probes)
     print(f"\n{weights} ReLU ResNet, L = 32, c = 2: c1 against width_limit's order-2 fit")
     print("| v | c1 ± se | fitted c1 ± se | z |")
     print("|---|---|---|---|")

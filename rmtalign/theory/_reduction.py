@@ -570,11 +570,13 @@ def _cos_expansion(Om, bias, C):
 
 
 def _m1_expansion(Om, bias, C):
-    """The same for the trace probe's ``G = <b^2> <w^2>`` (``E G = M1``): ``grad G . bias +
-    Cov(<b^2>, <w^2>)``."""
+    """The same for the trace probe's ``G = <b^2> <w^2>`` (``E G = M1``), (2, n): ``grad G . bias +
+    Cov(<b^2>, <w^2>)`` and ``m Var G = grad G^T C grad G`` to leading order (the network's spread
+    of ``M1`` plus the probe's own, ``2 M2``)."""
     i, n = np.arange(Om.shape[1]), Om.shape[1]
-    return (Om[iU2] * bias[iB * n + i] + Om[iB] * bias[iU2 * n + i]
-            + C[iB * n + i, iU2 * n + i])
+    B, U2, kb, ku = Om[iB], Om[iU2], iB * n + i, iU2 * n + i
+    return np.stack([U2 * bias[kb] + B * bias[ku] + C[kb, ku],
+                     U2 * U2 * C[kb, kb] + 2 * B * U2 * C[kb, ku] + B * B * C[ku, ku]])
 
 
 def _forward_cov(red, Q):
@@ -615,7 +617,9 @@ def _path_response(red, Om, V, z, dev):
 
 
 def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000, on_batch=None):
-    """The ``1/m`` coefficient of ``E cos(theta_l)`` of the reduced network, (mean, se) per layer.
+    """The ``1/m`` coefficient of ``E cos(theta_l)`` of the reduced network, (mean, se) per layer;
+    the trace probe (``red.trace``): of ``E M1``, and ``m Var`` of its estimate
+    (:func:`_m1_expansion`), (mean, se) each (2, n).
 
     With ``Phi = mean_map``, ``J = Phi'(Omega*)``, ``A = (I - J)^-1`` and ``v(z) = A (phi(z) -
     Omega*)`` a neuron's influence on the order parameters, the empirical order parameters are
@@ -719,13 +723,14 @@ def _depth_extrapolated(family, c1_of):
 
 
 def family_c1(family, probes=200_000, batches=8, seed=0, progress=None, trace=False):
-    """``(c1, se)`` at ``v = 1 .. L-1`` of a ReLU ResNet (Gaussian or Haar weights):
+    """``(c1, se)`` at ``v = 1 .. L-1`` of a ReLU ResNet (Gaussian or Haar weights)
+    (``trace``: ``(c1, se, var)``, ``var`` the leading ``m Var`` of :func:`_m1_expansion`):
     :func:`c1_expansion` at the family's depth up to ``L = 64``; deeper,
     :func:`_depth_extrapolated` from ``L = 32, 64`` (the family with ``beta^2 L``, skip rule, init
     and trained rule kept), ``probes`` probe neurons at each depth. ``trace``: the ``1/m``
     coefficient of the BFK's ``E M1`` instead of ``E cos`` (extrapolated in depth relative to its
     width limit ``k_v``, the number of trained layers up to ``v``: with ``beta = c / sqrt(L)`` it is
-    ``O(c^2 k_v)``, ``O(L)``). The probes of a depth are drawn from ``SeedSequence([seed, depth])``,
+    ``O(c^2 k_v)``, ``O(L)``; ``var`` relative to its own growth, :func:`_m1_scales`). The probes of a depth are drawn from ``SeedSequence([seed, depth])``,
     and each expansion is kept (:data:`_MEMO`): a family at depth 32 or 64 gives the very numbers
     its deeper copies are extrapolated from, and a sweep over depth or width computes them once.
     ``progress``: a tqdm-like bar (``update()`` per batch) or None."""
@@ -744,15 +749,38 @@ def family_c1(family, probes=200_000, batches=8, seed=0, progress=None, trace=Fa
                                       on_batch=tick)
         return tuple(x.copy() for x in _MEMO[key])      # results may be written to
 
-    def relative(fam):                                  # c1 / k_v: O(1) in depth
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return tuple(x / _trained_counts(fam) for x in c1_of(fam))
-    if family.depth <= _DIRECT_DEPTH:
-        return c1_of(family)
     if not trace:
-        return _depth_extrapolated(family, c1_of)
+        return c1_of(family) if family.depth <= _DIRECT_DEPTH else _depth_extrapolated(family, c1_of)
+    if family.depth <= _DIRECT_DEPTH:
+        (c1, var), (se, _) = c1_of(family)
+        return c1, se, var
+
+    def relative(p):
+        def of(fam):
+            scale = _m1_scales(fam)[p]
+            out = []
+            for x in c1_of(fam):
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    r = x[p] / scale
+                last = np.flatnonzero(scale == 0)[-1:]      # var at k = 1: 0 / 0, the ratio's
+                if p == 1 and last.size and last[0] + 1 < r.size:   # limit: its value a layer up
+                    r[last[0]] = r[last[0] + 1]
+                out.append(r)
+            return tuple(out)
+        return of
+    (c1, se), (var, _) = (_depth_extrapolated(family, relative(p)) for p in (0, 1))
+    k, sq = _m1_scales(family)
+    return np.where(k > 0, c1 * k, 0.0), np.where(k > 0, se * k, 0.0), np.where(sq > 0, var * sq, 0.0)
+
+
+def _m1_scales(family):
+    """What ``M1``'s ``c1`` and ``m Var`` grow like in depth: each trained layer ``j`` below ``v``
+    adds a fluctuation ``O(beta^2) = O(1 / L)`` of the backward norms weighted by the ``k_j``
+    trained layers below it, so ``c1 ~ sum_j k_j / L`` and ``m Var ~ sum_j k_j^2 / L``; divided
+    by ``k_v`` and ``sum_{j<k_v} j^2 / L`` both are ``O(1)`` on the depth continuum (exactly
+    constant for the linear chain's leading terms)."""
     k = _trained_counts(family)
-    return tuple(np.where(k > 0, x * k, 0.0) for x in _depth_extrapolated(family, relative))   # M1 = 0
+    return k, (k - 1) * k * (2 * k - 1) / (6 * family.depth)
 
 
 def _trained_counts(family):

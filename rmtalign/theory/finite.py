@@ -223,7 +223,7 @@ class FiniteWidthBFA(Result):
     limits (``m2_limit / m1_limit^2 = TheoryBFA.m2 / TheoryBFA.m1^2``), ``m1_c1, m2_c1`` their
     ``1/m`` coefficients and ``m1_sd`` the exact standard deviation of ``M1`` over networks.
     ReLU ResNets: ``m1 = m1_limit + m1_c1 / m`` to first order (``m1_c1`` from the expansion, with
-    its standard error ``m1_c1_se``); ``m2``, ``m2_c1`` and ``m1_sd`` are NaN there.
+    its standard error ``m1_c1_se``) and ``m1_sd`` to leading order; ``m2``, ``m2_c1`` are NaN.
     The moments of MLPs are heavy-tailed (those of ResNets with ``beta = c / sqrt(L)`` are not:
     their spread is ``O(c^2 / m)`` at every depth):
     where ``m1_sd`` is large against ``m1`` a sample mean of a few hundred networks falls short of
@@ -810,12 +810,15 @@ def _relu_resnet(family, lim, moments, probes, seed, progress):
     nan = np.full(family.depth - 1, np.nan)
     try:
         c1, se = _reduction.family_c1(family, probes, _PROBE_BATCHES, seed, bar)
-        m1_c1, m1_se = (_reduction.family_c1(family, probes, _PROBE_BATCHES, seed, bar, trace=True)
-                        if moments else (nan, nan))
+        m1_c1, m1_se, var = (_reduction.family_c1(family, probes, _PROBE_BATCHES, seed, bar, trace=True)
+                             if moments else (nan, nan, nan))
     finally:
         if bar is not None:
             bar.close()
+    m = family.width
     m1_lim, m2_lim = _moment_limits(family, lim) if moments else (nan, nan)
-    return FiniteWidthBFA(family, np.arange(1, family.depth), lim.cos + c1 / family.width, lim.cos, c1,
-                          m1=m1_lim + m1_c1 / family.width, m2=nan, m1_limit=m1_lim, m2_limit=m2_lim,
-                          m1_c1=m1_c1, m2_c1=nan, m1_sd=nan, c1_se=se, m1_c1_se=m1_se)
+    # the probe's own variance is 2 M2 / m: what is left is the networks' spread (leading order)
+    m1_sd = np.sqrt(np.maximum(var - 2 * m2_lim, 0.0) / m)
+    return FiniteWidthBFA(family, np.arange(1, family.depth), lim.cos + c1 / m, lim.cos, c1,
+                          m1=m1_lim + m1_c1 / m, m2=nan, m1_limit=m1_lim, m2_limit=m2_lim,
+                          m1_c1=m1_c1, m2_c1=nan, m1_sd=m1_sd, c1_se=se, m1_c1_se=m1_se)

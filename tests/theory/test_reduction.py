@@ -90,12 +90,18 @@ def test_c1_against_the_linear_chain(weights):
 def test_m1_c1_against_the_linear_recursion(weights):
     """The trace probe's expansion against the exact moment recursion's ``m1_c1`` (linear ResNets)."""
     fam = ResNet.scaled(8, 64, 2.0, activation="linear", weights=weights)
-    c1, se = R.c1_expansion(replace(R.Reduction.of(fam), trace=True), probes=100_000, batches=8, seed=3)
-    exact = T.finite_width(fam).m1_c1
-    assert c1[0] == exact[0] == 0.0                     # M1 = 1 at the first trained layer
-    z = (c1[1:] - exact[1:]) / np.maximum(se[1:], 1e-4)
+    (c1, var), (se, var_se) = R.c1_expansion(replace(R.Reduction.of(fam), trace=True), probes=100_000,
+                                             batches=8, seed=3)
+    exact = T.finite_width(fam)
+    assert c1[0] == exact.m1_c1[0] == 0.0                # nothing trained yet: M1 = 0
+    z = (c1[1:] - exact.m1_c1[1:]) / np.maximum(se[1:], 1e-4)
     assert np.abs(z).max() < 4.5, z
-    assert exact[-1] > 20 * se[-1]
+    assert exact.m1_c1[-1] > 20 * se[-1]
+    # the estimate's variance less the probe's own (2 M2) is the networks' spread of M1, whose
+    # leading order m Var M1 the recursion gives exactly (at a large width)
+    wide = T.finite_width(fam.replace(width=2 ** 14))
+    z = (var - 2 * wide.m2_limit - 2 ** 14 * wide.m1_sd ** 2)[1:] / var_se[1:]
+    assert np.abs(z).max() < 4.5, z
 
 
 def test_c1_relu_first_trained_layer_and_sign():
@@ -140,12 +146,14 @@ def test_finite_width_of_relu_resnets(monkeypatch):
     r = T.finite_width(fam, probes=16_000, seed=5)
     c1, se = R.c1_expansion(R.Reduction.of(fam), 16_000, 8, np.random.SeedSequence([5, 8]))
     assert np.array_equal(r.c1, c1, equal_nan=True) and np.array_equal(r.c1_se, se, equal_nan=True)
-    m1c, m1s = R.c1_expansion(replace(R.Reduction.of(fam), trace=True), 16_000, 8,
-                              np.random.SeedSequence([5, 8]))
+    (m1c, var), (m1s, _) = R.c1_expansion(replace(R.Reduction.of(fam), trace=True), 16_000, 8,
+                                          np.random.SeedSequence([5, 8]))
     assert np.array_equal(r.m1_c1, m1c) and np.array_equal(r.m1_c1_se, m1s)
     np.testing.assert_allclose(r.m1, r.m1_limit + m1c / 64)
+    np.testing.assert_allclose(r.m1_sd, np.sqrt(np.maximum(var - 2 * r.m2_limit, 0) / 64))
     assert m1c[-1] > 10 * m1s[-1]               # E M1 above its width limit, like linear ResNets'
-    assert np.all(np.isnan(r.m2) & np.isnan(r.m2_c1) & np.isnan(r.m1_sd))
+    assert 0 < r.m1_sd[-1] < 0.5 * r.m1[-1]
+    assert np.all(np.isnan(r.m2) & np.isnan(r.m2_c1))
     lean = T.finite_width(fam, probes=16_000, seed=5, moments=False)
     assert np.array_equal(lean.c1, c1, equal_nan=True) and np.all(np.isnan(lean.m1))
     monkeypatch.setattr(R, "c1_expansion", None)           # the width only scales c1: from the memo
@@ -179,18 +187,25 @@ def test_m1_depth_extrapolation_is_relative(monkeypatch):
     """Deep ReLU ResNets' ``m1_c1`` is extrapolated in depth relative to ``k_v`` (it grows like
     ``L``): on the linear recursion's exact ``m1_c1`` (fed in place of the expansion) within 0.3%
     at L = 512 from L = 32, 64."""
+    m = 2 ** 14
+
+    def rows(fam):              # m1_c1 and the leading m Var M1 (the probe's part left out)
+        r = T.finite_width(fam.replace(width=m))
+        return np.stack([r.m1_c1, m * r.m1_sd ** 2])
+
     def exact(red, probes, batches, seed, on_batch=None):
         fam = ResNet.scaled(red.n + 1, 64, 2.0, activation="linear")
         assert red.trace and red.beta == pytest.approx(fam.branch_scale)
-        return T.finite_width(fam).m1_c1, np.full(red.n, 0.01)
+        return rows(fam), np.full((2, red.n), 0.01)
     monkeypatch.setattr(R, "c1_expansion", exact)
     monkeypatch.setattr(R, "_MEMO", {})
     fam = ResNet.scaled(512, 64, 2.0)
-    c1, se = R.family_c1(fam, trace=True)
-    want = T.finite_width(fam.replace(activation="linear")).m1_c1
-    assert c1[0] == se[0] == 0.0                        # nothing trained yet: M1 = 0
-    np.testing.assert_allclose(c1[1:], want[1:], rtol=3e-3)
-    assert want[-1] > 3000
+    c1, se, var = R.family_c1(fam, trace=True)
+    want = rows(ResNet.scaled(512, 64, 2.0, activation="linear"))
+    assert c1[0] == se[0] == var[0] == 0.0              # nothing trained yet: M1 = 0
+    np.testing.assert_allclose(c1[1:], want[0, 1:], rtol=3e-3)
+    np.testing.assert_allclose(var[1:], want[1, 1:], rtol=3e-3)
+    assert want[0, -1] > 3000
 
 
 @pytest.mark.parametrize("weights", ["gaussian", "orthogonal"])
