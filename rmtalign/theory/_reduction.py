@@ -51,6 +51,13 @@ O(n^4 + probes n^2).
 **A family's c1** (:func:`family_c1`, behind ``theory.finite_width``): the expansion at the
 family's depth up to 64; deeper, its Richardson extrapolation in ``1/L`` from the same network at
 depths 32 and 64 (:func:`_depth_extrapolated`).
+
+**The trace probe** (``Reduction.trace``): ``u``'s source ``t_l b_l / B`` replaced by
+``t_l s_l / sqrt(B)``, ``s`` fresh standard normals independent of everything (atoms like
+``eta``). Then ``w_v = A_v w_{v-1} + t_v s_v / |b_v|`` (up to the neuron normalisation) and
+``E_s <b_v^2> <w_v^2> = sum_l t_l tr(J_{v,l} J_{v,l}^T) B_v / (m B_l)``, the BFK's ``M1`` in the
+normalisation of ``theory.finite_width``, at every ``v`` at once: the same equations and the same
+expansion, for ``G = <b^2> <w^2>`` (:func:`_m1_expansion`).
 """
 from __future__ import annotations
 
@@ -82,7 +89,6 @@ class Reduction:
     relu: bool
     orthogonal: bool = False
     trace: bool = False      # u's source t_l b_l / B replaced by t_l s_l / sqrt(B): the trace probe w
-
 
     @property
     def n(self):
@@ -728,11 +734,11 @@ def family_c1(family, probes=200_000, batches=8, seed=0, progress=None, trace=Fa
     :func:`c1_expansion` at the family's depth up to ``L = 64``; deeper,
     :func:`_depth_extrapolated` from ``L = 32, 64`` (the family with ``beta^2 L``, skip rule, init
     and trained rule kept), ``probes`` probe neurons at each depth. ``trace``: the ``1/m``
-    coefficient of the BFK's ``E M1`` instead of ``E cos`` (extrapolated in depth relative to its
-    width limit ``k_v``, the number of trained layers up to ``v``: with ``beta = c / sqrt(L)`` it is
-    ``O(c^2 k_v)``, ``O(L)``; ``var`` relative to its own growth, :func:`_m1_scales`). The probes of a depth are drawn from ``SeedSequence([seed, depth])``,
-    and each expansion is kept (:data:`_MEMO`): a family at depth 32 or 64 gives the very numbers
-    its deeper copies are extrapolated from, and a sweep over depth or width computes them once.
+    coefficient of the BFK's ``E M1`` instead of ``E cos``, extrapolated in depth relative to its
+    growth (:func:`_m1_scales`), and ``var`` likewise. The probes of a depth are drawn from
+    ``SeedSequence([seed, depth])``, and each expansion is kept (:data:`_MEMO`): a family at depth
+    32 or 64 gives the very numbers its deeper copies are extrapolated from, and a sweep over depth
+    or width computes them once.
     ``progress``: a tqdm-like bar (``update()`` per batch) or None."""
     tick = None if progress is None else progress.update
 
@@ -755,18 +761,16 @@ def family_c1(family, probes=200_000, batches=8, seed=0, progress=None, trace=Fa
         (c1, var), (se, _) = c1_of(family)
         return c1, se, var
 
-    def relative(p):
+    def relative(p):                    # row p of the expansion over its growth: O(1) in depth
         def of(fam):
             scale = _m1_scales(fam)[p]
-            out = []
-            for x in c1_of(fam):
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    r = x[p] / scale
-                last = np.flatnonzero(scale == 0)[-1:]      # var at k = 1: 0 / 0, the ratio's
-                if p == 1 and last.size and last[0] + 1 < r.size:   # limit: its value a layer up
-                    r[last[0]] = r[last[0] + 1]
-                out.append(r)
-            return tuple(out)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out = tuple(x[p] / scale for x in c1_of(fam))
+            if p == 1:                  # var at k_v = 1 is 0 / 0: the ratio's limit, a layer up
+                j = np.flatnonzero(scale == 0)[-1]
+                for r in out:
+                    r[j] = r[j + 1]
+            return out
         return of
     (c1, se), (var, _) = (_depth_extrapolated(family, relative(p)) for p in (0, 1))
     k, sq = _m1_scales(family)

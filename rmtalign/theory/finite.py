@@ -1,7 +1,7 @@
 """The BFA at finite width, exact in depth: MLPs (ReLU and linear, Gaussian and orthogonal weights)
 and linear ResNets (Gaussian and orthogonal weights); the BFK's first two spectral moments at
 finite width for the same families. ReLU ResNets, whose masks break the chains, go
-through :mod:`rmtalign.theory._reduction` (:func:`finite_width`).
+through :mod:`rmtalign.theory._reduction` (:func:`finite_width`; first order, and ``M1`` only).
 
 **Reduction to a scalar chain.** With the balanced learning rates of Eq. (8) the kernel weights
 are ``c_l = eta_l |phi(f_{l-1})|^2 = 1 / (n B_l)``, ``B_l = |b_l|^2`` (random at finite width,
@@ -164,15 +164,13 @@ the density ``∝ (1 - x^2)^((m-3)/2)`` and ``H = a^2 + beta^2 sigma^2 + 2 a bet
 = 2 b (2 a^2 + b) / H^2`` (Gaussian) or ``4 a^2 b / H^2`` (orthogonal), ``b = beta^2 sigma^2``,
 ``H = a^2 + b``: the relative variance of ``B_{v-1} / B_v``, as for MLPs.
 
-ReLU ResNets are not covered: their masks break the rotation invariance, persist across depth
-and depend on the weights they multiply. With masks independent of the weights the network
-reduces exactly to independent neurons coupled through averages, whose ``1/m`` coefficient is
-computable (the second von Mises variation of the width limit); the network's own masks more
-than halve it at the output. An exact reduction that keeps that dependence reproduces the
-network (``scripts/finite_width_validate.py --relu-probe``), and its order-parameter expansion
-gives the network's ``c1`` (:mod:`rmtalign.theory._reduction`: the mean map and its derivatives
-exact, the neuron covariances averaged over probe neurons; ``scripts/relu_resnet_c1.py``). At
-O(L^4) it is not yet fast enough for ``finite_width`` (``docs/finite_width.md``).
+*ReLU ResNets* have no chain: their masks break the rotation invariance, persist across depth
+and depend on the weights they multiply. An exact reduction of the network to iid neurons coupled
+through averages keeps that dependence, and its order-parameter expansion gives the network's
+``c1`` (:mod:`rmtalign.theory._reduction`: the mean map and its derivatives exact, the neuron
+covariances averaged over probe neurons), first order only; with a trace probe (a Hutchinson
+field ``w``, ``E_s |b_v|^2 |w_v|^2 / m = M1``) the same expansion gives ``E M1`` to first order
+and its spread to leading order. ``M2`` is not covered there (``docs/finite_width.md``).
 """
 from __future__ import annotations
 

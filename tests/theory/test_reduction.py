@@ -26,7 +26,8 @@ def _particle_mean(red, Om, n_particles, chunks, seed):
         f = R._paths(red, R._forward_q(red, Om), z)
         xi, eta = rng.standard_normal((n_particles, n)), rng.standard_normal((n_particles, n))
         s = rng.standard_normal((n_particles, n)) if red.trace else None
-        means.append(R._particle_map(red, f, xi, eta, rng.standard_normal(n_particles), Om, z=z, s=s).mean(0))
+        b0 = rng.standard_normal(n_particles)
+        means.append(R._particle_map(red, f, xi, eta, b0, Om, z=z, s=s).mean(0))
     means = np.array(means)
     return means.mean(0), means.std(0, ddof=1) / math.sqrt(chunks)
 
@@ -50,10 +51,9 @@ def test_mean_field_is_the_width_limit(activation, weights):
         np.testing.assert_array_equal(tr[[R.iQ, R.iY, R.iB, R.iHX]], Om[[R.iQ, R.iY, R.iB, R.iHX]])
 
 
-@pytest.mark.parametrize("activation,weights,trace", [("relu", "gaussian", False), ("linear", "gaussian", False),
-                                                      ("relu", "orthogonal", False),
-                                                      ("linear", "orthogonal", False),
-                                                      ("relu", "gaussian", True), ("relu", "orthogonal", True)])
+@pytest.mark.parametrize("activation,weights,trace", [
+    ("relu", "gaussian", False), ("linear", "gaussian", False), ("relu", "orthogonal", False),
+    ("linear", "orthogonal", False), ("relu", "gaussian", True), ("relu", "orthogonal", True)])
 def test_mean_map_against_particles(activation, weights, trace):
     red = R.Reduction.of(ResNet.scaled(7, 64, 2.0, activation=activation, weights=weights))
     red = replace(red, trace=trace)
