@@ -27,7 +27,8 @@ extrapolated in depth beyond L = 64) at the ``--resnet`` grid points; with files
 ``scripts/relu_resnet_c1.py --out`` at depths beyond 64, the extrapolated ``c1`` against the
 direct one.
 ``--moments``: the BFK's expected spectral
-moments ``m1, m2`` (MLPs and linear ResNets) against the dense sampler's, with the sampled medians.
+moments ``m1, m2`` (MLPs and linear ResNets; ReLU ResNets: ``m1``) against the dense sampler's,
+with the sampled medians.
 ``--plot``: ``docs/img/finite_width.png``.
 
 Sampled means are cached as JSON in ``--out`` (default ``/tmp/rmtalign_finite``), so the report
@@ -679,11 +680,17 @@ def _predicted_moments(fam):
 
 
 def moments_grid():
-    print("| network | m | L | L/m | v | moment | sampled mean | sampled median | exact mean | width limit "
-          "| z exact mean | z width limit | exact sd / mean |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    """The table of ``--moments``; ReLU ResNets (``m1`` first order, ``m1_sd`` leading order) in a
+    second table, with the sampled spread beside the predicted one."""
+    relu = None
     for fam, n in MOMENTS:
         L = fam.depth
+        if relu is not (relu := isinstance(fam, ResNet) and fam.activation == "relu"):
+            mean_col, sd_col = (("first-order mean", "sd / mean: sampled, predicted") if relu
+                                else ("exact mean", "exact sd / mean"))
+            print(f"\n| network | m | L | L/m | v | moment | sampled mean | sampled median | {mean_col} "
+                  f"| width limit | z {mean_col} | z width limit | {sd_col} |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         m1, m2, m1_lim, m2_lim, m1_sd, pred_se = _predicted_moments(fam)
         for name, x, pred, lim in zip(("M1", "M2"), moments_sampled(fam, n), (m1, m2), (m1_lim, m2_lim)):
             if np.all(np.isnan(pred)):          # ReLU ResNets: no m2
@@ -691,7 +698,9 @@ def moments_grid():
             for j, v in enumerate((L // 2, L - 1)):
                 mean, sem = x[:, j].mean(), x[:, j].std() / np.sqrt(n)
                 se = np.hypot(sem, pred_se[v - 1])          # z: both errors (ReLU ResNets' m1 is MC)
-                cv = f"{m1_sd[v - 1] / pred[v - 1]:.3g}" if name == "M1" and np.isfinite(m1_sd[v - 1]) else ""
+                cv = f"{m1_sd[v - 1] / pred[v - 1]:.3g}" if name == "M1" else ""
+                if relu:
+                    cv = f"{x[:, j].std() / mean:.3g}, {cv}"
                 net = fam.activation + (", orthogonal" if fam.weights == "orthogonal" else "")
                 if isinstance(fam, ResNet):
                     net += f" ResNet, c = {fam.branch_scale * np.sqrt(L):.3g}"
