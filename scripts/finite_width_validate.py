@@ -637,21 +637,26 @@ MOMENTS = [(MLP(L, 64), 400) for L in (16, 32, 64, 128, 256)] + \
           [(ResNet.scaled(L, 64, c), 1000) for c, L in ((2, 32), (2, 64), (2, 256), (1, 64), (1, 256))] + \
           [(ResNet.scaled(512, 128, 2), 300)] + \
           [(ResNet.scaled(L, 64, c, weights="orthogonal"), 1000) for c, L in ((2, 64), (2, 256), (1, 64))]
+# the one ReLU point beyond 2 SE, sampled again with another seed: (family, draws, seed)
+MOMENTS_RERUN = [(ResNet.scaled(256, 64, 1), 1000, 4242)]
 if quick:
     MOMENTS = MOMENTS[:2]
+    MOMENTS_RERUN = []
 
 
-def moments_sampled(fam, n):
+def moments_sampled(fam, n, seed=None):
     """Per-draw ``M1, M2`` of the backward-normalised kernel ``k_v K_v / (e^T K_v e)`` at
-    ``v = L/2, L-1`` from the dense sampler (cached): two (n, 2) arrays."""
+    ``v = L/2, L-1`` from the dense sampler (cached): two (n, 2) arrays. ``seed``: the samplers'
+    seed (default: the point's seed from ``SEED``)."""
     L = fam.depth
     kind = f"resnet_b{fam.branch_scale:.6g}_" if isinstance(fam, ResNet) else ""
-    path = out / f"moments_{kind}{fam.activation}_{fam.weights}_m{fam.width}_L{L}_n{n}_s{SEED}.json"
+    tag = f"s{SEED}" if seed is None else f"seed{seed}"
+    path = out / f"moments_{kind}{fam.activation}_{fam.weights}_m{fam.width}_L{L}_n{n}_{tag}.json"
     if path.exists():
         d = json.loads(path.read_text())
         return np.array(d["M1"]), np.array(d["M2"])
     t, v = time.time(), np.array([L // 2, L - 1])
-    seed = seeds.point_seed(SEED, fam, "bfk-moments")
+    seed = seeds.point_seed(SEED, fam, "bfk-moments") if seed is None else seed
     a = sample_bfa(fam, n, seed=seed, probes=1)
     b = sample_bfk(fam, layers=v, samples=n, seed=seed)
     g = a.b_norm[:, v - 1] ** 2 / a.loss_decay[:, v - 1] * np.cumsum(fam.trained_mask)[v - 1]
@@ -708,6 +713,13 @@ def moments_grid():
                       f"{mean:.4g} ± {sem:.2g} | {np.median(x[:, j]):.4g} | {pred[v - 1]:.4g} | "
                       f"{lim[v - 1]:.4g} | {_z(pred[v - 1], mean, se)} | {_z(lim[v - 1], mean, sem)} | {cv} |",
                       flush=True)
+    for fam, n, seed in MOMENTS_RERUN:
+        first, again = moments_sampled(fam, n)[0][:, 1], moments_sampled(fam, n, seed)[0][:, 1]
+        m1, m1_se = _predicted_moments(fam)[0][-1], _predicted_moments(fam)[5][-1]
+        for name, x in (("rerun", again), ("pooled", np.concatenate([first, again]))):
+            mean, sem = x.mean(), x.std() / np.sqrt(len(x))
+            print(f"{fam.label}, M1 at the output, {name} ({len(x)} draws): {mean:.4g} ± {sem:.2g}, "
+                  f"first order {m1:.4g}: z = {_z(m1, mean, np.hypot(sem, m1_se))}")
 
 
 def _relu_fw(fam, probes):

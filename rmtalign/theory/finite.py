@@ -769,7 +769,8 @@ def finite_width(family, *, moments=True, probes=200_000, seed=0,
     ``L = 32`` and ``64`` (``beta^2 L`` kept; needs the variance-preserving skip, ``trained``
     ``'all'`` or ``'all-but-first'`` and ``beta sqrt(L) <= sqrt(32)``). ``m1`` is first order
     too: the same expansion for a trace probe, a Hutchinson field ``w_v = A_v w_{v-1} + t_v s_v /
-    |b_v|`` (``E_s |b_v|^2 |w_v|^2 / m = M1`` for every ``v`` at once); ``m2`` would need the
+    |b_v|`` (``E_s |b_v|^2 |w_v|^2 / m = M1`` for every ``v`` at once), ``m1_sd`` to leading
+    order (the probe's spread less its own share, ``2 M2 / m``); ``m2`` would need the
     correlations between neurons to second order and is left out (NaN). Cost independent of ``L``
     beyond 64: at the default ``probes``, on one core, 24 s at ``L = 32``, 90 s at ``L = 64`` and
     about 2 minutes deeper, 1.6 times that for orthogonal weights, twice that with ``moments``
