@@ -693,7 +693,9 @@ def moments_grid():
     relu = None
     for fam, n in MOMENTS:
         L = fam.depth
-        if relu is not (relu := isinstance(fam, ResNet) and fam.activation == "relu"):
+        kind = isinstance(fam, ResNet) and fam.activation == "relu"
+        if kind != relu:                        # a new table
+            relu = kind
             mean_col, sd_col = (("first-order mean", "sd / mean: sampled, predicted") if relu
                                 else ("exact mean", "exact sd / mean"))
             print(f"\n| network | m | L | L/m | v | moment | sampled mean | sampled median | {mean_col} "
