@@ -680,7 +680,7 @@ def _predicted_moments(fam):
     ``m2``, ``m1_sd`` NaN) and the standard error of ``m1``."""
     if isinstance(fam, ResNet) and fam.activation == "relu":
         _, _, _, m1_c1, m1_se, m1_var = _relu_fw(fam, 200_000)
-        k = np.cumsum(fam.trained_mask[:fam.depth - 1]).astype(float)
+        k = R._trained_counts(fam)
         nan = np.full(fam.depth - 1, np.nan)
         return k + m1_c1 / fam.width, nan, k, nan, np.sqrt(m1_var / fam.width), m1_se / fam.width
     fw = T.finite_width(fam)
@@ -720,7 +720,8 @@ def moments_grid():
                       flush=True)
     for fam, n, seed in MOMENTS_RERUN:
         first, again = moments_sampled(fam, n)[0][:, 1], moments_sampled(fam, n, seed)[0][:, 1]
-        m1, m1_se = _predicted_moments(fam)[0][-1], _predicted_moments(fam)[5][-1]
+        pred = _predicted_moments(fam)
+        m1, m1_se = pred[0][-1], pred[5][-1]
         for name, x in (("rerun", again), ("pooled", np.concatenate([first, again]))):
             mean, sem = x.mean(), x.std() / np.sqrt(len(x))
             print(f"{fam.label}, M1 at the output, {name} ({len(x)} draws): {mean:.4g} ± {sem:.2g}, "
@@ -739,7 +740,7 @@ def m1_reduction(networks=20_000):
         for m in widths:
             fam = ResNet.scaled(L, m, c)
             red = replace(R.Reduction.of(fam), trace=True)
-            k = np.cumsum(fam.trained_mask[:L - 1])
+            k = R._trained_counts(fam)
             rng, chunk, vals = np.random.default_rng([11, m, L]), max(1, 64_000 // m), []
             for _ in range(0, networks, chunk):
                 z, xi, eta, s = (rng.standard_normal((chunk, m, L - 1)) for _ in range(4))
