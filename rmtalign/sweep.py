@@ -83,8 +83,8 @@ _COLUMNS = {
                "m2": "f", "m2b": "f"},
     "finite_width": {"layer": "i", "cos": "f", "cos_limit": "f", "c1": "f",
                      "cos_first_order": "f", "m1": "f", "m2": "f", "m1_limit": "f",
-                     "m2_limit": "f", "m1_c1": "f", "m2_c1": "f", "m1_sd": "f", "c1_se": "f",
-                     "m1_c1_se": "f"},
+                     "m2_limit": "f", "m1_c1": "f", "m2_c1": "f", "m1_sd": "f", "m1_typical": "f",
+                     "c1_se": "f", "m1_c1_se": "f"},
 }
 _INVALID = "ValueError: invalid combination: "  # the error of a point whose family is invalid
 _UNSEEDED = ("theory", "finite_width")  # deterministic: one unit per point, no seed or sample

@@ -28,7 +28,8 @@ extrapolated in depth beyond L = 64) at the ``--resnet`` grid points; with files
 direct one.
 ``--moments``: the BFK's expected spectral
 moments ``m1, m2`` (MLPs and linear ResNets; ReLU ResNets: ``m1``) against the dense sampler's,
-with the sampled medians. ``--m1-reduction``: ReLU ResNets' ``m1_c1`` against the trace probe's
+with the sampled medians. ``--typical``: the typical ``m1_typical = exp E log M1`` (MLPs and linear
+ResNets) against the sampled mean of ``log M1``. ``--m1-reduction``: ReLU ResNets' ``m1_c1`` against the trace probe's
 ``m (E M1 - k_v)`` in the simulated reduction (20 000 networks a width; minutes).
 ``--plot``: ``docs/img/finite_width.png``.
 
@@ -36,7 +37,7 @@ Sampled means are cached as JSON in ``--out`` (default ``/tmp/rmtalign_finite``)
 can be rerun without resampling. Usage::
 
     .venv/bin/python scripts/finite_width_validate.py [--resnet | --relu-probe | --relu-resnet [--probes P] [FILE.json ...]
-                                                       | --moments | --m1-reduction | --plot]
+                                                       | --moments | --typical | --m1-reduction | --plot]
                                                       [--quick] [--sample-only] [--out DIR]
 """
 import json
@@ -670,6 +671,44 @@ def moments_sampled(fam, n, seed=None):
     return M1, M2
 
 
+# (family, draws) for --typical: the MLP and linear ResNet points of --moments and deeper MLPs
+TYPICAL = [(f, n) for f, n in MOMENTS if not (isinstance(f, ResNet) and f.activation == "relu")] + \
+          [(MLP(L, 128), 200) for L in (256, 512)] + \
+          [(MLP(L, 64, weights="orthogonal"), 400) for L in (128, 256)] + \
+          [(MLP(128, 64, activation="linear"), 400)]
+if quick:
+    TYPICAL = TYPICAL[:2]
+
+
+def typical_grid():
+    """The table of ``--typical``: the sampled ``E log M1`` against ``log m1_typical``, beside the
+    logs of the exact mean and of the width limit (errors and z in log units)."""
+    print("| network | m | L | L/m | v | sampled exp E log M1 | typical | exact mean | width limit "
+          "| err typical | err limit | z typical | z exact mean | z width limit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for fam, n in TYPICAL:
+        L = fam.depth
+        fw = T.finite_width(fam)
+        x = np.log(moments_sampled(fam, n)[0])
+        net = fam.activation + (", orthogonal" if fam.weights == "orthogonal" else "")
+        if isinstance(fam, ResNet):
+            net += f" ResNet, c = {fam.branch_scale * np.sqrt(L):.3g}"
+        for j, v in enumerate((L // 2, L - 1)):
+            mean, se = x[:, j].mean(), x[:, j].std() / np.sqrt(n)
+            typ, ex, lim = np.log([fw.m1_typical[v - 1], fw.m1[v - 1], fw.m1_limit[v - 1]])
+            z = [(y - mean) / se for y in (typ, ex, lim)]
+            rows.append((L / fam.width, z[0], typ - mean, lim - mean))
+            print(f"| {net} | {fam.width} | {L} | {L / fam.width:g} | {v} | {np.exp(mean):.4g} "
+                  f"(± {se:.3f} in log) | {np.exp(typ):.4g} | {np.exp(ex):.4g} | {np.exp(lim):.4g} | "
+                  f"{typ - mean:+.3f} | {lim - mean:+.3f} | {z[0]:+.2f} | {_z(ex, mean, se)} | "
+                  f"{z[2]:+.2f} |", flush=True)
+    r = np.array([x for x in rows if 0.5 <= x[0] <= 4])
+    ok = (np.abs(r[:, 1]) <= 2) | (np.abs(r[:, 2]) <= np.abs(r[:, 3]) / 4)
+    print(f"\nSummary: L/m from 0.5 to 4, {len(r)} points: max |z| typical {np.max(np.abs(r[:, 1])):.2f}; "
+          f"within 2 SE or a quarter of the width limit's error (in log) at {ok.sum()} of {len(r)}")
+
+
 def _z(x, mean, se):
     z = (x - mean) / se
     return f"{z:+.2f}" if abs(z) < 1000 else f"{z:+.1e}"
@@ -860,6 +899,8 @@ if __name__ == "__main__":
         m1_reduction(2000 if quick else 20_000)
     elif "--moments" in sys.argv:
         moments_grid()
+    elif "--typical" in sys.argv:
+        typical_grid()
     elif "--relu-probe" in sys.argv:
         relu_probe()
     elif "--relu-resnet" in sys.argv:

@@ -148,6 +148,27 @@ log-normal with a variance growing like ``(v - l)/m``; the moments are heavy-tai
 medians stay much closer to the limit, and sample means of a few hundred networks reach the
 exact means only while ``L/m`` is small (``docs/finite_width.md``).
 
+**Typical moments** (``m1_typical = exp E log M1``, MLPs). The trace map above is exact in law
+given ``C``: with ``chi2_N = |D g|^2 / s^2`` (independent of ``V`` and of ``K_{v-1}``) and
+``tr C = k + (N - 1)/(m - 1) (tr K - k) (1 + delta)``,
+
+    tr K' / m = t + k/m + (1 + eps) ((m - 1) k/m + (N - 1)(tr K - k)/m (1 + delta)) / chi2_N
+
+(orthogonal: ``tr K'/m = t + tr C / (m gamma)``, no ``eps``). The factor ``1 / chi2_N`` carries
+the log-normal spread of ``B_v / B_l`` (``O(1/m)`` a layer) and is kept exact; ``eps`` (the
+Wishart trace given ``C``: ``Var eps = 2 tr C^2 / ((m - 1)(tr C)^2)``) and ``delta`` (the active
+diagonal entries off ``e'``, a sample of ``N - 1`` of ``m - 1``, Haar spread
+``2 (M2/M1^2 - 1)/(m + 1)``) are ``O(M2 / (M1^2 m^2))`` a layer, second order at fixed depth but
+``O((L/m)^2)`` summed, so they need the spectral ratio ``R = M2/M1^2`` of a typical network. That
+is closed with Thm 3.2's identity ``cos = M1 / sqrt(M2)`` at the finite width: ``R = 1 / cos^2``
+with ``cos`` the resummed chain's (the width limit's ``R`` grows like ``v`` where the typical
+network's saturates, and puts ``E log M1`` 1.0 too low at L/m = 4). ``log tr K`` is carried on
+``_NODES`` Gauss nodes like ``log Zp``, ``1 / chi2_N`` (or ``1 / gamma``) on Gauss-Laguerre (Jacobi)
+nodes of its exact law, ``eps + delta`` log-normal with mean 1. To first order in ``1/m`` the
+closure does not enter: ``m (E log M1 - log k_v) -> m1_c1 / k_v - m Var M1 / (2 k_v^2)``, the
+exact recursion's (tested). ResNets' moments are light-tailed: there ``m1_typical`` is the
+log-normal value ``m1 / sqrt(1 + (m1_sd / m1)^2)``.
+
 *Linear ResNets*: ``K_v = t_v I + A K_{v-1} A^T / H``, ``A = a I + beta W``,
 ``H = |A^T e|^2 = |a e + beta g|^2``. Write ``W = e g^T + R`` (``R = (I - e e^T) W``) and
 ``e' = h / |h|`` (the direction of ``b_{v-1}``); ``K_{v-1}`` is independent of ``R`` and its law
@@ -219,13 +240,16 @@ class FiniteWidthBFA(Result):
     which ``b_v^T K b_v / |b_v|^2 = k_v``, the number of trained layers up to ``v``): ``m1, m2``
     are the exact expectations at width ``m``, ``m1_limit = k_v`` and ``m2_limit`` the width
     limits (``m2_limit / m1_limit^2 = TheoryBFA.m2 / TheoryBFA.m1^2``), ``m1_c1, m2_c1`` their
-    ``1/m`` coefficients and ``m1_sd`` the exact standard deviation of ``M1`` over networks.
+    ``1/m`` coefficients and ``m1_sd`` the exact standard deviation of ``M1`` over networks;
+    ``m1_typical = exp E log M1`` is the value of a typical network (MLPs: a chain in log space,
+    module docstring; ResNets: the log-normal ``m1 / sqrt(1 + (m1_sd / m1)^2)``).
     ReLU ResNets: ``m1 = m1_limit + m1_c1 / m`` to first order (``m1_c1`` from the expansion, with
     its standard error ``m1_c1_se``) and ``m1_sd`` to leading order; ``m2``, ``m2_c1`` are NaN.
     The moments of MLPs are heavy-tailed (those of ResNets with ``beta = c / sqrt(L)`` are not:
     their spread is ``O(c^2 / m)`` at every depth):
     where ``m1_sd`` is large against ``m1`` a sample mean of a few hundred networks falls short of
-    the exact mean, and the median is far below it (``docs/finite_width.md``). From a sample:
+    the exact mean, and the median is far below it (``docs/finite_width.md``): compare a sample
+    with ``m1_typical`` (its mean of ``log M1``) instead. From a sample:
     ``M_p(K) = k_v^p M_p(K_v) (|b_v|^2 / b_v^T K_v b_v)^p`` with ``b_v^T K_v b_v`` the
     ``loss_decay`` and ``|b_v|`` the ``b_norm`` of :func:`rmtalign.sample_bfa`, ``M_p(K_v)`` from
     :meth:`rmtalign.SampledBFK.moments`.
@@ -248,6 +272,7 @@ class FiniteWidthBFA(Result):
     m1_sd: np.ndarray
     c1_se: np.ndarray
     m1_c1_se: np.ndarray
+    m1_typical: np.ndarray
 
     @property
     def cos_first_order(self) -> np.ndarray:
@@ -258,8 +283,8 @@ class FiniteWidthBFA(Result):
         return {"layer": self.layers, "cos": self.cos, "cos_limit": self.cos_limit, "c1": self.c1,
                 "cos_first_order": self.cos_first_order, "m1": self.m1, "m2": self.m2,
                 "m1_limit": self.m1_limit, "m2_limit": self.m2_limit, "m1_c1": self.m1_c1,
-                "m2_c1": self.m2_c1, "m1_sd": self.m1_sd, "c1_se": self.c1_se,
-                "m1_c1_se": self.m1_c1_se}
+                "m2_c1": self.m2_c1, "m1_sd": self.m1_sd, "m1_typical": self.m1_typical,
+                "c1_se": self.c1_se, "m1_c1_se": self.m1_c1_se}
 
 
 def _check_supported(family):
@@ -408,6 +433,69 @@ def _resummed(k, m, activation, weights):
             cos[i] = 1.0 if x is None else p @ np.exp(-0.5 * np.logaddexp(0.0, x - 2 * math.log(kv)))
         kprev = kv
     return cos
+
+
+def _inverse_norm_nodes(N, m, weights):
+    """Per node of ``N`` (rows): nodes and weights of ``log(1 / |D g|^2)`` in units of ``s^2``
+    (Gaussian: ``1 / chi2_N``, generalised Gauss-Laguerre, exact law) or of ``log(1 / gamma)``,
+    ``gamma ~ Beta(N/2, (m - N)/2)`` (orthogonal, Gauss-Jacobi; ``gamma = 1`` at ``N = m``)."""
+    x, p = np.empty((N.size, _HERMITE)), np.empty((N.size, _HERMITE))
+    for i, n in enumerate(N):
+        if weights == "gaussian":                                      # chi2_N = 2 y
+            j = np.arange(_HERMITE)
+            off = np.sqrt(j[1:] * (j[1:] + n / 2 - 1))         # Golub-Welsch: scipy's weights
+            y, vec = np.linalg.eigh(np.diag(2 * j + n / 2) + np.diag(off, 1) + np.diag(off, -1))
+            x[i], p[i] = -np.log(2 * y), vec[0] ** 2            # overflow beyond N ~ 340
+        elif n < m:
+            y, w = special.roots_jacobi(_HERMITE, (m - n) / 2 - 1, n / 2 - 1)
+            x[i], p[i] = -np.log((1 + y) / 2), w / w.sum()
+        else:
+            x[i], p[i] = 0.0, 1.0 / _HERMITE
+    return x, p
+
+
+def _typical_m1(k, m, activation, weights, cos):
+    """``E log M1`` of an MLP's BFK (module docstring, *Typical moments*): the trace recursion
+    carried in log space on quadrature nodes, like :func:`_resummed`; ``cos`` its ``cos``, which
+    closes the second-order noise (``M2 / M1^2 = 1 / cos^2``, Thm 3.2). ``-inf`` where ``k = 0``."""
+    relu, orth = activation == "relu", weights == "orthogonal"
+    out = np.full(k.size, -np.inf)
+    N, wN = _active_law(m, relu)
+    lr, pr = _inverse_norm_nodes(N, m, weights)
+    h, hw = np.polynomial.hermite_e.hermegauss(_RES_HERMITE)
+    hw = hw / hw.sum()
+    f = (N - 1) / (m - 1)
+    pStep = wN[:, None, None] * pr[:, :, None] * hw[None, None, :]
+    x = p = None
+    kprev = 0.0
+    for i, kv in enumerate(k):
+        t = kv - kprev
+        if x is None:
+            if kv > 0:                                   # the first trained layer: M1 = t exactly
+                x, p = np.array([math.log(t)]), np.array([1.0])
+        else:
+            R = 1.0 / cos[i - 1] ** 2
+            # relative variances: the trace of the new Wishart part given C (Gaussian weights) and
+            # the N - 1 active diagonal entries off e' drawn from the rest (ReLU; Haar spread)
+            var = np.zeros_like(N)
+            if not orth:
+                var = var + 2 * (1 + f * (R - 1)) / (N * (m - 1))
+            if relu:
+                var = var + (1 - f) / (N - 1) * 2 * max(R - 1, 0.0) / (m + 1)
+            s2 = np.log1p(var)
+            noise = np.sqrt(s2)[:, None] * h[None, :] - s2[:, None] / 2          # (N, hermite)
+            T = np.exp(x)[:, None]
+            if orth:      # tr M / m = (k + (N - 1)/(m - 1) (m T - k)) / (m gamma)
+                add, base = t, (kprev + (N - 1) / (m - 1) * (m * T - kprev)) / m
+            else:         # tr M / m = k/m + ((m - 1) k/m + (N - 1)(T - k/m)) / chi2_N
+                add, base = t + kprev / m, (m - 1) * kprev / m + (N - 1) * (T - kprev / m)
+            y = np.log(add + np.exp(lr[None, :, :, None] + noise[None, :, None, :])
+                       * base[:, :, None, None])
+            x, p = _gauss_nodes(y.ravel(), (p[:, None, None, None] * pStep[None]).ravel(), _NODES)
+        if x is not None:
+            out[i] = p @ x
+        kprev = kv
+    return out
 
 
 def _first_order(k, activation, weights):
@@ -747,9 +835,9 @@ def finite_width(family, *, moments=True, probes=200_000, seed=0,
     resummed finite-width chain of :mod:`rmtalign.theory.finite`); ``cos_limit``:
     ``theory.bfa(family).cos``; ``c1``: the exact coefficient of ``1/m`` at fixed depth (for
     ResNets at fixed ``m s^2``). Also the exact means of the BFK's spectral moments at
-    width ``m`` (``m1``, ``m2``, with their limits, ``1/m`` coefficients and ``m1_sd``; see
-    :class:`FiniteWidthBFA`); ``moments=False`` leaves them out (NaN), which halves the cost for
-    ReLU ResNets.
+    width ``m`` (``m1``, ``m2``, with their limits, ``1/m`` coefficients and ``m1_sd``) and the
+    typical ``m1_typical = exp E log M1`` (see :class:`FiniteWidthBFA`); ``moments=False``
+    leaves them out (NaN), which halves the cost for ReLU ResNets.
     Covered: MLPs with Gaussian or orthogonal weights, ReLU or linear, ResNets with linear
     activation (Gaussian or orthogonal weights) and ReLU ResNets (Gaussian or orthogonal); balanced
     learning rates, any init scale and any set of trained layers, ``width >= 16``. Other families
@@ -794,11 +882,21 @@ def finite_width(family, *, moments=True, probes=200_000, seed=0,
                    _moments(family, lim) if moments else [nan] * 7), m1_c1_se=zero if moments else nan)
     if isinstance(family, ResNet):
         cos, c1 = _resnet(family)
-        return FiniteWidthBFA(family, layers, cos, lim.cos, c1, **mom, c1_se=zero)
+        return FiniteWidthBFA(family, layers, cos, lim.cos, c1, **mom, c1_se=zero,
+                              m1_typical=_lognormal_typical(mom["m1"], mom["m1_sd"]))
     k = _trained_counts(family)
     _, c1 = _first_order(k, family.activation, family.weights)
-    return FiniteWidthBFA(family, layers, _resummed(k, family.width, family.activation, family.weights),
-                          lim.cos, c1, **mom, c1_se=zero)
+    cos = _resummed(k, family.width, family.activation, family.weights)
+    typical = (np.exp(_typical_m1(k, family.width, family.activation, family.weights, cos))
+               if moments else nan)
+    return FiniteWidthBFA(family, layers, cos, lim.cos, c1, **mom, c1_se=zero, m1_typical=typical)
+
+
+def _lognormal_typical(mean, sd):
+    """``exp E log M1`` of a log-normal ``M1`` with this mean and standard deviation (ResNets,
+    whose moments are light-tailed); 0 where the mean is 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(mean > 0, mean / np.sqrt(1 + (sd / mean) ** 2), np.where(mean == 0, 0.0, np.nan))
 
 
 def _relu_resnet(family, lim, moments, probes, seed, progress):
@@ -820,4 +918,5 @@ def _relu_resnet(family, lim, moments, probes, seed, progress):
     m1_sd = np.sqrt(np.maximum(var - 2 * m2_lim, 0.0) / m)
     return FiniteWidthBFA(family, np.arange(1, family.depth), lim.cos + c1 / m, lim.cos, c1,
                           m1=m1_lim + m1_c1 / m, m2=nan, m1_limit=m1_lim, m2_limit=m2_lim,
-                          m1_c1=m1_c1, m2_c1=nan, m1_sd=m1_sd, c1_se=se, m1_c1_se=m1_se)
+                          m1_c1=m1_c1, m2_c1=nan, m1_sd=m1_sd, c1_se=se, m1_c1_se=m1_se,
+                          m1_typical=_lognormal_typical(m1_lim + m1_c1 / m, m1_sd))

@@ -305,12 +305,13 @@ def test_result_protocol():
     json.dumps(r.to_dict())
     t = r.to_table()
     assert set(t) == {"layer", "cos", "cos_limit", "c1", "cos_first_order", "m1", "m2", "m1_limit",
-                      "m2_limit", "m1_c1", "m2_c1", "m1_sd", "c1_se", "m1_c1_se"}
+                      "m2_limit", "m1_c1", "m2_c1", "m1_sd", "m1_typical", "c1_se", "m1_c1_se"}
     assert len({len(c) for c in t.values()}) == 1
     assert np.all(r.m1_c1_se == 0.0)                   # exact recursion
     lean = T.finite_width(MLP(10, 32), moments=False)
     assert np.array_equal(lean.cos, r.cos, equal_nan=True) and all(np.all(np.isnan(x)) for x in
-                                                  (lean.m1, lean.m2, lean.m1_sd, lean.m1_c1_se))
+                                                  (lean.m1, lean.m2, lean.m1_sd, lean.m1_c1_se,
+                                                   lean.m1_typical))
     with pytest.raises(TypeError, match="moments must be True or False, got 1"):
         T.finite_width(MLP(10, 32), moments=1)
     assert "\n" not in repr(r)
@@ -415,3 +416,37 @@ def test_orthogonal_linear_moments_are_the_limit():
     r = T.finite_width(MLP(16, 32, weights="orthogonal", activation="linear"))
     assert np.allclose(r.m1, r.m1_limit, rtol=1e-13) and np.allclose(r.m2, r.m2_limit, rtol=1e-13)
     assert np.all(r.m1_c1 == 0) and np.allclose(r.m2_c1, 0, atol=1e-6)
+    assert np.allclose(r.m1_typical, r.m1_limit, rtol=1e-13)
+
+
+@pytest.mark.parametrize("family", [MLP(12, 64), MLP(12, 64, activation="linear", trained="all"),
+                                    MLP(12, 64, weights="orthogonal", trained=[1, 2, 5, 6, 9])])
+def test_typical_m1_first_order(family):
+    """To first order the typical chain is exact (its closure enters at ``1/m^2`` a layer):
+    ``m (E log M1 - log k_v) -> m1_c1 / k_v - m Var M1 / (2 k_v^2)``, the right side from the
+    exact recursion (an independent route); Richardson in ``m`` on both sides."""
+    def coefficients(m):
+        r = T.finite_width(family.replace(width=m))
+        k = r.m1_limit
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return m * (np.log(r.m1_typical) - np.log(k)), r.m1_c1 / k - m * r.m1_sd ** 2 / (2 * k * k)
+    (a1, b1), (a2, b2) = coefficients(4000), coefficients(8000)
+    ok = family.trained_mask[:family.depth - 1].cumsum() > 0
+    got, want = (2 * a2 - a1)[ok], (2 * b2 - b1)[ok]
+    assert np.max(np.abs(got - want)) < 2e-4 * np.max(np.abs(want))  # measured 3e-5
+    assert np.max(np.abs(want)) > 1.0                  # the coefficient is not trivially 0
+
+
+@pytest.mark.parametrize("family,seed", [(MLP(24, 24), 61), (MLP(24, 24, weights="orthogonal"), 62)])
+def test_typical_m1_against_the_exact_sampler(family, seed):
+    """L/m = 1: the typical ``exp E log M1`` against the sampled mean of ``log M1``, where the
+    exact mean and the width limit are both rejected."""
+    n, v = 800, [12, 23]
+    M1, _ = sampled_normalised_moments(family, n, seed, v)
+    fw = T.finite_width(family)
+    z = stats.norm.isf(1e-3 / 2 / 2)
+    x, j = np.log(M1), np.asarray(v) - 1
+    mean, se = x.mean(axis=0), x.std(axis=0) / math.sqrt(n)
+    assert np.all(np.abs(np.log(fw.m1_typical[j]) - mean) <= z * se)
+    for other in (fw.m1, fw.m1_limit):
+        assert np.all(np.abs(np.log(other[j]) - mean) > z * se)
