@@ -676,8 +676,12 @@ TYPICAL = [(f, n) for f, n in MOMENTS if not (isinstance(f, ResNet) and f.activa
           [(MLP(L, 128), 200) for L in (256, 512)] + \
           [(MLP(L, 64, weights="orthogonal"), 400) for L in (128, 256)] + \
           [(MLP(128, 64, activation="linear"), 400)]
+# the points beyond 2 SE and a quarter of the width limit's error, sampled again: (family, draws, seed)
+TYPICAL_RERUN = [(MLP(256, 64, activation="linear"), 400, 4243), (MLP(128, 128), 200, 4244),
+                 (MLP(256, 64, weights="orthogonal"), 400, 4245)]
 if quick:
     TYPICAL = TYPICAL[:2]
+    TYPICAL_RERUN = []
 
 
 def typical_grid():
@@ -707,6 +711,15 @@ def typical_grid():
     ok = (np.abs(r[:, 1]) <= 2) | (np.abs(r[:, 2]) <= np.abs(r[:, 3]) / 4)
     print(f"\nSummary: L/m from 0.5 to 4, {len(r)} points: max |z| typical {np.max(np.abs(r[:, 1])):.2f}; "
           f"within 2 SE or a quarter of the width limit's error (in log) at {ok.sum()} of {len(r)}")
+    for fam, n, seed in TYPICAL_RERUN:
+        typ = np.log(T.finite_width(fam).m1_typical)
+        first, again = np.log(moments_sampled(fam, n)[0]), np.log(moments_sampled(fam, n, seed)[0])
+        for j, v in enumerate((fam.depth // 2, fam.depth - 1)):
+            for name, x in (("rerun", again[:, j]), ("pooled", np.concatenate([first[:, j], again[:, j]]))):
+                mean, se = x.mean(), x.std() / np.sqrt(len(x))
+                print(f"{fam.label}, v = {v}, {name} ({len(x)} draws): exp E log M1 {np.exp(mean):.4g} "
+                      f"(± {se:.3f} in log), typical {np.exp(typ[v - 1]):.4g}: error {typ[v - 1] - mean:+.3f}, "
+                      f"z = {(typ[v - 1] - mean) / se:+.2f}")
 
 
 def _z(x, mean, se):

@@ -916,6 +916,9 @@ def _relu_resnet(family, lim, moments, probes, seed, progress):
     m1_lim, m2_lim = _moment_limits(family, lim) if moments else (nan, nan)
     # the probe's own variance is 2 M2 / m: what is left is the networks' spread (leading order)
     m1_sd = np.sqrt(np.maximum(var - 2 * m2_lim, 0.0) / m)
+    if moments:          # K = t I at the first trained layer: M1 = 1 in every network, not within MC
+        first = _reduction._first_trained(family) - 1
+        m1_c1[first] = m1_se[first] = m1_sd[first] = 0.0
     return FiniteWidthBFA(family, np.arange(1, family.depth), lim.cos + c1 / m, lim.cos, c1,
                           m1=m1_lim + m1_c1 / m, m2=nan, m1_limit=m1_lim, m2_limit=m2_lim,
                           m1_c1=m1_c1, m2_c1=nan, m1_sd=m1_sd, c1_se=se, m1_c1_se=m1_se,

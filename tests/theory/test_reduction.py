@@ -148,9 +148,15 @@ def test_finite_width_of_relu_resnets(monkeypatch):
     assert np.array_equal(r.c1, c1, equal_nan=True) and np.array_equal(r.c1_se, se, equal_nan=True)
     (m1c, var), (m1s, _) = R.c1_expansion(replace(R.Reduction.of(fam), trace=True), 16_000, 8,
                                           np.random.SeedSequence([5, 8]))
+    # K = t I at the first trained layer (v = 2): M1 = 1 exactly, not an estimate
+    first = 1
+    assert r.m1_c1[first] == r.m1_c1_se[first] == r.m1_sd[first] == 0.0 and r.m1[first] == 1.0
+    m1c[first] = m1s[first] = 0.0
     assert np.array_equal(r.m1_c1, m1c) and np.array_equal(r.m1_c1_se, m1s)
     np.testing.assert_allclose(r.m1, r.m1_limit + m1c / 64)
-    np.testing.assert_allclose(r.m1_sd, np.sqrt(np.maximum(var - 2 * r.m2_limit, 0) / 64))
+    sd = np.sqrt(np.maximum(var - 2 * r.m2_limit, 0) / 64)
+    sd[first] = 0.0
+    np.testing.assert_allclose(r.m1_sd, sd)
     assert m1c[-1] > 10 * m1s[-1]               # E M1 above its width limit, like linear ResNets'
     assert 0 < r.m1_sd[-1] < 0.5 * r.m1[-1]
     assert np.all(np.isnan(r.m2) & np.isnan(r.m2_c1))
