@@ -676,9 +676,12 @@ TYPICAL = [(f, n) for f, n in MOMENTS if not (isinstance(f, ResNet) and f.activa
           [(MLP(L, 128), 200) for L in (256, 512)] + \
           [(MLP(L, 64, weights="orthogonal"), 400) for L in (128, 256)] + \
           [(MLP(128, 64, activation="linear"), 400)]
-# the points beyond 2 SE and a quarter of the width limit's error, sampled again: (family, draws, seed)
-TYPICAL_RERUN = [(MLP(256, 64, activation="linear"), 400, 4243), (MLP(128, 128), 200, 4244),
-                 (MLP(256, 64, weights="orthogonal"), 400, 4245)]
+# the points beyond 2 SE and a quarter of the width limit's error, sampled again, and the linear
+# MLP at v = 127 (the same law as at v = 128 of L = 256): (family, ((draws, seed), ...))
+TYPICAL_RERUN = [(MLP(256, 64, activation="linear"), ((400, 4243), (1200, 4246))),
+                 (MLP(128, 64, activation="linear"), ((800, 4247),)),
+                 (MLP(128, 128), ((200, 4244),)),
+                 (MLP(256, 64, weights="orthogonal"), ((400, 4245),))]
 if quick:
     TYPICAL = TYPICAL[:2]
     TYPICAL_RERUN = []
@@ -711,13 +714,18 @@ def typical_grid():
     ok = (np.abs(r[:, 1]) <= 2) | (np.abs(r[:, 2]) <= np.abs(r[:, 3]) / 4)
     print(f"\nSummary: L/m from 0.5 to 4, {len(r)} points: max |z| typical {np.max(np.abs(r[:, 1])):.2f}; "
           f"within 2 SE or a quarter of the width limit's error (in log) at {ok.sum()} of {len(r)}")
-    for fam, n, seed in TYPICAL_RERUN:
-        typ = np.log(T.finite_width(fam).m1_typical)
-        first, again = np.log(moments_sampled(fam, n)[0]), np.log(moments_sampled(fam, n, seed)[0])
+    for fam, more in TYPICAL_RERUN:
+        with np.errstate(divide="ignore"):
+            typ = np.log(T.finite_width(fam).m1_typical)
+        n = next(k for f, k in TYPICAL if f == fam)
+        name_ = fam.label + (" orthogonal" if fam.weights == "orthogonal" else "")
+        runs = [np.log(moments_sampled(fam, n)[0])] + [np.log(moments_sampled(fam, k, seed)[0])
+                                                       for k, seed in more]
         for j, v in enumerate((fam.depth // 2, fam.depth - 1)):
-            for name, x in (("rerun", again[:, j]), ("pooled", np.concatenate([first[:, j], again[:, j]]))):
+            for name, x in [(f"seed {seed}", r[:, j]) for (_, seed), r in zip(more, runs[1:])] + \
+                    [("pooled", np.concatenate([r[:, j] for r in runs]))]:
                 mean, se = x.mean(), x.std() / np.sqrt(len(x))
-                print(f"{fam.label}, v = {v}, {name} ({len(x)} draws): exp E log M1 {np.exp(mean):.4g} "
+                print(f"{name_}, v = {v}, {name} ({len(x)} draws): exp E log M1 {np.exp(mean):.4g} "
                       f"(± {se:.3f} in log), typical {np.exp(typ[v - 1]):.4g}: error {typ[v - 1] - mean:+.3f}, "
                       f"z = {(typ[v - 1] - mean) / se:+.2f}")
 
