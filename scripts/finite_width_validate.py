@@ -28,8 +28,8 @@ extrapolated in depth beyond L = 64) at the ``--resnet`` grid points; with files
 direct one.
 ``--moments``: the BFK's expected spectral
 moments ``m1, m2`` (MLPs and linear ResNets; ReLU ResNets: ``m1``) against the dense sampler's,
-with the sampled medians. ``--typical``: the typical ``m1_typical = exp E log M1`` (MLPs and linear
-ResNets) against the sampled mean of ``log M1``. ``--m1-reduction``: ReLU ResNets' ``m1_c1`` against the trace probe's
+with the sampled medians. ``--typical``: the typical ``m1_typical = exp E log M1`` against the sampled
+mean of ``log M1`` (ReLU ResNets from the cached expansions of ``--moments``). ``--m1-reduction``: ReLU ResNets' ``m1_c1`` against the trace probe's
 ``m (E M1 - k_v)`` in the simulated reduction (20 000 networks a width; minutes).
 ``--plot``: ``docs/img/finite_width.png``.
 
@@ -46,6 +46,7 @@ from dataclasses import replace
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -671,9 +672,8 @@ def moments_sampled(fam, n, seed=None):
     return M1, M2
 
 
-# (family, draws) for --typical: the MLP and linear ResNet points of --moments and deeper MLPs
-TYPICAL = [(f, n) for f, n in MOMENTS if not (isinstance(f, ResNet) and f.activation == "relu")] + \
-          [(MLP(L, 128), 200) for L in (256, 512)] + \
+# (family, draws) for --typical: the points of --moments and deeper MLPs
+TYPICAL = MOMENTS + [(MLP(L, 128), 200) for L in (256, 512)] + \
           [(MLP(L, 64, weights="orthogonal"), 400) for L in (128, 256)] + \
           [(MLP(128, 64, activation="linear"), 400)]
 # the points beyond 2 SE and a quarter of the width limit's error, sampled again, and the linear
@@ -696,7 +696,11 @@ def typical_grid():
     rows = []
     for fam, n in TYPICAL:
         L = fam.depth
-        fw = T.finite_width(fam)
+        if isinstance(fam, ResNet) and fam.activation == "relu":      # cached expansions
+            m1, _, m1_lim, _, m1_sd, _ = _predicted_moments(fam)
+            fw = SimpleNamespace(m1=m1, m1_limit=m1_lim, m1_typical=T.finite._lognormal_typical(m1, m1_sd))
+        else:
+            fw = T.finite_width(fam)
         x = np.log(moments_sampled(fam, n)[0])
         net = fam.activation + (", orthogonal" if fam.weights == "orthogonal" else "")
         if isinstance(fam, ResNet):

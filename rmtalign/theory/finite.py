@@ -443,9 +443,10 @@ def _inverse_norm_nodes(N, m, weights):
     for i, n in enumerate(N):
         if weights == "gaussian":                                      # chi2_N = 2 y
             j = np.arange(_HERMITE)
-            off = np.sqrt(j[1:] * (j[1:] + n / 2 - 1))         # Golub-Welsch: scipy's weights
+            # Golub-Welsch: scipy's roots_genlaguerre weights overflow beyond N ~ 340
+            off = np.sqrt(j[1:] * (j[1:] + n / 2 - 1))
             y, vec = np.linalg.eigh(np.diag(2 * j + n / 2) + np.diag(off, 1) + np.diag(off, -1))
-            x[i], p[i] = -np.log(2 * y), vec[0] ** 2            # overflow beyond N ~ 340
+            x[i], p[i] = -np.log(2 * y), vec[0] ** 2
         elif n < m:
             y, w = special.roots_jacobi(_HERMITE, (m - n) / 2 - 1, n / 2 - 1)
             x[i], p[i] = -np.log((1 + y) / 2), w / w.sum()
@@ -919,7 +920,8 @@ def _relu_resnet(family, lim, moments, probes, seed, progress):
     if moments:          # K = t I at the first trained layer: M1 = 1 in every network, not within MC
         first = _reduction._first_trained(family) - 1
         m1_c1[first] = m1_se[first] = m1_sd[first] = 0.0
+    m1 = m1_lim + m1_c1 / m
     return FiniteWidthBFA(family, np.arange(1, family.depth), lim.cos + c1 / m, lim.cos, c1,
-                          m1=m1_lim + m1_c1 / m, m2=nan, m1_limit=m1_lim, m2_limit=m2_lim,
-                          m1_c1=m1_c1, m2_c1=nan, m1_sd=m1_sd, c1_se=se, m1_c1_se=m1_se,
-                          m1_typical=_lognormal_typical(m1_lim + m1_c1 / m, m1_sd))
+                          m1=m1, m2=nan, m1_limit=m1_lim, m2_limit=m2_lim, m1_c1=m1_c1, m2_c1=nan,
+                          m1_sd=m1_sd, c1_se=se, m1_c1_se=m1_se,
+                          m1_typical=_lognormal_typical(m1, m1_sd))
