@@ -29,7 +29,8 @@ direct one.
 ``--moments``: the BFK's expected spectral
 moments ``m1, m2`` (MLPs and linear ResNets; ReLU ResNets: ``m1``) against the dense sampler's,
 with the sampled medians. ``--typical``: the typical ``m1_typical = exp E log M1`` against the sampled
-mean of ``log M1`` (ReLU ResNets from the cached expansions of ``--moments``). ``--m1-reduction``: ReLU ResNets' ``m1_c1`` against the trace probe's
+mean of ``log M1`` (ReLU ResNets from the cached expansions of ``--moments``); ``--plot-typical``:
+``docs/img/finite_width_typical.png`` from its MLP draws. ``--m1-reduction``: ReLU ResNets' ``m1_c1`` against the trace probe's
 ``m (E M1 - k_v)`` in the simulated reduction (20 000 networks a width; minutes).
 ``--plot``: ``docs/img/finite_width.png``.
 
@@ -37,7 +38,8 @@ Sampled means are cached as JSON in ``--out`` (default ``/tmp/rmtalign_finite``)
 can be rerun without resampling. Usage::
 
     .venv/bin/python scripts/finite_width_validate.py [--resnet | --relu-probe | --relu-resnet [--probes P] [FILE.json ...]
-                                                       | --moments | --typical | --m1-reduction | --plot]
+                                                       | --moments | --typical | --plot-typical
+                                                       | --m1-reduction | --plot]
                                                       [--quick] [--sample-only] [--out DIR]
 """
 import json
@@ -734,6 +736,45 @@ def typical_grid():
                       f"z = {(typ[v - 1] - mean) / se:+.2f}")
 
 
+def plot_typical(path="docs/img/finite_width_typical.png"):
+    """The BFK trace of ReLU MLPs against layer (m = 64 and 128): the sampled ``exp E log M1``
+    (±2 SE) at the ``--typical`` points beside ``m1_typical``, the exact mean and the width limit
+    (the law of ``M1`` at layer ``v`` does not depend on ``L``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for m, color in ((64, "tab:green"), (128, "tab:blue")):
+        deepest = max(f.depth for f, _ in TYPICAL if f == MLP(f.depth, m))
+        v = np.arange(1, deepest)
+        fw = T.finite_width(MLP(deepest, m))
+        ax.plot(v, fw.m1_typical, color=color, lw=1.5, label=f"m = {m}: typical, m1_typical")
+        ax.plot(v, fw.m1, color=color, lw=1.0, ls=":", label=f"m = {m}: exact mean, m1")
+        for fam, n in TYPICAL:
+            if fam == MLP(fam.depth, m):
+                x = np.log(moments_sampled(fam, n)[0])
+                mean, se = x.mean(axis=0), x.std(axis=0) / np.sqrt(n)
+                layers = [fam.depth // 2, fam.depth - 1]
+                ax.errorbar(layers, np.exp(mean), yerr=[np.exp(mean) - np.exp(mean - 2 * se),
+                                                         np.exp(mean + 2 * se) - np.exp(mean)],
+                            fmt="o", ms=4, color=color, capsize=2)
+    v = np.arange(1, 512)
+    ax.plot(v, T.finite_width(MLP(512, 64)).m1_limit, color="k", lw=1.3, ls="--", label="width limit, k_v")
+    ax.plot([], [], "o", color="grey", label="sampled exp E log M1 ± 2 SE")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(1, 1e6)
+    ax.set_xlabel("layer v")
+    ax.set_ylabel("M1 = tr K / m (backward-normalised)")
+    ax.set_title("BFK trace of ReLU MLPs: typical against mean")
+    ax.legend(fontsize=7.5, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 def _z(x, mean, se):
     z = (x - mean) / se
     return f"{z:+.2f}" if abs(z) < 1000 else f"{z:+.1e}"
@@ -926,6 +967,8 @@ if __name__ == "__main__":
         moments_grid()
     elif "--typical" in sys.argv:
         typical_grid()
+    elif "--plot-typical" in sys.argv:
+        plot_typical()
     elif "--relu-probe" in sys.argv:
         relu_probe()
     elif "--relu-resnet" in sys.argv:
