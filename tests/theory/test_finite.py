@@ -345,6 +345,9 @@ def test_moments_against_the_exact_sampler(family, seed):
     for x, pred, lim in ((M1, fw.m1, fw.m1_limit), (M2, fw.m2, fw.m2_limit)):
         mean, se = x.mean(axis=0), x.std(axis=0) / math.sqrt(n)
         assert np.all(np.abs(pred[j] - mean) <= z * se)
+    # the typical trace (MLPs: the log-space chain; ResNets: log-normal) against the mean of log M1
+    mean, se = np.log(M1).mean(axis=0), np.log(M1).std(axis=0) / math.sqrt(n)
+    assert np.all(np.abs(np.log(fw.m1_typical[j]) - mean) <= z * se)
     # power: the width limit is rejected at the output
     mean, se = M1[:, 1].mean(), M1[:, 1].std() / math.sqrt(n)
     assert abs(fw.m1_limit[4] - mean) > z * se
