@@ -654,18 +654,22 @@ def _moment_recursion(t, m, layer):
     *BFK moments*): the exact affine recursion of the means of ``tr K``, ``tr K^2``, ``(tr K)^2``
     and ``|K e|^2`` (``e = b_v / |b_v|``); ``t[i]`` is 1 if ``W_{i+1}`` is trained. ``K_v = t_v I + M``;
     ``layer(i, k, T1, T2, S, Z)`` gives the means of ``tr M, |M e|^2, tr M^2, (tr M)^2`` from those
-    of ``K_{v-1}`` (``k = e'^T K_{v-1} e'``, exact)."""
+    of ``K_{v-1}`` (``k = e'^T K_{v-1} e'``, exact). A mean beyond the floating-point range (an
+    MLP's ``E M2`` at ``L/m`` of tens) is ``inf``: every invariant is the mean of a nonnegative
+    quantity, so the ``nan`` of ``inf - inf`` can only come from one."""
     M1, M2, M1sq = np.zeros(t.size), np.zeros(t.size), np.zeros(t.size)
     T1, T2, S, Z = m * t[0], m * t[0] ** 2, (m * t[0]) ** 2, t[0] ** 2
     k = t[0]
     M1[0], M2[0], M1sq[0] = T1 / m, T2 / m, S / (m * m)
-    for i in range(1, t.size):
-        tv = t[i]
-        trM, Me2, trM2, trMsq = layer(i, k, T1, T2, S, Z)
-        T1, T2 = m * tv + trM, m * tv * tv + 2 * tv * trM + trM2
-        S, Z = (m * tv) ** 2 + 2 * m * tv * trM + trMsq, tv * tv + 2 * tv * k + Me2
-        k += tv
-        M1[i], M2[i], M1sq[i] = T1 / m, T2 / m, S / (m * m)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(1, t.size):
+            tv = t[i]
+            trM, Me2, trM2, trMsq = layer(i, k, T1, T2, S, Z)
+            T1, T2 = m * tv + trM, m * tv * tv + 2 * tv * trM + trM2
+            S, Z = (m * tv) ** 2 + 2 * m * tv * trM + trMsq, tv * tv + 2 * tv * k + Me2
+            T1, T2, S, Z = (np.inf if np.isnan(x) else x for x in (T1, T2, S, Z))
+            k += tv
+            M1[i], M2[i], M1sq[i] = T1 / m, T2 / m, S / (m * m)
     return M1, M2, M1sq
 
 
@@ -825,7 +829,9 @@ def _moments(family, lim):
     m1, m2 = _RICHARDSON
     c1 = [2 * hi - lo for lo, hi in zip(d[m1], d[m2])]
     M1, M2, M1sq = _moment_recursion(t, family.width, layer(family.width))
-    return M1, M2, k, m2_lim, *c1, np.sqrt(np.maximum(M1sq - M1 * M1, 0.0))
+    with np.errstate(invalid="ignore"):
+        var = np.where(np.isinf(M1sq), np.inf, M1sq - M1 * M1)
+    return M1, M2, k, m2_lim, *c1, np.sqrt(np.maximum(var, 0.0))
 
 
 def finite_width(family, *, moments=True, probes=200_000, seed=0,

@@ -9,6 +9,7 @@ the sampler's kernels, its width limit against theory.bfa and its first order ag
 closed form of E M1 (``2 sigma^2 sum_{j<v} k_j / m``, ``sigma^2`` as in ``_FIRST_ORDER``)."""
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -453,3 +454,15 @@ def test_typical_m1_against_the_exact_sampler(family, seed):
     assert np.all(np.abs(np.log(fw.m1_typical[j]) - mean) <= z * se)
     for other in (fw.m1, fw.m1_limit):
         assert np.all(np.abs(np.log(other[j]) - mean) > z * se)
+
+
+def test_moments_beyond_floating_point_range_are_inf():
+    """At L/m = 64 an MLP's E M2 exceeds 1e308: inf, without a RuntimeWarning (not nan); M1 and
+    the typical trace stay finite."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = T.finite_width(MLP(1024, 16))
+    assert np.isposinf(r.m2[-1]) and np.isposinf(r.m1_sd[-1]) and not np.isnan(r.m2).any()
+    assert np.all(np.isfinite(r.m1)) and np.all(np.isfinite(r.m1_typical))
+    out = np.argmin(np.isfinite(r.m2))                 # grows until it leaves the range, for good
+    assert out > 500 and np.all(np.isposinf(r.m2[out:])) and np.all(np.diff(r.m2[1:out]) > 0)
