@@ -683,26 +683,34 @@ TYPICAL = MOMENTS + [(MLP(L, 128), 200) for L in (256, 512)] + \
 TYPICAL_RERUN = [(MLP(256, 64, activation="linear"), ((400, 4243), (1200, 4246))),
                  (MLP(128, 64, activation="linear"), ((800, 4247),)),
                  (MLP(128, 128), ((200, 4244),)),
-                 (MLP(256, 64, weights="orthogonal"), ((400, 4245),))]
+                 (MLP(256, 64, weights="orthogonal"), ((400, 4245),)),
+                 (ResNet.scaled(256, 64, 1), ((1000, 4242),))]
 if quick:
     TYPICAL = TYPICAL[:2]
     TYPICAL_RERUN = []
 
 
+def _typical_predicted(fam):
+    """``finite_width``'s ``m1``, ``m1_limit``, ``m1_typical`` and the standard error of
+    ``log m1_typical`` (ReLU ResNets: from the cached expansions; ``m1_c1`` is Monte Carlo)."""
+    if isinstance(fam, ResNet) and fam.activation == "relu":
+        m1, _, m1_lim, _, m1_sd, m1_se = _predicted_moments(fam)
+        typical = T.finite._lognormal_typical(m1, m1_sd)
+        return SimpleNamespace(m1=m1, m1_limit=m1_lim, m1_typical=typical), m1_se / m1
+    return T.finite_width(fam), np.zeros(fam.depth - 1)
+
+
 def typical_grid():
     """The table of ``--typical``: the sampled ``E log M1`` against ``log m1_typical``, beside the
-    logs of the exact mean and of the width limit (errors and z in log units)."""
+    logs of the exact mean and of the width limit (errors and z in log units; ReLU ResNets: the
+    first-order mean, and z over the combined error of the sample and of ``m1_c1``)."""
     print("| network | m | L | L/m | v | sampled exp E log M1 | typical | exact mean | width limit "
           "| err typical | err limit | z typical | z exact mean | z width limit |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for fam, n in TYPICAL:
         L = fam.depth
-        if isinstance(fam, ResNet) and fam.activation == "relu":      # cached expansions
-            m1, _, m1_lim, _, m1_sd, _ = _predicted_moments(fam)
-            fw = SimpleNamespace(m1=m1, m1_limit=m1_lim, m1_typical=T.finite._lognormal_typical(m1, m1_sd))
-        else:
-            fw = T.finite_width(fam)
+        fw, pred_se = _typical_predicted(fam)
         x = np.log(moments_sampled(fam, n)[0])
         net = fam.activation + (", orthogonal" if fam.weights == "orthogonal" else "")
         if isinstance(fam, ResNet):
@@ -710,21 +718,24 @@ def typical_grid():
         for j, v in enumerate((L // 2, L - 1)):
             mean, se = x[:, j].mean(), x[:, j].std() / np.sqrt(n)
             typ, ex, lim = np.log([fw.m1_typical[v - 1], fw.m1[v - 1], fw.m1_limit[v - 1]])
-            z = [(y - mean) / se for y in (typ, ex, lim)]
+            both = np.hypot(se, pred_se[v - 1])
+            z = [(typ - mean) / both, (ex - mean) / both, (lim - mean) / se]
             rows.append((L / fam.width, z[0], typ - mean, lim - mean))
             print(f"| {net} | {fam.width} | {L} | {L / fam.width:g} | {v} | {np.exp(mean):.4g} "
                   f"(± {se:.3f} in log) | {np.exp(typ):.4g} | {np.exp(ex):.4g} | {np.exp(lim):.4g} | "
-                  f"{typ - mean:+.3f} | {lim - mean:+.3f} | {z[0]:+.2f} | {_z(ex, mean, se)} | "
+                  f"{typ - mean:+.3f} | {lim - mean:+.3f} | {z[0]:+.2f} | {_z(ex, mean, both)} | "
                   f"{z[2]:+.2f} |", flush=True)
     r = np.array([x for x in rows if 0.5 <= x[0] <= 4])
     ok = (np.abs(r[:, 1]) <= 2) | (np.abs(r[:, 2]) <= np.abs(r[:, 3]) / 4)
     print(f"\nSummary: L/m from 0.5 to 4, {len(r)} points: max |z| typical {np.max(np.abs(r[:, 1])):.2f}; "
           f"within 2 SE or a quarter of the width limit's error (in log) at {ok.sum()} of {len(r)}")
     for fam, more in TYPICAL_RERUN:
+        fw, pred_se = _typical_predicted(fam)
         with np.errstate(divide="ignore"):
-            typ = np.log(T.finite_width(fam).m1_typical)
+            typ = np.log(fw.m1_typical)
         n = next(k for f, k in TYPICAL if f == fam)
-        name_ = fam.label + (" orthogonal" if fam.weights == "orthogonal" else "")
+        name_ = fam.label + (" orthogonal" if fam.weights == "orthogonal" else "") + \
+            (f" c = {fam.branch_scale * np.sqrt(fam.depth):.3g}" if isinstance(fam, ResNet) else "")
         runs = [np.log(moments_sampled(fam, n)[0])] + [np.log(moments_sampled(fam, k, seed)[0])
                                                        for k, seed in more]
         for j, v in enumerate((fam.depth // 2, fam.depth - 1)):
@@ -733,7 +744,7 @@ def typical_grid():
                 mean, se = x.mean(), x.std() / np.sqrt(len(x))
                 print(f"{name_}, v = {v}, {name} ({len(x)} draws): exp E log M1 {np.exp(mean):.4g} "
                       f"(± {se:.3f} in log), typical {np.exp(typ[v - 1]):.4g}: error {typ[v - 1] - mean:+.3f}, "
-                      f"z = {(typ[v - 1] - mean) / se:+.2f}")
+                      f"z = {(typ[v - 1] - mean) / np.hypot(se, pred_se[v - 1]):+.2f}")
 
 
 def plot_typical(path="docs/img/finite_width_typical.png"):
