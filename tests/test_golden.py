@@ -2,9 +2,14 @@
 layout change of issue 7 (``tests/data/record_golden.py`` of commit 9b3d167 recorded them with
 the API of 97b5927; the calls below are the same ones in today's API).
 
-The comparisons are exact (``array_equal``): the same arithmetic in the same order must give the
-same bits on this kind of machine. (The densities on their default grid were recorded with two
-Newton chunks, which is now the fixed default whatever the thread count.)"""
+The same arithmetic in the same order gives the same bits only on the same kind of CPU: OpenBLAS
+and numba's LLVM pick their kernels by the instruction set (AVX-512 or not), which changes the
+last bits of reductions, eigenvalues and QR. So the Gaussian draws (pure RNG) are compared
+bit for bit and everything else to 1e-12 of the array's scale: on the machine they were recorded
+on it was bit-identical, on an AVX-512 machine 95 of the 415 arrays differ, by at most 3e-13 of
+their scale (a density; the rest by 5e-15), while any change of arithmetic or order beyond
+round-off moves them by orders of magnitude more. (The densities on their default grid were
+recorded with two Newton chunks, which is now the fixed default whatever the thread count.)"""
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +31,16 @@ BFA_Q = ("cos", "b_norm", "fdot_norm", "loss_decay", "sensitivity", "lr", "grad_
 
 
 def same(key, value):
-    np.testing.assert_array_equal(np.asarray(value), GOLDEN[key], err_msg=key, strict=True)
+    value, want = np.asarray(value), GOLDEN[key]
+    if key.startswith("net/") and "orth" not in key:        # Gaussian draws: RNG only
+        np.testing.assert_array_equal(value, want, err_msg=key, strict=True)
+        return
+    assert value.shape == want.shape and value.dtype == want.dtype, key
+    np.testing.assert_array_equal(np.isfinite(value), np.isfinite(want), err_msg=key)
+    ok = np.isfinite(want)
+    scale = np.abs(want[ok]).max(initial=0.0)
+    np.testing.assert_array_equal(value[~ok], want[~ok], err_msg=key)     # the same inf and nan
+    np.testing.assert_allclose(value[ok], want[ok], rtol=0, atol=1e-12 * scale, err_msg=key)
 
 
 @pytest.mark.parametrize("name", list(FAMS))
