@@ -73,6 +73,10 @@ EXTRA = [(MLP(64, 64, activation="linear"), 384), (MLP(256, 64, activation="line
          (MLP(128, 64, trained="all"), 384), (MLP(128, 64, hidden_std=0.15, out_dim=4), 384),
          (MLP(64, 32, weights="orthogonal"), 1536), (MLP(128, 64, weights="orthogonal"), 384),
          (MLP(256, 64, weights="orthogonal"), 192)]
+# the grid's points beyond 2 SE and a quarter of the width limit's error, sampled again:
+# (family, draws, seed)
+GRID_RERUN = [(MLP(512, 128), 384, 5151), (MLP(128, 128), 384, 5152),
+              (MLP(256, 64, weights="orthogonal"), 2000, 31337)]
 # ResNets of Eq. (12), beta = c / sqrt(L): (c, activation, width, draws, depths[, weights]); sampled in
 # chunks of CHUNK draws, each chunk checkpointed, so an interrupted run resumes where it stopped
 RESNET = [(2.0, "linear", 64, 256, (32, 64, 128, 256)), (1.0, "linear", 64, 256, (64, 256)),
@@ -88,18 +92,21 @@ CHUNK = 32
 if quick:
     GRID = [(64, 96, 4), (128, 48, 1)]
     EXTRA = EXTRA[:1]
+    GRID_RERUN = []
     RESNET = [(2.0, "linear", 64, 64, (64,)), (2.0, "relu", 64, 64, (64,))]
 
 
-def sampled(fam, n):
-    """Per-layer mean and sem of the exact sampler's cos for ``fam`` (cached on disk)."""
+def sampled(fam, n, seed=None):
+    """Per-layer mean and sem of the exact sampler's cos for ``fam`` (cached on disk); ``seed``:
+    the sampler's (default: the point's seed from ``SEED``)."""
     tag = "" if fam == MLP(fam.depth, fam.width) else "_" + seeds_tag(fam)
-    path = out / f"mlp_m{fam.width}_L{fam.depth}_n{n}_s{SEED}{tag}.json"
+    tag += f"_s{SEED}" if seed is None else f"_seed{seed}"
+    path = out / f"mlp_m{fam.width}_L{fam.depth}_n{n}{tag}.json"
     if path.exists():
         d = json.loads(path.read_text())
         return np.array(d["mean"], float), np.array(d["sem"], float)
     t = time.time()
-    r = sample_bfa(fam, n, seed=seeds.point_seed(SEED, fam, "bfa-exact"))
+    r = sample_bfa(fam, n, seed=seeds.point_seed(SEED, fam, "bfa-exact") if seed is None else seed)
     mean, sem = r.mean(), r.sem()
     path.write_text(json.dumps({"mean": [float(x) for x in mean], "sem": [float(x) for x in sem],
                                 "seconds": time.time() - t}))
@@ -239,7 +246,19 @@ def grid():
         if fam.hidden_std is not None:
             name += f", std {fam.hidden_std:g}, k = {fam.out_dim}"
         row(fam, n, name, rows)
+    grid_reruns()
     return rows
+
+
+def grid_reruns():
+    """The points of :func:`grid` beyond 2 SE, sampled again with other seeds."""
+    for fam, n, seed in GRID_RERUN:
+        mean, sem = sampled(fam, n, seed)
+        fw = T.finite_width(fam)
+        for v in (fam.depth // 2, fam.depth - 1):
+            print(f"{fam.label}{' orthogonal' if fam.weights == 'orthogonal' else ''}, v = {v}, "
+                  f"rerun ({n} draws, seed {seed}): {mean[v - 1]:.4f} ± {sem[v - 1]:.4f}, finite width "
+                  f"{fw.cos[v - 1]:.4f}: z = {(fw.cos[v - 1] - mean[v - 1]) / sem[v - 1]:+.2f}", flush=True)
 
 
 def coefficient():
