@@ -715,7 +715,8 @@ def _typical_predicted(fam):
     if isinstance(fam, ResNet) and fam.activation == "relu":
         m1, _, m1_lim, _, m1_sd, m1_se = _predicted_moments(fam)
         typical = T.finite._lognormal_typical(m1, m1_sd)
-        return SimpleNamespace(m1=m1, m1_limit=m1_lim, m1_typical=typical), m1_se / m1
+        with np.errstate(invalid="ignore"):            # 0 / 0 below the first trained layer
+            return SimpleNamespace(m1=m1, m1_limit=m1_lim, m1_typical=typical), m1_se / m1
     return T.finite_width(fam), np.zeros(fam.depth - 1)
 
 
@@ -731,9 +732,7 @@ def typical_grid():
         L = fam.depth
         fw, pred_se = _typical_predicted(fam)
         x = np.log(moments_sampled(fam, n)[0])
-        net = fam.activation + (", orthogonal" if fam.weights == "orthogonal" else "")
-        if isinstance(fam, ResNet):
-            net += f" ResNet, c = {fam.branch_scale * np.sqrt(L):.3g}"
+        net = _network(fam)
         for j, v in enumerate((L // 2, L - 1)):
             mean, se = x[:, j].mean(), x[:, j].std() / np.sqrt(n)
             typ, ex, lim = np.log([fw.m1_typical[v - 1], fw.m1[v - 1], fw.m1_limit[v - 1]])
@@ -805,6 +804,14 @@ def plot_typical(path="docs/img/finite_width_typical.png"):
     print(f"wrote {path}")
 
 
+def _network(fam):
+    """The network column of the moment tables: ``relu``, ``linear, orthogonal ResNet, c = 2``..."""
+    net = fam.activation + (", orthogonal" if fam.weights == "orthogonal" else "")
+    if isinstance(fam, ResNet):
+        net += f" ResNet, c = {fam.branch_scale * np.sqrt(fam.depth):.3g}"
+    return net
+
+
 def _z(x, mean, se):
     z = (x - mean) / se
     return f"{z:+.2f}" if abs(z) < 1000 else f"{z:+.1e}"
@@ -846,9 +853,7 @@ def moments_grid():
                 cv = f"{m1_sd[v - 1] / pred[v - 1]:.3g}" if name == "M1" else ""
                 if relu:
                     cv = f"{x[:, j].std() / mean:.3g}, {cv}"
-                net = fam.activation + (", orthogonal" if fam.weights == "orthogonal" else "")
-                if isinstance(fam, ResNet):
-                    net += f" ResNet, c = {fam.branch_scale * np.sqrt(L):.3g}"
+                net = _network(fam)
                 print(f"| {net} | {fam.width} | {L} | {L / fam.width:g} | {v} | {name} | "
                       f"{mean:.4g} ± {sem:.2g} | {np.median(x[:, j]):.4g} | {pred[v - 1]:.4g} | "
                       f"{lim[v - 1]:.4g} | {_z(pred[v - 1], mean, se)} | {_z(lim[v - 1], mean, sem)} | {cv} |",
@@ -987,7 +992,15 @@ def summary(rows, name):
           f"max |z| finite width {np.max(np.abs([r[5] for r in rows])):.2f}")
 
 
+_FLAGS = {"--plot", "--m1-reduction", "--moments", "--typical", "--plot-typical", "--relu-probe",
+          "--relu-resnet", "--probes", "--resnet", "--quick", "--sample-only", "--out"}
+
 if __name__ == "__main__":
+    unknown = [a for a in sys.argv[1:] if a.startswith("--") and a not in _FLAGS]
+    if unknown:       # the default is the whole MLP grid (long): a typo must not start it
+        print(f"finite_width_validate.py: unknown option {unknown[0]} (one of {', '.join(sorted(_FLAGS))})",
+              file=sys.stderr)
+        sys.exit(2)
     t0 = time.time()
     if "--plot" in sys.argv:
         plot()
