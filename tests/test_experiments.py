@@ -121,6 +121,26 @@ def test_drift_per_seed():
     assert d["trained"] == [False]  # seed 1 did not train at width 512
 
 
+def test_plot_optima_draws_censored_optima_hollow(tmp_path, monkeypatch):
+    import matplotlib.figure
+    rows = {"sweep": [], "arch": [], "scheme": [], "optimizer": [], "seed": [], "size": [],
+            "opt_log2_lr": [], "censored": [], "trained": []}
+    for size, v, cens in ((4, -1.0, False), (64, 2.0, True)):
+        for k, x in zip(rows, ("depth", "resnet", "mfmup", "adam", 0, size, v, cens, True)):
+            rows[k].append(x)
+    figs = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figs.append(fig))
+    transfer.plot_optima(rows, tmp_path / "o.png")
+    # the artist drawn last at a point (highest zorder, then latest) decides how it looks:
+    # hollow at the censored size only
+    faces = {}
+    for line in sorted(figs[0].axes[0].get_lines(), key=lambda line: line.get_zorder()):
+        if line.get_marker() == "o":
+            for x in line.get_xdata():
+                faces[float(x)] = line.get_markerfacecolor()
+    assert faces[6.0] == "white" and faces[2.0] != "white"
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--out", "x", "--only", "nope"], ["--only", "nope", "transfer"]),
     (["--out", "x", "--workers", "0"], ["--workers", "0"]),

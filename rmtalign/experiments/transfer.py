@@ -191,12 +191,15 @@ def plot_optima(opt_rows, path):
             mean0 = mean - mean[0]
             lo = mean - np.array([np.nanmin(v) for v in vals])
             hi = np.array([np.nanmax(v) for v in vals]) - mean
-            ax.errorbar(x, mean0, yerr=[lo, hi], color=color, marker="o", capsize=2, label=scheme)
-            cens = [any(p[1] for p in pts[s]) for s in sizes]
-            ax.plot(x[cens], mean0[cens], "o", mfc="white", color=color)
+            ax.errorbar(x, mean0, yerr=[lo, hi], color=color, capsize=2)
+            # the markers above errorbar's own line (which is drawn over later plain lines)
+            cens = np.array([any(p[1] for p in pts[s]) for s in sizes])
+            ax.plot(x[~cens], mean0[~cens], "o", color=color, zorder=3, label=scheme)
+            ax.plot(x[cens], mean0[cens], "o", mfc="white", color=color, zorder=3,
+                    label=None if (~cens).any() else scheme)
             # an optimum of runs that never left chance loss is no optimum: say so on the plot
             idle = [not all(p[2] for p in pts[s]) for s in sizes]
-            ax.plot(x[idle], mean0[idle], "x", ms=9, mew=2, color="k")
+            ax.plot(x[idle], mean0[idle], "x", ms=9, mew=2, color="k", zorder=4)
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xlabel(f"log2 {sweep}", fontsize=8)
         ax.set_ylabel("optimal log2 LR - at smallest size", fontsize=8)
