@@ -73,10 +73,12 @@ EXTRA = [(MLP(64, 64, activation="linear"), 384), (MLP(256, 64, activation="line
          (MLP(128, 64, trained="all"), 384), (MLP(128, 64, hidden_std=0.15, out_dim=4), 384),
          (MLP(64, 32, weights="orthogonal"), 1536), (MLP(128, 64, weights="orthogonal"), 384),
          (MLP(256, 64, weights="orthogonal"), 192)]
-# the grid's points beyond 2 SE and a quarter of the width limit's error, sampled again:
-# (family, draws, seed)
+# the grid's points beyond 2 SE and a quarter of the width limit's error, sampled again, then with
+# 4096 draws (and the Gaussian L/m = 4 point of m = 64 beside them): (family, draws, seed); the
+# summary pools every run of a point
 GRID_RERUN = [(MLP(512, 128), 384, 5151), (MLP(128, 128), 384, 5152),
-              (MLP(256, 64, weights="orthogonal"), 2000, 31337)]
+              (MLP(256, 64, weights="orthogonal"), 2000, 31337),
+              (MLP(512, 128), 4096, 7001), (MLP(128, 128), 4096, 7004), (MLP(256, 64), 4096, 7002)]
 # ResNets of Eq. (12), beta = c / sqrt(L): (c, activation, width, draws, depths[, weights]); sampled in
 # chunks of CHUNK draws, each chunk checkpointed, so an interrupted run resumes where it stopped
 RESNET = [(2.0, "linear", 64, 256, (32, 64, 128, 256)), (1.0, "linear", 64, 256, (64, 256)),
@@ -89,19 +91,25 @@ RESNET = [(2.0, "linear", 64, 256, (32, 64, 128, 256)), (1.0, "linear", 64, 256,
           (2.0, "relu", 64, 256, (32, 64, 128, 256), "orthogonal"),
           (1.0, "relu", 128, 96, (128, 512), "orthogonal"), (2.0, "relu", 128, 96, (128, 512), "orthogonal")]
 CHUNK = 32
+# the linear ResNet point beyond 2 SE and a quarter of the width limit's error, sampled again
+RESNET_RERUN = [(ResNet.scaled(128, 128, 2.0, activation="linear"), 384, 91011),
+                (ResNet.scaled(128, 128, 2.0, activation="linear"), 2048, 7003)]
 if quick:
     GRID = [(64, 96, 4), (128, 48, 1)]
     EXTRA = EXTRA[:1]
-    GRID_RERUN = []
+    GRID_RERUN = RESNET_RERUN = []
     RESNET = [(2.0, "linear", 64, 64, (64,)), (2.0, "relu", 64, 64, (64,))]
 
 
 def sampled(fam, n, seed=None):
     """Per-layer mean and sem of the exact sampler's cos for ``fam`` (cached on disk); ``seed``:
     the sampler's (default: the point's seed from ``SEED``)."""
-    tag = "" if fam == MLP(fam.depth, fam.width) else "_" + seeds_tag(fam)
+    if isinstance(fam, ResNet):
+        kind, tag = "resnet", f"_{fam.activation}_{fam.weights}_b{fam.branch_scale:.6g}"
+    else:
+        kind, tag = "mlp", "" if fam == MLP(fam.depth, fam.width) else "_" + seeds_tag(fam)
     tag += f"_s{SEED}" if seed is None else f"_seed{seed}"
-    path = out / f"mlp_m{fam.width}_L{fam.depth}_n{n}{tag}.json"
+    path = out / f"{kind}_m{fam.width}_L{fam.depth}_n{n}{tag}.json"
     if path.exists():
         d = json.loads(path.read_text())
         return np.array(d["mean"], float), np.array(d["sem"], float)
@@ -129,7 +137,8 @@ def row(fam, n, name, rows):
     for v in (fam.depth // 2, fam.depth - 1):
         j = v - 1
         el, ef = fw.cos_limit[j] - mean[j], fw.cos[j] - mean[j]
-        rows.append((fam.width, fam.depth, ratio, v, el / sem[j], ef / sem[j], el, ef))
+        rows.append((fam.width, fam.depth, ratio, v, el / sem[j], ef / sem[j], el, ef,
+                     fam, mean[j], sem[j], fw.cos_limit[j], fw.cos[j]))
         print(f"| {name} | {fam.width} | {fam.depth} | {ratio:g} | {v} | {mean[j]:.4f} ± {sem[j]:.4f} | "
               f"{fw.cos_limit[j]:.4f} | {fw.cos[j]:.4f} | {el:+.4f} | {ef:+.4f} | "
               f"{el / sem[j]:+.2f} | {ef / sem[j]:+.2f} |", flush=True)
@@ -188,7 +197,8 @@ def resnet_grid():
                                 f"{(-el - shift) / sem[j]:+.2f} |")
                     continue
                 ef = twin.cos[j] - mean[j]
-                rows.append((m, L, L / m, v, el / sem[j], ef / sem[j], el, ef))
+                rows.append((m, L, L / m, v, el / sem[j], ef / sem[j], el, ef,
+                             fam, mean[j], sem[j], lim[j], twin.cos[j]))
                 print(f"| ResNet {act}{', orthogonal' if fam.weights == 'orthogonal' else ''} | {c:g} | {m} | {L} | {L / m:g} | {v} | {mean[j]:.4f} ± {sem[j]:.4f} | "
                       f"{lim[j]:.4f} | {twin.cos[j]:.4f} | {el:+.4f} | {ef:+.4f} | "
                       f"{el / sem[j]:+.2f} | {ef / sem[j]:+.2f} |", flush=True)
@@ -246,19 +256,35 @@ def grid():
         if fam.hidden_std is not None:
             name += f", std {fam.hidden_std:g}, k = {fam.out_dim}"
         row(fam, n, name, rows)
-    grid_reruns()
-    return rows
+    return rows, reruns(rows, GRID_RERUN)
 
 
-def grid_reruns():
-    """The points of :func:`grid` beyond 2 SE, sampled again with other seeds."""
-    for fam, n, seed in GRID_RERUN:
+def reruns(rows, runs):
+    """The points of a grid sampled again with other seeds (``runs``: (family, draws, seed)):
+    each run's z, then ``rows`` with every run of a point pooled (inverse-variance weights)."""
+    extra = {}
+    for fam, n, seed in runs:
         mean, sem = sampled(fam, n, seed)
         fw = T.finite_width(fam)
         for v in (fam.depth // 2, fam.depth - 1):
+            extra.setdefault((fam, v), []).append((mean[v - 1], sem[v - 1]))
             print(f"{fam.label}{' orthogonal' if fam.weights == 'orthogonal' else ''}, v = {v}, "
                   f"rerun ({n} draws, seed {seed}): {mean[v - 1]:.4f} ± {sem[v - 1]:.4f}, finite width "
                   f"{fw.cos[v - 1]:.4f}: z = {(fw.cos[v - 1] - mean[v - 1]) / sem[v - 1]:+.2f}", flush=True)
+    pooled = []
+    for r in rows:
+        m, L, ratio, v, *_, fam, mean, sem, lim, pred = r
+        if (fam, v) in extra:
+            w = np.array([sem ** -2] + [s ** -2 for _, s in extra[fam, v]])
+            mean = np.dot(w, [mean] + [x for x, _ in extra[fam, v]]) / w.sum()
+            sem = w.sum() ** -0.5
+            print(f"{fam.label}{' orthogonal' if fam.weights == 'orthogonal' else ''}, v = {v}, "
+                  f"all runs pooled: {mean:.4f} ± {sem:.4f}: z = {(pred - mean) / sem:+.2f} (width "
+                  f"limit {(lim - mean) / sem:+.2f}); error {pred - mean:+.4f}, a quarter of the width "
+                  f"limit's {abs(lim - mean) / 4:.4f}", flush=True)
+        el, ef = lim - mean, pred - mean
+        pooled.append((m, L, ratio, v, el / sem, ef / sem, el, ef, fam, mean, sem, lim, pred))
+    return pooled
 
 
 def coefficient():
@@ -1032,8 +1058,12 @@ if __name__ == "__main__":
             relu_coefficient(weights, probes)
     elif "--resnet" in sys.argv:
         resnet_coefficient()
-        summary(resnet_grid(), "linear ResNets")
+        rows = resnet_grid()
+        summary(rows, "linear ResNets")
+        summary(reruns(rows, RESNET_RERUN), "linear ResNets, every run of a point pooled")
     else:
         coefficient()
-        summary(grid(), "MLPs")
+        rows, pooled = grid()
+        summary(rows, "MLPs")
+        summary(pooled, "MLPs, every run of a point pooled")
     print(f"total {time.time() - t0:.0f}s")
