@@ -6,17 +6,20 @@ MLPs (default):
    cases: linear, W_1 trained, another init scale, orthogonal weights), sampled with
    ``sample_bfa`` (exact mode, the network's own masks); at the middle layer ``v = L/2`` and the
    output ``v = L-1`` the table gives the sampled mean +- its standard error, the width limit
-   ``theory.bfa`` and the finite-width prediction, their errors and z-scores;
+   ``theory.bfa`` and the finite-width prediction, their errors and z-scores; then the reruns
+   (``GRID_RERUN``: other seeds, more draws) and the summary again with every run of a point
+   pooled;
 2. the 1/m coefficient: ``width_limit`` (widths 32..256, c0 + c1/m) fitted per layer, its
    ``coef[:, 1]`` and standard error against ``finite_width(...).c1``. The fit also sees the
    1/m^2 terms, so the same fit is applied to the prediction's own values at those widths
    (column "fit of prediction"): that is what the fitted coefficient should equal.
 
 ``--resnet``: the same for ResNets with ``beta = c / sqrt(L)`` (c = 1, 2; widths 64..256, L/m
-0.5..4): linear ResNets (Gaussian and orthogonal) against their prediction; ReLU ResNets, which
-``finite_width`` does not cover, as the sampled gap to the width limit beside the gap the linear
-chain of the same ``a``, ``beta``, ``m s^2 / 2`` gives; and ``c1`` against ``width_limit``'s fit
-(L = 32, c = 2, widths 16..128). ``--relu-probe``: ReLU ResNets with masks independent of the
+0.5..4): linear ResNets (Gaussian and orthogonal) against their prediction, then their reruns
+(``RESNET_RERUN``) and the summary with every run of a point pooled; ReLU ResNets as the sampled
+gap to the width limit beside the gap the linear chain of the same ``a``, ``beta``, ``m s^2 / 2``
+gives (their own prediction: ``--relu-resnet``); and ``c1`` against ``width_limit``'s fit (L = 32,
+c = 2, widths 16..128). ``--relu-probe``: ReLU ResNets with masks independent of the
 weights (an exact per-neuron representation, no matrices), which masks carry the excess, their
 1/m coefficient (fitted, and computed as the second von Mises variation) against
 ``width_limit``'s, and the exact reduction with the network's own masks up to m = 1024.
@@ -172,9 +175,9 @@ def resnet_sampled(fam, n):
 
 
 def resnet_grid():
-    """Linear ResNets: prediction against the sampler. ReLU ResNets (not covered by
-    ``finite_width``): the sampled finite-width gap beside the linear chain's, i.e. the prediction
-    for the linear ResNet of the same ``a``, ``beta`` and ``m s^2 / 2`` (its default init)."""
+    """Linear ResNets: prediction against the sampler. ReLU ResNets: the sampled finite-width gap
+    beside the linear chain's, i.e. the prediction for the linear ResNet of the same ``a``,
+    ``beta`` and ``m s^2 / 2`` (its default init); their own prediction is :func:`relu_resnet`'s."""
     print("\n| network | c | m | L | L/m | v | sampled | width limit | finite width | err limit | "
           "err finite | z limit | z finite |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
