@@ -990,23 +990,57 @@ def relu_resnet(probes, files, weights="gaussian"):
 
 def relu_coefficient(weights, probes):
     """ReLU ResNets, L = 32, c = 2: ``finite_width``'s ``c1`` against ``width_limit``'s fit with the
-    ``1/m^2`` term (``order=2``; widths 32..256, 4000 draws a width, cached): with ``1/m^2`` terms
-    this large, the plain ``c0 + c1/m`` fit is not the ``1/m`` coefficient."""
+    ``1/m^2`` term (``order=2``; widths 32..256, 4000 draws a width and seed, cached; the fit of
+    the first seed, then of both pooled; Gaussian weights: also the exact reduction's, and all
+    pooled): with ``1/m^2`` terms this large, the plain ``c0 + c1/m`` fit is not the ``1/m``
+    coefficient."""
     fam = ResNet.scaled(32, 32, 2.0, weights=weights)
     widths = [32, 64, 128, 256]
     tag = "" if weights == "gaussian" else f"_{weights}"
-    path = out / f"wl_resnet_relu{tag}_L32_c2_{'-'.join(map(str, widths))}_n4000_s777.json"
-    means, sems = cached_width_limit(fam, widths, 4000, 777, path)
-    fit = fit_width_limit(widths, means, sems, order=2)
+    runs = [cached_width_limit(fam, widths, 4000, seed, out / f"wl_resnet_relu{tag}_L32_c2_"
+                               f"{'-'.join(map(str, widths))}_n4000_s{seed}.json") for seed in (777, 778)]
+    fits = [fit_width_limit(widths, *runs[0], order=2), fit_width_limit(widths, *_pool(runs), order=2)]
+    head = "| v | c1 ± se | fitted c1 ± se, 4000 | z | fitted c1 ± se, 8000 | z |"
+    if weights == "gaussian":     # the same fit of the exact reduction, 32 000 networks a width
+        red = _reduction_width_limit(widths, out / "reduction_relu_L32_c2_32-64-128-256_n32000.json")
+        fits += [fit_width_limit(widths, *red, order=2),
+                 fit_width_limit(widths, *_pool(runs + [red]), order=2)]
+        head += " fitted c1 ± se, reduction | z | fitted c1 ± se, all pooled | z |"
     _, c1, se, *_ = _relu_fw(fam, probes)
-    print(f"\n{weights} ReLU ResNet, L = 32, c = 2: c1 against width_limit's order-2 fit")
-    print("| v | c1 ± se | fitted c1 ± se | z |")
-    print("|---|---|---|---|")
+    print(f"\n{weights} ReLU ResNet, L = 32, c = 2: c1 against width_limit's order-2 fit "
+          "(4000 draws a width, seed 777; 8000, seeds 777 and 778 pooled; Gaussian weights: the exact "
+          "reduction's 32 000 networks a width, and all of them pooled)")
+    print(head)
+    print("|---" * head.count(" |") + "|")
     for v in (4, 8, 16, 24, 31):
         j = v - 1
-        fc, fs = fit.coef[j, 1], math.sqrt(fit.cov[j, 1, 1])
-        z = (fc - c1[j]) / math.hypot(fs, se[j])
-        print(f"| {v} | {c1[j]:.3f} ± {se[j]:.3f} | {fc:.3f} ± {fs:.3f} | {z:+.2f} |")
+        cells = []
+        for fit in fits:
+            fc, fs = fit.coef[j, 1], math.sqrt(fit.cov[j, 1, 1])
+            cells.append(f"{fc:.3f} ± {fs:.3f} | {(fc - c1[j]) / math.hypot(fs, se[j]):+.2f}")
+        print(f"| {v} | {c1[j]:.3f} ± {se[j]:.3f} | {' | '.join(cells)} |")
+
+
+def _pool(runs):
+    """Inverse-variance pooled ``(means, sems)`` of several ``(means, sems)`` of one law."""
+    w = np.array([s ** -2.0 for _, s in runs])
+    return np.sum(np.array([m for m, _ in runs]) * w, axis=0) / w.sum(axis=0), w.sum(axis=0) ** -0.5
+
+
+def _reduction_width_limit(widths, path):
+    """``(means, sems)`` of ``cos`` in 32 000 simulated networks of the exact reduction
+    (:func:`exact_reduced_resnet`) a width of ``ResNet.scaled(32, m, 2)``, cached as JSON."""
+    if not path.exists():
+        means, sems = [], []
+        for m in widths:
+            fam = ResNet.scaled(32, m, 2.0)
+            c = np.concatenate([exact_reduced_resnet(fam, 1000, [11, m, part, j])
+                                for part in (0, 1) for j in range(16)])
+            means.append(c.mean(axis=0))
+            sems.append(c.std(axis=0, ddof=1) / np.sqrt(c.shape[0]))
+        path.write_text(json.dumps({"means": np.array(means).tolist(), "sems": np.array(sems).tolist()}))
+    d = json.loads(path.read_text())
+    return np.array(d["means"]), np.array(d["sems"])
 
 
 def summary(rows, name):
