@@ -265,26 +265,27 @@ def grid():
 def reruns(rows, runs):
     """The points of a grid sampled again with other seeds (``runs``: (family, draws, seed)):
     each run's z, then ``rows`` with every run of a point pooled (inverse-variance weights)."""
+    def name(fam):
+        return fam.label + (" orthogonal" if fam.weights == "orthogonal" else "")
+
     extra = {}
     for fam, n, seed in runs:
         mean, sem = sampled(fam, n, seed)
         fw = T.finite_width(fam)
         for v in (fam.depth // 2, fam.depth - 1):
             extra.setdefault((fam, v), []).append((mean[v - 1], sem[v - 1]))
-            print(f"{fam.label}{' orthogonal' if fam.weights == 'orthogonal' else ''}, v = {v}, "
-                  f"rerun ({n} draws, seed {seed}): {mean[v - 1]:.4f} ± {sem[v - 1]:.4f}, finite width "
-                  f"{fw.cos[v - 1]:.4f}: z = {(fw.cos[v - 1] - mean[v - 1]) / sem[v - 1]:+.2f}", flush=True)
+            print(f"{name(fam)}, v = {v}, rerun ({n} draws, seed {seed}): {mean[v - 1]:.4f} ± "
+                  f"{sem[v - 1]:.4f}, finite width {fw.cos[v - 1]:.4f}: "
+                  f"z = {(fw.cos[v - 1] - mean[v - 1]) / sem[v - 1]:+.2f}", flush=True)
     pooled = []
     for r in rows:
         m, L, ratio, v, *_, fam, mean, sem, lim, pred = r
         if (fam, v) in extra:
-            w = np.array([sem ** -2] + [s ** -2 for _, s in extra[fam, v]])
-            mean = np.dot(w, [mean] + [x for x, _ in extra[fam, v]]) / w.sum()
-            sem = w.sum() ** -0.5
-            print(f"{fam.label}{' orthogonal' if fam.weights == 'orthogonal' else ''}, v = {v}, "
-                  f"all runs pooled: {mean:.4f} ± {sem:.4f}: z = {(pred - mean) / sem:+.2f} (width "
-                  f"limit {(lim - mean) / sem:+.2f}); error {pred - mean:+.4f}, a quarter of the width "
-                  f"limit's {abs(lim - mean) / 4:.4f}", flush=True)
+            mean, sem = _pool([(mean, sem)] + extra[fam, v])
+            print(f"{name(fam)}, v = {v}, all runs pooled: {mean:.4f} ± {sem:.4f}: "
+                  f"z = {(pred - mean) / sem:+.2f} (width limit {(lim - mean) / sem:+.2f}); "
+                  f"error {pred - mean:+.4f}, a quarter of the width limit's {abs(lim - mean) / 4:.4f}",
+                  flush=True)
         el, ef = lim - mean, pred - mean
         pooled.append((m, L, ratio, v, el / sem, ef / sem, el, ef, fam, mean, sem, lim, pred))
     return pooled
