@@ -84,7 +84,7 @@ _COLUMNS = {
     "finite_width": {"layer": "i", "cos": "f", "cos_limit": "f", "c1": "f",
                      "cos_first_order": "f", "m1": "f", "m2": "f", "m1_limit": "f",
                      "m2_limit": "f", "m1_c1": "f", "m2_c1": "f", "m1_sd": "f", "m1_typical": "f",
-                     "c1_se": "f", "m1_c1_se": "f"},
+                     "c1_se": "f", "m1_c1_se": "f", "m2_c1_se": "f"},
 }
 _INVALID = "ValueError: invalid combination: "  # the error of a point whose family is invalid
 _UNSEEDED = ("theory", "finite_width")  # deterministic: one unit per point, no seed or sample
@@ -280,8 +280,8 @@ def _estimate(quantity, family, n, opts) -> float:
     if quantity == "theory":
         return 1e-3 + 2e-6 * L
     if quantity == "finite_width":
-        if isinstance(family, ResNet) and family.activation == "relu":   # probe neurons (cos, M1)
-            return 120.0
+        if isinstance(family, ResNet) and family.activation == "relu":   # probe neurons (cos, M1, M2)
+            return 120.0 if family.weights == "orthogonal" else 400.0
         return 1e-3 * L
     if quantity == "bfa":
         return n * (3e-3 + 5e-9 * L * m * m)

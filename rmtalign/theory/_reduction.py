@@ -75,6 +75,12 @@ iQ, iY, iB, iHX, iXH, iXI, iX2, iBE, iBU, iU2 = range(K)
 # parameters too (``docs/finite_width.md``, *ReLU ResNets*)
 ORDER_HAAR = ORDER + ("ZZ", "XX", "EE", "YE")
 iZZ, iXX, iEE, iYE = range(K, len(ORDER_HAAR))
+# The M2 probe (``Reduction.probe``): a second backward field ``rho`` started at a layer ``v`` and the
+# forward field it sources (in ``u``'s slots), with its own order parameters: ``<y rho>``,
+# ``<b rho>``, ``<rho^2>``, ``<h xi'>``, ``<xi' x>``, ``<rho eta>`` (Gaussian weights; the Haar
+# slots unused)
+ORDER_PROBE = ORDER_HAAR + ("YR", "BR", "RR", "HP", "XP", "RE")
+iYR, iBR, iRR, iHP, iXP, iRE = range(len(ORDER_HAAR), len(ORDER_PROBE))
 _SQ2PI = math.sqrt(2.0 * math.pi)
 _CACHE_BYTES = 2e9          # the shifted path tables kept across batches (O(n^4) bytes) up to this
 
@@ -89,6 +95,13 @@ class Reduction:
     relu: bool
     orthogonal: bool = False
     trace: bool = False      # u's source t_l b_l / B replaced by t_l s_l / sqrt(B): the trace probe w
+    probe: int | None = None  # the M2 probe at hidden layer ``probe`` (0-based: v = probe + 1)
+
+    def __post_init__(self):
+        if self.probe is not None and (self.orthogonal or self.trace
+                                       or not 0 <= self.probe < self.sigma.size):
+            raise ValueError(f"probe must be a hidden layer 0 .. {self.sigma.size - 1} of a Gaussian "
+                             f"reduction without the trace probe, got {self.probe!r}")
 
     @property
     def n(self):
@@ -97,6 +110,8 @@ class Reduction:
     @property
     def K(self):
         """Order parameters a layer."""
+        if self.probe is not None:
+            return len(ORDER_PROBE)
         return len(ORDER_HAAR) if self.orthogonal else K
 
     @classmethod
@@ -157,8 +172,11 @@ def _neurons(red, f, xi, eta, b0, order, D=None, z=None, s=None):
         Wtb = h[..., i - 1] * Y / Qm + sig[i] * scale * (xi[..., i] - h[..., i - 1] * HX / Qm)
         b[..., i - 1] = a * b[..., i] + beta * D[..., i - 1] * Wtb
     out[..., iY, 0], out[..., iB, 0] = y[..., 0] * b[..., 0], b[..., 0] ** 2
+    probe = red.probe is not None
+    if probe:
+        rho = _probe_field(red, h, D, y, b, xi, s, out, order)
     u = np.zeros_like(b0)
-    for i in range(n):
+    for i in range(n if not probe else red.probe + 1):
         B = order(iB, i, out[..., iB, i])
         if i > 0:
             x = D[..., i - 1] * u
@@ -179,13 +197,44 @@ def _neurons(red, f, xi, eta, b0, order, D=None, z=None, s=None):
                                                 * (eta[..., i] - y[..., i] * YE / s2q - e * E))
             else:
                 x2p = np.maximum(X2 - XH * xh, 0.0)
-                Wx = xh * y[..., i] + sig[i] * (b[..., i] * (XI - HX * xh) / np.sqrt(B)
-                                                + np.sqrt(x2p) * (eta[..., i] - b[..., i] * BE / B))
+                fresh = eta[..., i] - b[..., i] * BE / B
+                Wx = xh * y[..., i] + sig[i] * b[..., i] * (XI - HX * xh) / np.sqrt(B)
+                if probe:   # and along rho's direction off b, e2; the fresh part off b and e2
+                    out[..., iXP, i], out[..., iRE, i] = s[..., i] * x, rho[..., i] * eta[..., i]
+                    BR, RR, HP, XP, RE = (order(k, i, out[..., k, i]) for k in (iBR, iRR, iHP, iXP, iRE))
+                    cp = np.sqrt(RR - BR * BR / B)
+                    e2 = (rho[..., i] - b[..., i] * BR / B) / cp
+                    Wx = Wx + sig[i] * e2 * (XP - HP * xh)
+                    fresh = fresh - e2 * (RE - BR * BE / B) / cp
+                Wx = Wx + sig[i] * np.sqrt(x2p) * fresh
             u = a * u + beta * Wx
         if red.trained[i]:
-            u = u + (s[..., i] / np.sqrt(B) if red.trace else b[..., i] / B)
+            u = u + (s[..., i] / np.sqrt(B) if red.trace else (rho if probe else b)[..., i] / B)
         out[..., iBU, i], out[..., iU2, i] = b[..., i] * u, u * u
     return out
+
+
+def _probe_field(red, h, D, y, b, xi, s, out, order):
+    """The M2 probe's backward field ``rho_l = J_{v,l}^T r`` (``v`` = ``red.probe``, ``r = s[..., 0]``),
+    layers ``0 .. v``, its order parameters written to ``out``. ``W_l^T rho`` given ``W_l h = y``
+    and ``W_l^T b``: ``h <y rho>/Q + sigma (<b rho>/sqrt(B) P_h xi + sqrt(<rho^2> - <b rho>^2/B)
+    P_h xi')``, ``xi' = s[..., l]`` fresh (``W``'s part off ``h`` seen along ``b`` is ``xi``, along
+    the rest of ``rho`` independent of it)."""
+    a, beta, sig = red.a, red.beta, red.sigma
+    rho = np.zeros_like(b)
+    rho[..., red.probe] = s[..., 0]
+    for i in range(red.probe, 0, -1):
+        out[..., iYR, i], out[..., iBR, i] = y[..., i] * rho[..., i], b[..., i] * rho[..., i]
+        out[..., iRR, i], out[..., iHP, i] = rho[..., i] ** 2, h[..., i - 1] * s[..., i]
+        Qm, B, HX, YR, BR, RR, HP = (order(k, j, out[..., k, j]) for k, j in (
+            (iQ, i - 1), (iB, i), (iHX, i), (iYR, i), (iBR, i), (iRR, i), (iHP, i)))
+        cb, cp = BR / np.sqrt(B), np.sqrt(np.maximum(RR - BR * BR / B, 0.0))
+        Wtr = h[..., i - 1] * YR / Qm + sig[i] * (cb * (xi[..., i] - h[..., i - 1] * HX / Qm)
+                                                  + cp * (s[..., i] - h[..., i - 1] * HP / Qm))
+        rho[..., i - 1] = a * rho[..., i] + beta * D[..., i - 1] * Wtr
+    out[..., iYR, 0], out[..., iBR, 0] = y[..., 0] * rho[..., 0], b[..., 0] * rho[..., 0]
+    out[..., iRR, 0] = rho[..., 0] ** 2
+    return rho
 
 
 def _paths(red, Q, z):
@@ -219,6 +268,8 @@ def simulate(red, z, xi, eta, b0, s=None):
     out = _neurons(red, _paths(red, None, z), xi, eta, b0, order, z=z, s=s).mean(axis=-3)
     if red.trace:
         return out[:, iB] * out[:, iU2]
+    if red.probe is not None:
+        return out[:, iB, red.probe] ** 2 * out[:, iU2, red.probe]
     with np.errstate(invalid="ignore", divide="ignore"):
         return out[:, iBU] / np.sqrt(out[:, iB] * out[:, iU2])
 
@@ -361,7 +412,7 @@ def mean_map(red, Om, tables=None):
     # tangent coefficients: W x = cy y + cb b + ce eta (per unit beta)
     xh = np.zeros(n)
     xh[1:] = Om[iXH, 1:] / Q[:-1]
-    cb = np.zeros(n) if red.trace else red.trained / Om[iB]
+    cb = np.zeros(n) if red.trace or red.probe is not None else red.trained / Om[iB]
     if red.orthogonal:
         Y, B, HX, XI, BE, X2 = (Om[k, 1:] for k in (iY, iB, iHX, iXI, iBE, iX2))
         pb = np.sqrt(B - Y * Y / s2q[1:])
@@ -398,11 +449,38 @@ def mean_map(red, Om, tables=None):
         g = ((xh_ @ Ghh) * zh_).sum(1)
         return g if zy_ is None else g + ((xh_ @ Ghy) * zy_).sum(1)
 
+    u_xp = np.zeros((n, 0))     # the M2 probe's D xi' atoms (weighted like D xi)
+    if red.probe is not None:   # rho's atoms (r, D xi, D xi', h); u lives on layers 0 .. v
+        v = red.probe
+        pr = np.where(i[None, :] <= v, pw, 0.0)
+        cbr, cpr, kr = np.zeros(n), np.zeros(n), np.zeros(n)
+        BR, RR, B = Om[iBR, 1:], Om[iRR, 1:], Om[iB, 1:]
+        cbr[1:], cpr[1:] = BR / scale[1:], np.sqrt(np.maximum(RR - BR * BR / B, 0.0))
+        kr[1:] = (Om[iYR, 1:] - sig[1:] * (cbr[1:] * Om[iHX, 1:] + cpr[1:] * Om[iHP, 1:])) / Q[:-1]
+        r_r = np.where(i <= v, a ** np.abs(v - i), 0.0)
+        r_xi, r_xp, r_h = pr * beta * sig * cbr, pr * beta * sig * cpr, pr * beta * kr
+        # W x along e2 = (rho - b <b rho>/B) / cp, and the fresh part's share of it
+        cr = np.zeros(n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cr[1:] = np.where(cpr[1:] > 0, beta * sig[1:] / cpr[1:] * (
+                Om[iXP, 1:] - Om[iHP, 1:] * xh[1:]
+                - np.sqrt(x2p[1:]) * (Om[iRE, 1:] - BR * Om[iBE, 1:] / B) / cpr[1:]), 0.0)
+        cb[1:] -= cr[1:] * BR / B
+        cr += red.trained / Om[iB]                              # the source t_l rho_l / B_l
+        off = i > v
+        cb[off] = cr[off] = cy[off] = ce[off] = 0.0
+        TC, TR = Tl * cb[None, :], Tl * cr[None, :]
+        u_b0, u_xi, u_h = TC @ b_b0, TC @ b_xi + TR @ r_xi, TC @ b_h + TR @ r_h
+        u_y, u_e, u_xp = Tl * cy[None, :], np.hstack([Tl * ce[None, :], (TR @ r_r)[:, None]]), TR @ r_xp
+        out[iYR] = np.einsum("ij,ji->i", r_h, Ghy)
+        out[iBR] = pD * (b_xi * r_xi).sum(1) + gram(b_h, r_h)
+        out[iRR] = r_r ** 2 + pD * (r_xi ** 2 + r_xp ** 2).sum(1) + gram(r_h, r_h)
+
     out[iY] = np.einsum("ij,ji->i", b_h, Ghy)                           # E[y_i b_i]: h atoms only
     out[iB] = b_b0 ** 2 + pD * (b_xi ** 2).sum(1) + gram(b_h, b_h)
     out[iBU] = b_b0 * u_b0 + pD * (b_xi * u_xi).sum(1) + gram(b_h, u_h, u_y)
-    out[iU2] = (u_b0 ** 2 + pD * (u_xi ** 2).sum(1) + (u_e ** 2).sum(1) + gram(u_h, u_h, 2 * u_y)
-                + (u_y ** 2 * t.vy).sum(1))
+    out[iU2] = (u_b0 ** 2 + pD * (u_xi ** 2).sum(1) + pD * (u_xp ** 2).sum(1) + (u_e ** 2).sum(1)
+                + gram(u_h, u_h, 2 * u_y) + (u_y ** 2 * t.vy).sum(1))
     # x = D_{l-1} u_{l-1}, l = 1 .. n-1 (p = l - 1)
     ch, cyv, l = u_h[:-1], u_y[:-1], np.arange(1, n)
     out[iXH, 1:] = (ch * Ghh[:, 1:].T).sum(1) + (cyv * Ghy[1:, :]).sum(1)       # E[u_p h_p]
@@ -413,7 +491,12 @@ def mean_map(red, Om, tables=None):
                     + (np.matmul(ch[:, None, :], t.T)[:, 0] * ch).sum(1)
                     + 2 * (np.matmul(ch[:, None, :], t.Thy)[:, 0] * cyv).sum(1)
                     + pD * (cyv ** 2 * t.vy).sum(1))
+    if red.probe is not None:
+        out[iXP, 1:] = pD * u_xp[l - 1, l]                                       # E[xi'_l D_p u_p]
+        out[iX2, 1:] += (u_xp[:-1] ** 2 * DDj).sum(1)
+        out[[iBU, iU2], v + 1:] = out[[iXH, iXI, iX2, iXP], v + 1:] = 0.0
     return out
+
 
 
 # ------------------------------------------------------------------------ the 1/m expansion
@@ -425,13 +508,19 @@ def _used(red):
     used[[iY, iHX, iXH, iXI, iX2, iBE], 0] = False
     if red.orthogonal:
         used[[iZZ, iXX, iEE, iYE], 0] = False
+    if red.probe is not None:   # rho and u below v; G reads <u^2> at v only
+        v = red.probe
+        used[[iZZ, iXX, iEE, iYE, iBU]] = False
+        used[[iYR, iBR, iRR, iHP, iXP, iRE], 0] = False
+        used[[iYR, iBR, iRR, iHP, iXP, iRE, iXH, iXI, iX2, iBE], v + 1:] = False
+        used[iU2, :v] = used[iU2, v + 1:] = False
     return used
 
 
 def mean_field(red):
     """The width limit's order parameters ``Omega*``: the fixed point of :func:`mean_map`. The
     forward ones first (``Q_l = E[h_l^2]`` needs ``Q_{<l}`` only), so that the path's tables are
-    computed once; the rest is causal, so the iteration stops after at most ``2 n`` sweeps."""
+    computed once; the rest is causal, so the iteration stops after at most ``3 n`` sweeps."""
     n = red.n
     Q = np.ones(n)
     for _ in range(n):
@@ -441,8 +530,10 @@ def mean_field(red):
     Om[[iY, iHX, iXH, iXI, iBE]] = 0.0
     if red.orthogonal:      # the normalisations are 1 (and the forward Q unchanged) at the fixed point
         Om[[iZZ, iXX, iEE], 0] = Om[iYE] = 0.0
+    if red.probe is not None:
+        Om[[iZZ, iXX, iEE, iYE, iYR, iBR, iHP, iXP, iRE]] = 0.0
     Om[iQ] = Q
-    for _ in range(2 * n + 3):
+    for _ in range(3 * n + 3):      # b down, rho down (the M2 probe), u up
         new = mean_map(red, Om, tables)
         if np.array_equal(new, Om):
             break
@@ -585,6 +676,14 @@ def _m1_expansion(Om, bias, C):
                      U2 * U2 * C[kb, kb] + 2 * B * U2 * C[kb, ku] + B * B * C[ku, ku]])
 
 
+def _m2_expansion(Om, bias, C, v):
+    """The same for the M2 probe's ``G = <b_v^2>^2 <u_v^2>`` (``E G = M2`` at layer ``v``), (1,):
+    ``grad G . bias + tr(G'' C) / 2``."""
+    n = Om.shape[1]
+    B, U2, kb, ku = Om[iB, v], Om[iU2, v], iB * n + v, iU2 * n + v
+    return np.array([2 * B * U2 * bias[kb] + B * B * bias[ku] + U2 * C[kb, kb] + 2 * B * C[kb, ku]])
+
+
 def _forward_cov(red, Q):
     """``Cov(h_i^2, h_j^2)`` of one neuron, exactly: ``E[relu(X)^2 relu(Y)^2] = s_x^2 s_y^2 (3 sin t
     cos t + (pi - t)(1 + 2 cos^2 t)) / (2 pi)``, ``cos t`` the correlation (arc-cosine kernel of
@@ -661,7 +760,7 @@ def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000, on_batch=
             N = min(chunk, per - got)
             z = rng.standard_normal((N, n))
             xi, eta, b0 = rng.standard_normal((N, n)), rng.standard_normal((N, n)), rng.standard_normal(N)
-            s = rng.standard_normal((N, n)) if red.trace else None
+            s = rng.standard_normal((N, n)) if red.trace or red.probe is not None else None
             f = _paths(red, _forward_q(red, Om), z)
             D = (f > 0).astype(float) if red.relu else np.ones_like(f)
             dev = _particle_map(red, f, xi, eta, b0, Om, D, z, s).reshape(N, d) - Om.ravel()
@@ -682,7 +781,10 @@ def c1_expansion(red, probes=200_000, batches=8, seed=0, chunk=20_000, on_batch=
         SRb = SR / per * uf
         H = _second(red, Om, C * np.outer(uf, uf), cache=cache)
         bias = A @ (SRb + 0.5 * H.ravel() * uf)
-        out.append((_m1_expansion if red.trace else _cos_expansion)(Om, bias, C))
+        if red.probe is not None:
+            out.append(_m2_expansion(Om, bias, C, red.probe))
+        else:
+            out.append((_m1_expansion if red.trace else _cos_expansion)(Om, bias, C))
         if on_batch is not None:
             on_batch()
     out = np.array(out)
@@ -743,17 +845,8 @@ def family_c1(family, probes=200_000, batches=8, seed=0, progress=None, trace=Fa
     tick = None if progress is None else progress.update
 
     def c1_of(fam):
-        red = replace(Reduction.of(fam), trace=trace)
-        # rounded: a coarse copy's beta = beta sqrt(L / L') may differ from the direct one in the last
-        # bit; sigma_0 (the input layer's, which depends on the width) is not used
-        key = (tuple(np.round(np.r_[red.a, red.beta, red.sigma[1:], red.trained], 12)), red.relu,
-               red.orthogonal, trace, probes, batches, seed)
-        if key not in _MEMO:
-            if len(_MEMO) >= 64:
-                _MEMO.pop(next(iter(_MEMO)))
-            _MEMO[key] = c1_expansion(red, probes, batches, np.random.SeedSequence([seed, fam.depth]),
-                                      on_batch=tick)
-        return tuple(x.copy() for x in _MEMO[key])      # results may be written to
+        return _kept_expansion(replace(Reduction.of(fam), trace=trace), fam.depth, probes, batches,
+                               seed, tick)
 
     if not trace:
         return c1_of(family) if family.depth <= _DIRECT_DEPTH else _depth_extrapolated(family, c1_of)
@@ -775,6 +868,80 @@ def family_c1(family, probes=200_000, batches=8, seed=0, progress=None, trace=Fa
     (c1, se), (var, _) = (_depth_extrapolated(family, relative(p)) for p in (0, 1))
     k, sq = _m1_scales(family)
     return np.where(k > 0, c1 * k, 0.0), np.where(k > 0, se * k, 0.0), np.where(sq > 0, var * sq, 0.0)
+
+
+def _kept_expansion(red, depth, probes, batches, seed, tick):
+    """:func:`c1_expansion` of ``red`` (a network of ``depth`` layers), seeded by
+    ``SeedSequence([seed, depth])`` and kept in :data:`_MEMO`."""
+    # rounded: a coarse copy's beta = beta sqrt(L / L') may differ from the direct one in the last
+    # bit; sigma_0 (the input layer's, which depends on the width) is not used
+    key = (tuple(np.round(np.r_[red.a, red.beta, red.sigma[1:], red.trained], 12)), red.relu,
+           red.orthogonal, red.trace, red.probe, probes, batches, seed)
+    if key not in _MEMO:
+        if len(_MEMO) >= 64:
+            _MEMO.pop(next(iter(_MEMO)))
+        _MEMO[key] = c1_expansion(red, probes, batches, np.random.SeedSequence([seed, depth]),
+                                  on_batch=tick)
+    return tuple(x.copy() for x in _MEMO[key])      # results may be written to
+
+
+# -------------------------------------------------------------------- a family's M2, any depth
+_M2_NODES = 4     # layers an M2 expansion runs at, evenly on the layer coordinate
+
+
+def _m2_nodes(family):
+    """The layers ``v`` (1-based) where :func:`family_m2_c1` runs the M2 probe: :data:`_M2_NODES`
+    evenly spaced on ``s = (v - v0) / (L - 1 - v0)`` up to the output; every layer past ``v0``
+    when the trained layers are not contiguous (the curve kinks at each) or few."""
+    L, v0 = family.depth, _first_trained(family)
+    if not family.trained_mask[v0 - 1:L - 1].all() or L - 1 - v0 <= _M2_NODES:
+        return np.arange(v0 + 1, L)
+    return v0 + np.round(np.arange(1, _M2_NODES + 1) * (L - 1 - v0) / _M2_NODES).astype(int)
+
+
+def family_m2_c1(family, probes=200_000, batches=8, seed=0, progress=None):
+    """``(c1, se)`` of the BFK's ``E M2`` at ``v = 1 .. L-1`` of a ReLU ResNet with Gaussian
+    weights, relative to its width limit (``c1 / M2_limit``; 0 up to the first trained layer, where
+    ``M2 = 1`` or 0 in every network). One expansion of the M2 probe (:attr:`Reduction.probe`) a
+    layer, at the layers :func:`_m2_nodes` and interpolated between on the layer coordinate (a
+    cubic spline through ``s = 0``, where it is 0: within 0.25% of the largest value on the linear
+    chain's exact ``m2_c1`` at L = 12 .. 64, ``tests/theory/test_reduction.py``); at the family's
+    depth up to 64, deeper by :func:`_depth_extrapolated` from 32 and 64 (the relative ``c1`` is
+    ``O(1)`` on the depth continuum). ``progress``: as :func:`family_c1`."""
+    from scipy.interpolate import CubicSpline
+
+    tick = None if progress is None else progress.update
+
+    def at(fam, v):             # (c1, se) / M2_limit at layer v
+        red = replace(Reduction.of(fam), probe=int(v) - 1)
+        Om = mean_field(red)
+        lim = Om[iB, v - 1] ** 2 * Om[iU2, v - 1]
+        return np.array(_kept_expansion(red, fam.depth, probes, batches, seed, tick))[:, 0] / lim
+
+    def curve(fam):
+        L, v0, nodes = fam.depth, _first_trained(fam), _m2_nodes(fam)
+        vals = np.array([at(fam, v) for v in nodes]).reshape(-1, 2)
+        rel, se = np.zeros(L - 1), np.zeros(L - 1)
+        if nodes.size == L - 1 - v0:
+            rel[nodes - 1], se[nodes - 1] = vals.T
+        elif nodes.size:
+            s = (np.arange(v0 + 1, L) - v0) / (L - 1 - v0)
+            sn = np.r_[0.0, (nodes - v0) / (L - 1 - v0)]
+            rel[v0:] = CubicSpline(sn, np.r_[0.0, vals[:, 0]])(s)
+            se[v0:] = np.interp(s, sn, np.r_[0.0, vals[:, 1]])
+        return rel, se
+
+    if family.depth <= _DIRECT_DEPTH:
+        return curve(family)
+    rel, se = _depth_extrapolated(family, curve)
+    return np.nan_to_num(rel), np.nan_to_num(se)
+
+
+def family_m2_c1_batches(family, batches=8):
+    """How many batches :func:`family_m2_c1` runs."""
+    if family.depth <= _DIRECT_DEPTH:
+        return batches * _m2_nodes(family).size
+    return batches * sum(_m2_nodes(_coarse(family, L)).size for L in _COARSE_DEPTHS)
 
 
 def _m1_scales(family):

@@ -273,6 +273,7 @@ class FiniteWidthBFA(Result):
     c1_se: np.ndarray
     m1_c1_se: np.ndarray
     m1_typical: np.ndarray
+    m2_c1_se: np.ndarray
 
     @property
     def cos_first_order(self) -> np.ndarray:
@@ -284,7 +285,7 @@ class FiniteWidthBFA(Result):
                 "cos_first_order": self.cos_first_order, "m1": self.m1, "m2": self.m2,
                 "m1_limit": self.m1_limit, "m2_limit": self.m2_limit, "m1_c1": self.m1_c1,
                 "m2_c1": self.m2_c1, "m1_sd": self.m1_sd, "m1_typical": self.m1_typical,
-                "c1_se": self.c1_se, "m1_c1_se": self.m1_c1_se}
+                "c1_se": self.c1_se, "m1_c1_se": self.m1_c1_se, "m2_c1_se": self.m2_c1_se}
 
 
 def _check_supported(family):
@@ -886,7 +887,8 @@ def finite_width(family, *, moments=True, probes=200_000, seed=0,
     if isinstance(family, ResNet) and family.activation == "relu":
         return _relu_resnet(family, lim, moments, probes, seed, progress)
     mom = dict(zip(("m1", "m2", "m1_limit", "m2_limit", "m1_c1", "m2_c1", "m1_sd"),
-                   _moments(family, lim) if moments else [nan] * 7), m1_c1_se=zero if moments else nan)
+                   _moments(family, lim) if moments else [nan] * 7),
+               m1_c1_se=zero if moments else nan, m2_c1_se=zero if moments else nan)
     if isinstance(family, ResNet):
         cos, c1 = _resnet(family)
         return FiniteWidthBFA(family, layers, cos, lim.cos, c1, **mom, c1_se=zero,
@@ -909,18 +911,23 @@ def _lognormal_typical(mean, sd):
 def _relu_resnet(family, lim, moments, probes, seed, progress):
     from .. import _runtime
 
-    total = _reduction.family_c1_batches(family, _PROBE_BATCHES) * (2 if moments else 1)
+    m2 = moments and family.weights == "gaussian"       # the M2 probe: Gaussian weights only
+    total = (_reduction.family_c1_batches(family, _PROBE_BATCHES) * (2 if moments else 1)
+             + (_reduction.family_m2_c1_batches(family, _PROBE_BATCHES) if m2 else 0))
     bar = _runtime.progress(total, progress, "finite_width: c1", work=1e9)
     nan = np.full(family.depth - 1, np.nan)
     try:
         c1, se = _reduction.family_c1(family, probes, _PROBE_BATCHES, seed, bar)
         m1_c1, m1_se, var = (_reduction.family_c1(family, probes, _PROBE_BATCHES, seed, bar, trace=True)
                              if moments else (nan, nan, nan))
+        m2_rel, m2_rse = (_reduction.family_m2_c1(family, probes, _PROBE_BATCHES, seed, bar)
+                          if m2 else (nan, nan))
     finally:
         if bar is not None:
             bar.close()
     m = family.width
     m1_lim, m2_lim = _moment_limits(family, lim) if moments else (nan, nan)
+    m2_c1, m2_se = m2_rel * m2_lim, m2_rse * m2_lim       # relative to the width limit (0 where it is)
     # the probe's own variance is 2 M2 / m: what is left is the networks' spread (leading order)
     m1_sd = np.sqrt(np.maximum(var - 2 * m2_lim, 0.0) / m)
     if moments:          # K = t I at the first trained layer: M1 = 1 in every network, not within MC
@@ -928,6 +935,6 @@ def _relu_resnet(family, lim, moments, probes, seed, progress):
         m1_c1[first] = m1_se[first] = m1_sd[first] = 0.0
     m1 = m1_lim + m1_c1 / m
     return FiniteWidthBFA(family, np.arange(1, family.depth), lim.cos + c1 / m, lim.cos, c1,
-                          m1=m1, m2=nan, m1_limit=m1_lim, m2_limit=m2_lim, m1_c1=m1_c1, m2_c1=nan,
-                          m1_sd=m1_sd, c1_se=se, m1_c1_se=m1_se,
+                          m1=m1, m2=m2_lim + m2_c1 / m, m1_limit=m1_lim, m2_limit=m2_lim, m1_c1=m1_c1,
+                          m2_c1=m2_c1, m1_sd=m1_sd, c1_se=se, m1_c1_se=m1_se, m2_c1_se=m2_se,
                           m1_typical=_lognormal_typical(m1, m1_sd))

@@ -306,13 +306,14 @@ def test_result_protocol():
     json.dumps(r.to_dict())
     t = r.to_table()
     assert set(t) == {"layer", "cos", "cos_limit", "c1", "cos_first_order", "m1", "m2", "m1_limit",
-                      "m2_limit", "m1_c1", "m2_c1", "m1_sd", "m1_typical", "c1_se", "m1_c1_se"}
+                      "m2_limit", "m1_c1", "m2_c1", "m1_sd", "m1_typical", "c1_se", "m1_c1_se",
+                      "m2_c1_se"}
     assert len({len(c) for c in t.values()}) == 1
-    assert np.all(r.m1_c1_se == 0.0)                   # exact recursion
+    assert np.all(r.m1_c1_se == 0.0) and np.all(r.m2_c1_se == 0.0)       # exact recursion
     lean = T.finite_width(MLP(10, 32), moments=False)
     assert np.array_equal(lean.cos, r.cos, equal_nan=True) and all(np.all(np.isnan(x)) for x in
                                                   (lean.m1, lean.m2, lean.m1_sd, lean.m1_c1_se,
-                                                   lean.m1_typical))
+                                                   lean.m2_c1_se, lean.m1_typical))
     with pytest.raises(TypeError, match="moments must be True or False, got 1"):
         T.finite_width(MLP(10, 32), moments=1)
     assert "\n" not in repr(r)

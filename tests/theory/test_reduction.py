@@ -15,6 +15,7 @@ from rmtalign import theory as T
 from rmtalign.families import ResNet
 from rmtalign.sampling import sample_bfa, sample_bfk
 from rmtalign.theory import _reduction as R
+from rmtalign.theory.finite import _moment_limits
 
 
 def _particle_mean(red, Om, n_particles, chunks, seed):
@@ -25,7 +26,7 @@ def _particle_mean(red, Om, n_particles, chunks, seed):
         z = rng.standard_normal((n_particles, n))
         f = R._paths(red, R._forward_q(red, Om), z)
         xi, eta = rng.standard_normal((n_particles, n)), rng.standard_normal((n_particles, n))
-        s = rng.standard_normal((n_particles, n)) if red.trace else None
+        s = rng.standard_normal((n_particles, n)) if red.trace or red.probe is not None else None
         b0 = rng.standard_normal(n_particles)
         means.append(R._particle_map(red, f, xi, eta, b0, Om, z=z, s=s).mean(0))
     means = np.array(means)
@@ -51,16 +52,20 @@ def test_mean_field_is_the_width_limit(activation, weights):
         np.testing.assert_array_equal(tr[[R.iQ, R.iY, R.iB, R.iHX]], Om[[R.iQ, R.iY, R.iB, R.iHX]])
 
 
-@pytest.mark.parametrize("activation,weights,trace", [
-    ("relu", "gaussian", False), ("linear", "gaussian", False), ("relu", "orthogonal", False),
-    ("linear", "orthogonal", False), ("relu", "gaussian", True), ("relu", "orthogonal", True)])
-def test_mean_map_against_particles(activation, weights, trace):
+@pytest.mark.parametrize("activation,weights,trace,probe", [
+    ("relu", "gaussian", False, None), ("linear", "gaussian", False, None),
+    ("relu", "orthogonal", False, None), ("linear", "orthogonal", False, None),
+    ("relu", "gaussian", True, None), ("relu", "orthogonal", True, None),
+    ("relu", "gaussian", False, 2), ("relu", "gaussian", False, 5), ("linear", "gaussian", False, 4)])
+def test_mean_map_against_particles(activation, weights, trace, probe):
     red = R.Reduction.of(ResNet.scaled(7, 64, 2.0, activation=activation, weights=weights))
-    red = replace(red, trace=trace)
+    red = replace(red, trace=trace, probe=probe)
     rng = np.random.default_rng(0)
     Om = R.mean_field(red) * (1 + 0.2 * rng.standard_normal((red.K, red.n)))
     # the terms that vanish at the fixed point (rank-one forward terms, their cross moments)
     Om[[R.iY, R.iHX, R.iBE]] = 0.3 * rng.standard_normal((3, red.n))
+    if probe is not None:   # and the M2 probe's (<b rho> too: r is independent of b)
+        Om[[R.iYR, R.iBR, R.iHP, R.iXP, R.iRE]] = 0.3 * rng.standard_normal((5, red.n))
     Om[R.iXH] = 0.3 * np.sqrt(Om[R.iQ]) * rng.standard_normal(red.n)
     if red.orthogonal:      # Haar: the normalisations (1 at the fixed point) and <y eta> (0)
         Om[[R.iZZ, R.iXX, R.iEE], 1:] = 1 + 0.2 * rng.standard_normal((3, red.n - 1))
@@ -71,6 +76,35 @@ def test_mean_map_against_particles(activation, weights, trace):
     z = (exact - mc)[used] / se[used]
     assert np.abs(z).max() < 5.0, np.abs(z).max()
     assert np.array_equal(exact[~used], mc[~used])      # unused entries: 0 in both
+
+
+@pytest.mark.parametrize("activation", ["relu", "linear"])
+def test_m2_probe_fixed_point_is_the_width_limit(activation):
+    """The M2 probe's ``<b_v^2>^2 <u_v^2>`` at the fixed point is the width limit's ``M2`` at every
+    ``v``; the rest of the network is unchanged."""
+    fam = ResNet(9, 64, 0.4, skip_scale=0.8, hidden_std=1.3 / math.sqrt(64), activation=activation,
+                 trained=(3, 5, 6))
+    want = _moment_limits(fam, T.bfa(fam))[1]
+    Om = R.mean_field(R.Reduction.of(fam))
+    for v in range(fam.depth - 1):
+        pr = R.mean_field(replace(R.Reduction.of(fam), probe=v))
+        assert pr[R.iB, v] ** 2 * pr[R.iU2, v] == pytest.approx(want[v], rel=1e-12, abs=1e-300)
+        np.testing.assert_array_equal(pr[[R.iQ, R.iY, R.iB, R.iHX]], Om[[R.iQ, R.iY, R.iB, R.iHX]])
+    with pytest.raises(ValueError, match="probe must be a hidden layer 0 .. 7 of a Gaussian"):
+        replace(R.Reduction.of(fam.replace(weights="orthogonal")), probe=3)
+    with pytest.raises(ValueError, match="got 8"):
+        replace(R.Reduction.of(fam), probe=8)
+
+
+def test_m2_c1_against_the_linear_recursion():
+    """The M2 probe's expansion (one per layer ``v``) against the exact moment recursion's
+    ``m2_c1`` (linear ResNets, Gaussian weights)."""
+    fam = ResNet.scaled(8, 64, 2.0, activation="linear")
+    exact = T.finite_width(fam).m2_c1
+    for v in (2, 4, 6):
+        c1, se = R.c1_expansion(replace(R.Reduction.of(fam), probe=v), probes=100_000, batches=8, seed=3)
+        assert abs(c1[0] - exact[v]) < 4.5 * se[0], (v, c1, se, exact[v])
+        assert exact[v] > 20 * se[0]
 
 
 @pytest.mark.parametrize("weights", ["gaussian", "orthogonal"])
@@ -159,7 +193,14 @@ def test_finite_width_of_relu_resnets(monkeypatch):
     np.testing.assert_allclose(r.m1_sd, sd)
     assert m1c[-1] > 10 * m1s[-1]               # E M1 above its width limit, like linear ResNets'
     assert 0 < r.m1_sd[-1] < 0.5 * r.m1[-1]
-    assert np.all(np.isnan(r.m2) & np.isnan(r.m2_c1))
+    # M2: the probe's expansion at four layers (v = 3, 4, 6, 7), relative to the width limit
+    rel, rse = R.family_m2_c1(fam, 16_000, 8, 5)
+    np.testing.assert_array_equal(r.m2_c1, rel * r.m2_limit)
+    np.testing.assert_array_equal(r.m2_c1_se, rse * r.m2_limit)
+    np.testing.assert_allclose(r.m2, r.m2_limit + r.m2_c1 / 64)
+    c6, s6 = R.c1_expansion(replace(R.Reduction.of(fam), probe=5), 16_000, 8, np.random.SeedSequence([5, 8]))
+    assert r.m2_c1[5] == pytest.approx(c6[0], rel=1e-12) and r.m2_c1_se[5] == pytest.approx(s6[0], rel=1e-12)
+    assert r.m2_c1[1] == 0.0 and r.m2[1] == 1.0 and r.m2_c1[-1] > 10 * r.m2_c1_se[-1]
     lean = T.finite_width(fam, probes=16_000, seed=5, moments=False)
     assert np.array_equal(lean.c1, c1, equal_nan=True) and np.all(np.isnan(lean.m1))
     monkeypatch.setattr(R, "c1_expansion", None)           # the width only scales c1: from the memo
@@ -168,6 +209,7 @@ def test_finite_width_of_relu_resnets(monkeypatch):
     assert np.array_equal(wide.c1, c1, equal_nan=True)
     haar = T.finite_width(fam.replace(weights="orthogonal"), probes=16_000, seed=5)    # not the memo's
     assert haar.c1[-1] < 0 < c1[-1]
+    assert np.all(np.isnan(haar.m2) & np.isnan(haar.m2_c1) & np.isnan(haar.m2_c1_se))   # Gaussian only
     assert np.allclose(wide.cos - wide.cos_limit, c1 / 256, equal_nan=True)
     lim = T.bfa(fam)
     assert np.array_equal(r.cos_limit, lim.cos, equal_nan=True)
@@ -214,6 +256,38 @@ def test_m1_depth_extrapolation_is_relative(monkeypatch):
     assert want[0, -1] > 3000
 
 
+def test_m2_nodes_and_depth_extrapolation(monkeypatch):
+    """``family_m2_c1`` runs the M2 probe at four layers, interpolates relative to the width limit
+    and extrapolates in depth beyond 64: on the linear recursion's exact ``m2_c1`` (fed in place of
+    the expansion) within 0.5% of its largest value at L = 40 (interpolated) and L = 512 (from
+    L = 32, 64); a network with few trained layers or a gap runs at every layer past the first."""
+    seen = []
+
+    def exact(red, probes, batches, seed, on_batch=None):
+        seen.append((red.n + 1, red.probe))
+        fam = ResNet.scaled(red.n + 1, 2 ** 14, 2.0, activation="linear")
+        assert red.beta == pytest.approx(fam.branch_scale) and not red.relu
+        return T.finite_width(fam).m2_c1[[red.probe]], np.array([0.01])
+    monkeypatch.setattr(R, "c1_expansion", exact)
+    monkeypatch.setattr(R, "_MEMO", {})
+    for L, runs in ((40, [(40, v) for v in (10, 19, 29, 38)]),
+                    (512, [(32, v) for v in (8, 15, 23, 30)] + [(64, v) for v in (16, 31, 47, 62)])):
+        seen.clear()
+        fam = ResNet.scaled(L, 2 ** 14, 2.0, activation="linear")
+        rel, se = R.family_m2_c1(fam)
+        assert seen == runs
+        r = T.finite_width(fam)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            want = np.where(r.m2_limit > 0, r.m2_c1 / r.m2_limit, 0.0)
+        assert rel[0] == rel[1] == se[1] == 0.0               # M2 = 0, then 1 in every network
+        assert np.abs(rel - want).max() < 5e-3 * want.max(), np.abs(rel - want).max() / want.max()
+        assert want.max() > 20
+    seen.clear()
+    fam = ResNet(9, 64, 0.4, trained=(3, 5, 6), activation="linear")
+    assert R._m2_nodes(fam).tolist() == list(range(4, 9))
+    assert R._m2_nodes(ResNet.scaled(6, 64, 2.0)).tolist() == [3, 4, 5]
+
+
 @pytest.mark.parametrize("weights", ["gaussian", "orthogonal"])
 def test_simulated_trace_probe_is_the_bfk(weights):
     """The trace probe in the simulated reduction estimates the BFK's ``M1`` without bias: against
@@ -232,6 +306,26 @@ def test_simulated_trace_probe_is_the_bfk(weights):
     se = np.hypot(M1.std(0) / math.sqrt(600), est.std(0) / math.sqrt(8000))
     assert np.abs((M1.mean(0) - est.mean(0)) / se).max() < 4.0
     assert est.mean(0)[-1] - k[-1] > 6 * se[-1]         # the finite-width excess is resolved
+
+
+def test_simulated_m2_probe_is_the_bfk():
+    """The M2 probe in the simulated reduction estimates the BFK's ``M2`` without bias: against the
+    dense sampler's kernels at m = 16, where ``E M2`` is 1.25 to 3.5 times its width limit."""
+    fam = ResNet.scaled(8, 16, 2.0)
+    v = np.array([3, 7])
+    a = sample_bfa(fam, 600, seed=2, probes=1)
+    k = np.cumsum(fam.trained_mask)[v - 1]
+    M2 = sample_bfk(fam, layers=v, samples=600, seed=2).moments(2)[1] \
+        * (k * a.b_norm[:, v - 1] ** 2 / a.loss_decay[:, v - 1]) ** 2
+    rng = np.random.default_rng(3)
+    lim = _moment_limits(fam, T.bfa(fam))[1][v - 1]
+    for j, vv in enumerate(v):
+        z, xi, eta, src = (rng.standard_normal((8000, 16, 7)) for _ in range(4))
+        est = R.simulate(replace(R.Reduction.of(fam), probe=int(vv - 1)), z, xi, eta,
+                         rng.standard_normal((8000, 16)), src)
+        se = np.hypot(M2[:, j].std() / math.sqrt(600), est.std() / math.sqrt(8000))
+        assert abs(M2[:, j].mean() - est.mean()) < 4.0 * se
+        assert est.mean() - lim[j] > 10 * est.std() / math.sqrt(8000)      # the excess is resolved
 
 
 def _simulated(fam, n, seed):
