@@ -743,7 +743,7 @@ def _typical_predicted(fam):
     """``finite_width``'s ``m1``, ``m1_limit``, ``m1_typical`` and the standard error of
     ``log m1_typical`` (ReLU ResNets: from the cached expansions; ``m1_c1`` is Monte Carlo)."""
     if isinstance(fam, ResNet) and fam.activation == "relu":
-        m1, _, m1_lim, _, m1_sd, m1_se = _predicted_moments(fam)
+        m1, _, m1_lim, _, m1_sd, m1_se, _ = _predicted_moments(fam)
         typical = T.finite._lognormal_typical(m1, m1_sd)
         with np.errstate(invalid="ignore"):            # 0 / 0 below the first trained layer
             return SimpleNamespace(m1=m1, m1_limit=m1_lim, m1_typical=typical), m1_se / m1
@@ -848,19 +848,38 @@ def _z(x, mean, se):
 
 
 def _predicted_moments(fam):
-    """``finite_width``'s moments (ReLU ResNets: ``m1`` to first order from the cached expansion;
-    ``m2``, ``m1_sd`` NaN) and the standard error of ``m1``."""
+    """``finite_width``'s moments (ReLU ResNets: to first order from the cached expansions, ``m2``
+    NaN for orthogonal weights) and the standard errors of ``m1`` and ``m2``."""
     if isinstance(fam, ResNet) and fam.activation == "relu":
         _, _, _, m1_c1, m1_se, m1_var = _relu_fw(fam, 200_000)
-        k = R._trained_counts(fam)
-        nan = np.full(fam.depth - 1, np.nan)
-        return k + m1_c1 / fam.width, nan, k, nan, np.sqrt(m1_var / fam.width), m1_se / fam.width
+        k, m2_lim = T.finite._moment_limits(fam, T.bfa(fam))
+        m2_c1, m2_se = _relu_m2(fam, 200_000)
+        m = fam.width
+        return (k + m1_c1 / m, m2_lim + m2_c1 / m, k, m2_lim, np.sqrt(m1_var / m), m1_se / m,
+                m2_se / m)
     fw = T.finite_width(fam)
-    return fw.m1, fw.m2, fw.m1_limit, fw.m2_limit, fw.m1_sd, np.zeros(fam.depth - 1)
+    zero = np.zeros(fam.depth - 1)
+    return fw.m1, fw.m2, fw.m1_limit, fw.m2_limit, fw.m1_sd, zero, zero
+
+
+def _relu_m2(fam, probes):
+    """``(m2_c1, m2_c1_se)`` of ``theory.finite_width`` for a ReLU ResNet (NaN for orthogonal
+    weights), cached as JSON like :func:`_relu_fw`."""
+    if fam.weights != "gaussian":
+        return np.full((2, fam.depth - 1), np.nan)
+    path = out / f"fw_m2_relu_resnet_{fam.weights}_L{fam.depth}_b{fam.branch_scale:.6g}_p{probes}.json"
+    if not path.exists():
+        t = time.time()
+        rel, se = R.family_m2_c1(fam, probes, T.finite._PROBE_BATCHES, 0)
+        lim = T.finite._moment_limits(fam, T.bfa(fam))[1]
+        path.write_text(json.dumps({"m2_c1": (rel * lim).tolist(), "m2_se": (se * lim).tolist()}))
+        print(f"  M2 expansions {fam.label} in {time.time() - t:.0f}s", flush=True)
+    d = json.loads(path.read_text())
+    return np.array(d["m2_c1"]), np.array(d["m2_se"])
 
 
 def moments_grid():
-    """The table of ``--moments``; ReLU ResNets (``m1`` first order, ``m1_sd`` leading order) in a
+    """The table of ``--moments``; ReLU ResNets (``m1``, ``m2`` first order, ``m1_sd`` leading order) in a
     second table, with the sampled spread beside the predicted one."""
     relu = None
     for fam, n in MOMENTS:
@@ -873,13 +892,14 @@ def moments_grid():
             print(f"\n| network | m | L | L/m | v | moment | sampled mean | sampled median | {mean_col} "
                   f"| width limit | z {mean_col} | z width limit | {sd_col} |")
             print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        m1, m2, m1_lim, m2_lim, m1_sd, pred_se = _predicted_moments(fam)
-        for name, x, pred, lim in zip(("M1", "M2"), moments_sampled(fam, n), (m1, m2), (m1_lim, m2_lim)):
-            if np.all(np.isnan(pred)):          # ReLU ResNets: no m2
+        m1, m2, m1_lim, m2_lim, m1_sd, m1_se, m2_se = _predicted_moments(fam)
+        for name, x, pred, lim, pred_se in zip(("M1", "M2"), moments_sampled(fam, n), (m1, m2),
+                                               (m1_lim, m2_lim), (m1_se, m2_se)):
+            if np.all(np.isnan(pred)):          # orthogonal ReLU ResNets: no m2
                 continue
             for j, v in enumerate((L // 2, L - 1)):
                 mean, sem = x[:, j].mean(), x[:, j].std() / np.sqrt(n)
-                se = np.hypot(sem, pred_se[v - 1])          # z: both errors (ReLU ResNets' m1 is MC)
+                se = np.hypot(sem, pred_se[v - 1])          # z: both errors (ReLU ResNets' are MC)
                 cv = f"{m1_sd[v - 1] / pred[v - 1]:.3g}" if name == "M1" else ""
                 if relu:
                     cv = f"{x[:, j].std() / mean:.3g}, {cv}"

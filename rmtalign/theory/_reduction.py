@@ -58,6 +58,19 @@ depths 32 and 64 (:func:`_depth_extrapolated`).
 ``E_s <b_v^2> <w_v^2> = sum_l t_l tr(J_{v,l} J_{v,l}^T) B_v / (m B_l)``, the BFK's ``M1`` in the
 normalisation of ``theory.finite_width``, at every ``v`` at once: the same equations and the same
 expansion, for ``G = <b^2> <w^2>`` (:func:`_m1_expansion`).
+
+**The M2 probe** (``Reduction.probe``): ``tr K^2 = E_r |K r|^2`` with ``r`` a
+standard normal vector at layer ``v``. Its backward field ``rho_l = J_{v,l}^T r`` meets ``W_l``
+after ``y_l`` and ``W_l^T b_l`` are known, so ``W_l^T rho = h <y rho>/Q + sigma (<b rho>/sqrt(B)
+P_h xi + sqrt(<rho^2> - <b rho>^2/B) P_h xi')`` with ``xi'`` fresh; ``u`` takes the source
+``t_l rho_l / B`` (then ``K r = <b_v^2> u_v``), and ``W x`` gains a term along
+``e2 = P_b rho / |P_b rho|``, its fresh part now off ``b`` and ``rho``. Six more order parameters a
+layer (:data:`ORDER_PROBE`). *Haar weights*: given ``O_1 = e' g^^T + O_2``, ``O^T rho = h^ <y^ rho>
++ g^ <e' rho> + |P_{y,b} rho| g2^`` with ``g2^ = P_{h,g} xi' / |P_{h,g} xi'|``, ``xi'`` a fresh
+normalised Gaussian, and ``O_2 = e2' g2^^T + O_3``; two more order parameters, ``<xi'^2>`` and
+``<xi xi'>`` (:func:`_rho_parts`). ``rho`` is linear in ``r``, ``D xi``, ``D xi'`` and ``h`` with
+deterministic coefficients, so the mean map stays exact. ``G = <b_v^2>^2 <u_v^2>``
+(:func:`_m2_expansion`), one expansion a layer ``v`` (:func:`family_m2_c1`).
 """
 from __future__ import annotations
 
@@ -77,10 +90,10 @@ ORDER_HAAR = ORDER + ("ZZ", "XX", "EE", "YE")
 iZZ, iXX, iEE, iYE = range(K, len(ORDER_HAAR))
 # The M2 probe (``Reduction.probe``): a second backward field ``rho`` started at a layer ``v`` and the
 # forward field it sources (in ``u``'s slots), with its own order parameters: ``<y rho>``,
-# ``<b rho>``, ``<rho^2>``, ``<h xi'>``, ``<xi' x>``, ``<rho eta>`` (Gaussian weights; the Haar
-# slots unused)
-ORDER_PROBE = ORDER_HAAR + ("YR", "BR", "RR", "HP", "XP", "RE")
-iYR, iBR, iRR, iHP, iXP, iRE = range(len(ORDER_HAAR), len(ORDER_PROBE))
+# ``<b rho>``, ``<rho^2>``, ``<h xi'>``, ``<xi' x>``, ``<rho eta>``; Haar weights also ``<xi'^2>``,
+# ``<xi xi'>`` (Gaussian weights leave these and the Haar slots unused)
+ORDER_PROBE = ORDER_HAAR + ("YR", "BR", "RR", "HP", "XP", "RE", "PP", "XIP")
+iYR, iBR, iRR, iHP, iXP, iRE, iPP, iXIP = range(len(ORDER_HAAR), len(ORDER_PROBE))
 _SQ2PI = math.sqrt(2.0 * math.pi)
 _CACHE_BYTES = 2e9          # the shifted path tables kept across batches (O(n^4) bytes) up to this
 
@@ -98,10 +111,9 @@ class Reduction:
     probe: int | None = None  # the M2 probe at hidden layer ``probe`` (0-based: v = probe + 1)
 
     def __post_init__(self):
-        if self.probe is not None and (self.orthogonal or self.trace
-                                       or not 0 <= self.probe < self.sigma.size):
-            raise ValueError(f"probe must be a hidden layer 0 .. {self.sigma.size - 1} of a Gaussian "
-                             f"reduction without the trace probe, got {self.probe!r}")
+        if self.probe is not None and (self.trace or not 0 <= self.probe < self.sigma.size):
+            raise ValueError(f"probe must be a hidden layer 0 .. {self.sigma.size - 1} of a reduction "
+                             f"without the trace probe, got {self.probe!r}")
 
     @property
     def n(self):
@@ -135,7 +147,8 @@ def _particle_map(red, f, xi, eta, b0, Om, D=None, z=None, s=None):
     """``phi`` of ``N`` neurons, (N, K, n), given their paths ``f`` (N, n), ``xi``, ``eta`` (N, n),
     ``b_{L-1} = b0`` (N,) and the order parameters ``Om``, (K, n) or one per neuron (N, K, n);
     masks ``D`` if given, else ``f > 0``; Haar weights: the paths' standard normals ``z``; the
-    trace probe (``red.trace``): its sources ``s`` (N, n). Entries that no layer uses (``HX``,
+    trace probe (``red.trace``): its sources ``s`` (N, n); the M2 probe: ``r`` in ``s[..., 0]``, the
+    ``xi'`` in ``s[..., 1:]``. Entries that no layer uses (``HX``,
     ``Y``, ... at layer 0) are 0."""
     return _neurons(red, f, xi, eta, b0, lambda k, i, _: Om[..., k, i], D, z, s)
 
@@ -146,7 +159,8 @@ def _neurons(red, f, xi, eta, b0, order, D=None, z=None, s=None):
     known by then): ``Omega[k, i]`` for the mean map's particles, the average over a network's
     neurons for :func:`simulate`. Arrays are (..., n) over layers, ``b0`` (...). Haar weights
     (``red.orthogonal``) need the paths' standard normals ``z`` (their squared norms are order
-    parameters); the trace probe (``red.trace``) its standard normal sources ``s``."""
+    parameters); the trace probe (``red.trace``) its standard normal sources ``s``, the M2 probe
+    (``red.probe``) its ``r`` and ``xi'`` in ``s``."""
     a, beta, n, sig, haar = red.a, red.beta, red.n, red.sigma, red.orthogonal
     h = np.maximum(f, 0) if red.relu else f
     if D is None:
@@ -185,6 +199,8 @@ def _neurons(red, f, xi, eta, b0, order, D=None, z=None, s=None):
             XH, X2, XI, BE, HX = (order(k, i, out[..., k, i]) for k in (iXH, iX2, iXI, iBE, iHX))
             Qm = order(iQ, i - 1, out[..., iQ, i - 1])
             xh = XH / Qm
+            if probe:
+                out[..., iXP, i], out[..., iRE, i] = s[..., i] * x, rho[..., i] * eta[..., i]
             if haar:  # W x = y <x h>/Q + sigma (e' <g x> + |P_{h,g} x| (unit vector off y and b))
                 Y, XX, EE, YE = (order(k, i, out[..., k, i]) for k in (iY, iXX, iEE, iYE))
                 s2q = sig[i] ** 2 * Qm
@@ -192,21 +208,26 @@ def _neurons(red, f, xi, eta, b0, order, D=None, z=None, s=None):
                 e = (b[..., i] - y[..., i] * Y / s2q) / pb
                 G = (XI - HX * xh) / np.sqrt(XX - HX * HX / Qm)
                 E = (BE - Y * YE / s2q) / pb
-                res = np.maximum(X2 - XH * xh - G * G, 0.0)
-                Wx = xh * y[..., i] + sig[i] * (e * G + np.sqrt(res / (EE - YE * YE / s2q - E * E))
-                                                * (eta[..., i] - y[..., i] * YE / s2q - e * E))
+                off, fresh = EE - YE * YE / s2q - E * E, eta[..., i] - y[..., i] * YE / s2q - e * E
             else:
-                x2p = np.maximum(X2 - XH * xh, 0.0)
-                fresh = eta[..., i] - b[..., i] * BE / B
-                Wx = xh * y[..., i] + sig[i] * b[..., i] * (XI - HX * xh) / np.sqrt(B)
-                if probe:   # and along rho's direction off b, e2; the fresh part off b and e2
-                    out[..., iXP, i], out[..., iRE, i] = s[..., i] * x, rho[..., i] * eta[..., i]
-                    BR, RR, HP, XP, RE = (order(k, i, out[..., k, i]) for k in (iBR, iRR, iHP, iXP, iRE))
-                    cp = np.sqrt(RR - BR * BR / B)
-                    e2 = (rho[..., i] - b[..., i] * BR / B) / cp
-                    Wx = Wx + sig[i] * e2 * (XP - HP * xh)
-                    fresh = fresh - e2 * (RE - BR * BE / B) / cp
-                Wx = Wx + sig[i] * np.sqrt(x2p) * fresh
+                s2q, Y, YE, G, E = np.inf, 0.0, 0.0, (XI - HX * xh), BE / np.sqrt(B)
+                e = b[..., i] / np.sqrt(B)
+                off, fresh = 1.0, eta[..., i] - e * E
+            res = X2 - XH * xh - (G * G if haar else 0.0)
+            Wx = xh * y[..., i] + sig[i] * e * G
+            if probe:   # and along rho's direction off e' (and y), e2; the fresh part off e2 too
+                ks = (iYR, iBR, iRR, iHP, iXP, iRE, iPP, iXIP)
+                YR, BR, RR, HP, XP, RE, PP, XIP = (order(k, i, out[..., k, i]) for k in ks)
+                XX = order(iXX, i, out[..., iXX, i])
+                cg, c2, gxp, n2, _ = _rho_parts(haar, s2q, Qm, B, Y, HX, XX, YR, BR, RR, HP, PP, XIP)
+                e2 = (rho[..., i] - y[..., i] * YR / s2q - e * cg) / c2
+                G2 = (XP - HP * xh - gxp * G) / n2
+                E2 = (RE - YR * YE / s2q - cg * E) / c2
+                Wx = Wx + sig[i] * e2 * G2
+                fresh = fresh - e2 * E2
+                off = off - E2 * E2 if haar else off
+                res = res - (G2 * G2 if haar else 0.0)
+            Wx = Wx + sig[i] * np.sqrt(np.maximum(res, 0.0) / off) * fresh
             u = a * u + beta * Wx
         if red.trained[i]:
             u = u + (s[..., i] / np.sqrt(B) if red.trace else (rho if probe else b)[..., i] / B)
@@ -214,23 +235,44 @@ def _neurons(red, f, xi, eta, b0, order, D=None, z=None, s=None):
     return out
 
 
+def _rho_parts(haar, s2q, Qm, B, Y, HX, XX, YR, BR, RR, HP, PP, XIP):
+    """The M2 probe's ``rho`` at a layer in the directions ``W`` has been seen along: ``cg`` its
+    component along ``e'`` (``b``'s unit direction; Haar: off ``y``, ``P_y b / |P_y b|``) and ``c2``
+    its length off ``y`` (Haar) and ``b``; ``xi'`` (Haar: a normalised Gaussian like ``xi``)
+    along ``g = P_h xi / |P_h xi|``, ``gxp``, and its length off ``h`` and ``g``, ``n2``, with
+    ``ng = |P_h xi|`` (Gaussian: 0, 1, 1). Then ``W^T rho = h <y rho>/Q + sigma (cx P_h xi + cxp
+    P_h xi')`` with ``cx = (cg - c2 gxp / n2) / ng``, ``cxp = c2 / n2``. Works on arrays."""
+    if not haar:
+        cg = BR / np.sqrt(B)
+        one = np.ones_like(cg)
+        return cg, np.sqrt(np.maximum(RR - cg * cg, 0.0)), 0.0 * one, one, one
+    ng = np.sqrt(XX - HX * HX / Qm)
+    cg = (BR - Y * YR / s2q) / np.sqrt(B - Y * Y / s2q)
+    gxp = (XIP - HX * HP / Qm) / ng
+    return (cg, np.sqrt(np.maximum(RR - YR * YR / s2q - cg * cg, 0.0)), gxp,
+            np.sqrt(PP - HP * HP / Qm - gxp * gxp), ng)
+
+
 def _probe_field(red, h, D, y, b, xi, s, out, order):
     """The M2 probe's backward field ``rho_l = J_{v,l}^T r`` (``v`` = ``red.probe``, ``r = s[..., 0]``),
     layers ``0 .. v``, its order parameters written to ``out``. ``W_l^T rho`` given ``W_l h = y``
-    and ``W_l^T b``: ``h <y rho>/Q + sigma (<b rho>/sqrt(B) P_h xi + sqrt(<rho^2> - <b rho>^2/B)
-    P_h xi')``, ``xi' = s[..., l]`` fresh (``W``'s part off ``h`` seen along ``b`` is ``xi``, along
-    the rest of ``rho`` independent of it)."""
-    a, beta, sig = red.a, red.beta, red.sigma
+    and ``W_l^T b`` (:func:`_rho_parts`), with ``xi' = s[..., l]`` fresh: ``W``'s part off ``h``
+    seen along ``b`` is ``xi``; along the rest of ``rho`` it is independent of it (Gaussian), or a
+    unit vector off ``h`` and ``g`` (Haar)."""
+    a, beta, sig, haar = red.a, red.beta, red.sigma, red.orthogonal
     rho = np.zeros_like(b)
     rho[..., red.probe] = s[..., 0]
     for i in range(red.probe, 0, -1):
         out[..., iYR, i], out[..., iBR, i] = y[..., i] * rho[..., i], b[..., i] * rho[..., i]
         out[..., iRR, i], out[..., iHP, i] = rho[..., i] ** 2, h[..., i - 1] * s[..., i]
-        Qm, B, HX, YR, BR, RR, HP = (order(k, j, out[..., k, j]) for k, j in (
-            (iQ, i - 1), (iB, i), (iHX, i), (iYR, i), (iBR, i), (iRR, i), (iHP, i)))
-        cb, cp = BR / np.sqrt(B), np.sqrt(np.maximum(RR - BR * BR / B, 0.0))
-        Wtr = h[..., i - 1] * YR / Qm + sig[i] * (cb * (xi[..., i] - h[..., i - 1] * HX / Qm)
-                                                  + cp * (s[..., i] - h[..., i - 1] * HP / Qm))
+        if haar:
+            out[..., iPP, i], out[..., iXIP, i] = s[..., i] ** 2, xi[..., i] * s[..., i]
+        ks = (iB, iY, iHX, iXX, iYR, iBR, iRR, iHP, iPP, iXIP)
+        Qm = order(iQ, i - 1, out[..., iQ, i - 1])
+        B, Y, HX, XX, YR, BR, RR, HP, PP, XIP = (order(k, i, out[..., k, i]) for k in ks)
+        cg, c2, gxp, n2, ng = _rho_parts(haar, sig[i] ** 2 * Qm, Qm, B, Y, HX, XX, YR, BR, RR, HP, PP, XIP)
+        Wtr = h[..., i - 1] * YR / Qm + sig[i] * ((cg - c2 * gxp / n2) / ng * (xi[..., i] - h[..., i - 1] * HX / Qm)
+                                                  + c2 / n2 * (s[..., i] - h[..., i - 1] * HP / Qm))
         rho[..., i - 1] = a * rho[..., i] + beta * D[..., i - 1] * Wtr
     out[..., iYR, 0], out[..., iBR, 0] = y[..., 0] * rho[..., 0], b[..., 0] * rho[..., 0]
     out[..., iRR, 0] = rho[..., 0] ** 2
@@ -261,7 +303,8 @@ def simulate(red, z, xi, eta, b0, s=None):
     ``z``, ``xi``, ``eta`` (networks, m, n) and ``b0`` (networks, m), ``z[..., 0]`` the input layer's
     pre-activations. Layers where every unit is off have nothing to condition on: the terms along
     ``h`` vanish there. The trace probe (``red.trace``, sources ``s`` like ``xi``): ``<b^2> <w^2>``,
-    an unbiased estimate of the BFK's ``M1``."""
+    an unbiased estimate of the BFK's ``M1``; the M2 probe (``red.probe``, ``s`` likewise):
+    ``<b_v^2>^2 <u_v^2>`` (networks,), of ``M2`` at ``v``."""
     def order(k, i, integrand):
         avg = np.mean(integrand, axis=-1, keepdims=True)
         return np.where(avg > 0, avg, np.inf) if k == iQ else avg
@@ -451,24 +494,40 @@ def mean_map(red, Om, tables=None):
 
     u_xp = np.zeros((n, 0))     # the M2 probe's D xi' atoms (weighted like D xi)
     if red.probe is not None:   # rho's atoms (r, D xi, D xi', h); u lives on layers 0 .. v
-        v = red.probe
+        v, haar = red.probe, red.orthogonal
         pr = np.where(i[None, :] <= v, pw, 0.0)
-        cbr, cpr, kr = np.zeros(n), np.zeros(n), np.zeros(n)
-        BR, RR, B = Om[iBR, 1:], Om[iRR, 1:], Om[iB, 1:]
-        cbr[1:], cpr[1:] = BR / scale[1:], np.sqrt(np.maximum(RR - BR * BR / B, 0.0))
-        kr[1:] = (Om[iYR, 1:] - sig[1:] * (cbr[1:] * Om[iHX, 1:] + cpr[1:] * Om[iHP, 1:])) / Q[:-1]
+        YR, BR, RR, HP, XP, RE, PP, XIP, Y, B, HX, XI, BE, X2, XX, EE, YE = (Om[k, 1:] for k in (
+            iYR, iBR, iRR, iHP, iXP, iRE, iPP, iXIP, iY, iB, iHX, iXI, iBE, iX2, iXX, iEE, iYE))
+        Qm, x1, s2 = Q[:-1], xh[1:], s2q[1:] if haar else np.inf
+        cx, cxp, kr, cr = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+        with np.errstate(invalid="ignore", divide="ignore"):       # layers above v: 0 / 0, unused
+            cg, c2, gxp, n2, ng = _rho_parts(haar, s2, Qm, B, Y, HX, XX, YR, BR, RR, HP, PP, XIP)
+            cx[1:], cxp[1:] = (cg - c2 * gxp / n2) / ng, c2 / n2
+            kr[1:] = (YR - sig[1:] * (cx[1:] * HX + cxp[1:] * HP)) / Qm
+            # W x = xh y + sigma (e' G + e2 G2 + |x off h, g, g2| (unit vector off y, e', e2))
+            if haar:
+                pb, G = np.sqrt(B - Y * Y / s2), (XI - HX * x1) / ng
+                E = (BE - Y * YE / s2) / pb
+                off = EE - YE * YE / s2 - E * E
+            else:
+                pb, G = np.sqrt(B), XI - HX * x1
+                E, off = BE / pb, 1.0
+            G2, E2 = (XP - HP * x1 - gxp * G) / n2, (RE - YR * YE / s2 - cg * E) / c2
+            res = X2 - Om[iXH, 1:] * x1 - ((G * G + G2 * G2) if haar else 0.0)
+            rr = np.sqrt(np.maximum(res, 0.0) / (off - E2 * E2 if haar else off))
+            cr[1:] = beta * sig[1:] * (G2 - rr * E2) / c2                  # along rho
+            cep = beta * sig[1:] * (G - rr * E) - cr[1:] * cg            # along e'
+            cb[1:] = cep / pb
+            cy[1:] = beta * x1 - (cep * Y / pb + cr[1:] * YR + beta * sig[1:] * rr * YE) / s2
+            ce[1:] = beta * sig[1:] * rr
+        cx[v + 1:] = cxp[v + 1:] = kr[v + 1:] = 0.0
         r_r = np.where(i <= v, a ** np.abs(v - i), 0.0)
-        r_xi, r_xp, r_h = pr * beta * sig * cbr, pr * beta * sig * cpr, pr * beta * kr
-        # W x along e2 = (rho - b <b rho>/B) / cp, and the fresh part's share of it
-        cr = np.zeros(n)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cr[1:] = np.where(cpr[1:] > 0, beta * sig[1:] / cpr[1:] * (
-                Om[iXP, 1:] - Om[iHP, 1:] * xh[1:]
-                - np.sqrt(x2p[1:]) * (Om[iRE, 1:] - BR * Om[iBE, 1:] / B) / cpr[1:]), 0.0)
-        cb[1:] -= cr[1:] * BR / B
+        r_xi, r_xp, r_h = pr * beta * sig * cx, pr * beta * sig * cxp, pr * beta * kr
         cr += red.trained / Om[iB]                              # the source t_l rho_l / B_l
         off = i > v
         cb[off] = cr[off] = cy[off] = ce[off] = 0.0
+        if haar:
+            out[iPP, 1:v + 1] = 1.0                             # E xi'^2; E[xi xi'] = 0
         TC, TR = Tl * cb[None, :], Tl * cr[None, :]
         u_b0, u_xi, u_h = TC @ b_b0, TC @ b_xi + TR @ r_xi, TC @ b_h + TR @ r_h
         u_y, u_e, u_xp = Tl * cy[None, :], np.hstack([Tl * ce[None, :], (TR @ r_r)[:, None]]), TR @ r_xp
@@ -510,9 +569,12 @@ def _used(red):
         used[[iZZ, iXX, iEE, iYE], 0] = False
     if red.probe is not None:   # rho and u below v; G reads <u^2> at v only
         v = red.probe
-        used[[iZZ, iXX, iEE, iYE, iBU]] = False
-        used[[iYR, iBR, iRR, iHP, iXP, iRE], 0] = False
-        used[[iYR, iBR, iRR, iHP, iXP, iRE, iXH, iXI, iX2, iBE], v + 1:] = False
+        used[iBU] = False
+        if not red.orthogonal:
+            used[[iZZ, iXX, iEE, iYE, iPP, iXIP]] = False
+        used[[iEE, iYE], v + 1:] = False
+        used[[iYR, iBR, iRR, iHP, iXP, iRE, iPP, iXIP], 0] = False
+        used[[iYR, iBR, iRR, iHP, iXP, iRE, iPP, iXIP, iXH, iXI, iX2, iBE], v + 1:] = False
         used[iU2, :v] = used[iU2, v + 1:] = False
     return used
 
@@ -531,7 +593,9 @@ def mean_field(red):
     if red.orthogonal:      # the normalisations are 1 (and the forward Q unchanged) at the fixed point
         Om[[iZZ, iXX, iEE], 0] = Om[iYE] = 0.0
     if red.probe is not None:
-        Om[[iZZ, iXX, iEE, iYE, iYR, iBR, iHP, iXP, iRE]] = 0.0
+        Om[[iYR, iBR, iHP, iXP, iRE, iXIP]] = 0.0
+        if not red.orthogonal:
+            Om[[iZZ, iXX, iEE, iYE, iPP]] = 0.0
     Om[iQ] = Q
     for _ in range(3 * n + 3):      # b down, rho down (the M2 probe), u up
         new = mean_map(red, Om, tables)
@@ -900,8 +964,8 @@ def _m2_nodes(family):
 
 
 def family_m2_c1(family, probes=200_000, batches=8, seed=0, progress=None):
-    """``(c1, se)`` of the BFK's ``E M2`` at ``v = 1 .. L-1`` of a ReLU ResNet with Gaussian
-    weights, relative to its width limit (``c1 / M2_limit``; 0 up to the first trained layer, where
+    """``(c1, se)`` of the BFK's ``E M2`` at ``v = 1 .. L-1`` of a ReLU ResNet (Gaussian or Haar
+    weights), relative to its width limit (``c1 / M2_limit``; 0 up to the first trained layer, where
     ``M2 = 1`` or 0 in every network). One expansion of the M2 probe (:attr:`Reduction.probe`) a
     layer, at the layers :func:`_m2_nodes` and interpolated between on the layer coordinate (a
     cubic spline through ``s = 0``, where it is 0: within 0.25% of the largest value on the linear

@@ -243,8 +243,9 @@ class FiniteWidthBFA(Result):
     ``1/m`` coefficients and ``m1_sd`` the exact standard deviation of ``M1`` over networks;
     ``m1_typical = exp E log M1`` is the value of a typical network (MLPs: a chain in log space,
     module docstring; ResNets: the log-normal ``m1 / sqrt(1 + (m1_sd / m1)^2)``).
-    ReLU ResNets: ``m1 = m1_limit + m1_c1 / m`` to first order (``m1_c1`` from the expansion, with
-    its standard error ``m1_c1_se``) and ``m1_sd`` to leading order; ``m2``, ``m2_c1`` are NaN.
+    ReLU ResNets: ``m1 = m1_limit + m1_c1 / m`` and ``m2 = m2_limit + m2_c1 / m`` to first order
+    (``m1_c1``, ``m2_c1`` from the expansion, with their standard errors ``m1_c1_se``,
+    ``m2_c1_se``) and ``m1_sd`` to leading order.
     The moments of MLPs are heavy-tailed (those of ResNets with ``beta = c / sqrt(L)`` are not:
     their spread is ``O(c^2 / m)`` at every depth):
     where ``m1_sd`` is large against ``m1`` a sample mean of a few hundred networks falls short of
@@ -254,9 +255,10 @@ class FiniteWidthBFA(Result):
     ``loss_decay`` and ``|b_v|`` the ``b_norm`` of :func:`rmtalign.sample_bfa`, ``M_p(K_v)`` from
     :meth:`rmtalign.SampledBFK.moments`.
 
-    ``c1_se``, ``m1_c1_se``: the standard errors of ``c1``, ``m1_c1``, 0 where they are exact; for
-    ReLU ResNets they are averages over probe neurons (:func:`finite_width`) and
-    ``cos = cos_first_order``. ``finite_width(..., moments=False)``: every moment is NaN."""
+    ``c1_se``, ``m1_c1_se``, ``m2_c1_se``: the standard errors of ``c1``, ``m1_c1``, ``m2_c1``, 0
+    where they are exact; for ReLU ResNets they are averages over probe neurons
+    (:func:`finite_width`) and ``cos = cos_first_order``. ``finite_width(..., moments=False)``:
+    every moment is NaN."""
 
     family: object
     layers: np.ndarray
@@ -845,7 +847,7 @@ def finite_width(family, *, moments=True, probes=200_000, seed=0,
     ResNets at fixed ``m s^2``). Also the exact means of the BFK's spectral moments at
     width ``m`` (``m1``, ``m2``, with their limits, ``1/m`` coefficients and ``m1_sd``) and the
     typical ``m1_typical = exp E log M1`` (see :class:`FiniteWidthBFA`); ``moments=False``
-    leaves them out (NaN), which halves the cost for ReLU ResNets.
+    leaves them out (NaN), which saves most of the cost for ReLU ResNets.
     Covered: MLPs with Gaussian or orthogonal weights, ReLU or linear, ResNets with linear
     activation (Gaussian or orthogonal weights) and ReLU ResNets (Gaussian or orthogonal); balanced
     learning rates, any init scale and any set of trained layers, ``width >= 16``. Other families
@@ -866,11 +868,15 @@ def finite_width(family, *, moments=True, probes=200_000, seed=0,
     ``'all'`` or ``'all-but-first'`` and ``beta sqrt(L) <= sqrt(32)``). ``m1`` is first order
     too: the same expansion for a trace probe, a Hutchinson field ``w_v = A_v w_{v-1} + t_v s_v /
     |b_v|`` (``E_s |b_v|^2 |w_v|^2 / m = M1`` for every ``v`` at once), ``m1_sd`` to leading
-    order (the probe's spread less its own share, ``2 M2 / m``); ``m2`` would need the
-    correlations between neurons to second order and is left out (NaN). Cost independent of ``L``
-    beyond 64: at the default ``probes``, on one core, 24 s at ``L = 32``, 90 s at ``L = 64`` and
-    about 2 minutes deeper, 1.6 times that for orthogonal weights, twice that with ``moments``
-    (the expansions are kept in memory, so a sweep over depth or width pays once).
+    order (the probe's spread less its own share, ``2 M2 / m``); ``m2`` from an M2 probe, ``tr K^2 = E_r |K r|^2`` with ``r`` started at layer
+    ``v`` down a second backward field: one expansion a layer, run at four layers evenly spaced
+    from the first trained one to the output and interpolated relative to the width limit (every
+    layer if the trained layers have gaps), deeper than 64 extrapolated like ``c1``. Cost
+    independent of ``L`` beyond 64: at the default ``probes``, on one core, for ``c1`` alone 24 s
+    at ``L = 32``, 90 s at ``L = 64`` and about 2 minutes deeper, 1.6 times that for orthogonal
+    weights; ``moments`` doubles that and adds the four M2 expansions (Gaussian weights: about
+    1.5 minutes at ``L = 32``, 6 at ``L = 64``, 8 deeper; orthogonal: COST). The expansions are kept in memory, so
+    a sweep over depth or width pays once.
     ``progress``: a bar on stderr (None: when on a terminal)."""
     from .._validate import check_int
     from ..families import ResNet
@@ -911,9 +917,8 @@ def _lognormal_typical(mean, sd):
 def _relu_resnet(family, lim, moments, probes, seed, progress):
     from .. import _runtime
 
-    m2 = moments and family.weights == "gaussian"       # the M2 probe: Gaussian weights only
     total = (_reduction.family_c1_batches(family, _PROBE_BATCHES) * (2 if moments else 1)
-             + (_reduction.family_m2_c1_batches(family, _PROBE_BATCHES) if m2 else 0))
+             + (_reduction.family_m2_c1_batches(family, _PROBE_BATCHES) if moments else 0))
     bar = _runtime.progress(total, progress, "finite_width: c1", work=1e9)
     nan = np.full(family.depth - 1, np.nan)
     try:
@@ -921,7 +926,7 @@ def _relu_resnet(family, lim, moments, probes, seed, progress):
         m1_c1, m1_se, var = (_reduction.family_c1(family, probes, _PROBE_BATCHES, seed, bar, trace=True)
                              if moments else (nan, nan, nan))
         m2_rel, m2_rse = (_reduction.family_m2_c1(family, probes, _PROBE_BATCHES, seed, bar)
-                          if m2 else (nan, nan))
+                          if moments else (nan, nan))
     finally:
         if bar is not None:
             bar.close()
