@@ -281,7 +281,7 @@ def _estimate(quantity, family, n, opts) -> float:
         return 1e-3 + 2e-6 * L
     if quantity == "finite_width":
         if isinstance(family, ResNet) and family.activation == "relu":   # probe neurons (cos, M1, M2)
-            return 120.0 if family.weights == "orthogonal" else 400.0
+            return 600.0 if family.weights == "orthogonal" else 400.0
         return 1e-3 * L
     if quantity == "bfa":
         return n * (3e-3 + 5e-9 * L * m * m)

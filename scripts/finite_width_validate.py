@@ -848,8 +848,8 @@ def _z(x, mean, se):
 
 
 def _predicted_moments(fam):
-    """``finite_width``'s moments (ReLU ResNets: to first order from the cached expansions, ``m2``
-    NaN for orthogonal weights) and the standard errors of ``m1`` and ``m2``."""
+    """``finite_width``'s moments (ReLU ResNets: to first order from the cached expansions) and the
+    standard errors of ``m1`` and ``m2``."""
     if isinstance(fam, ResNet) and fam.activation == "relu":
         _, _, _, m1_c1, m1_se, m1_var = _relu_fw(fam, 200_000)
         k, m2_lim = T.finite._moment_limits(fam, T.bfa(fam))
@@ -863,10 +863,8 @@ def _predicted_moments(fam):
 
 
 def _relu_m2(fam, probes):
-    """``(m2_c1, m2_c1_se)`` of ``theory.finite_width`` for a ReLU ResNet (NaN for orthogonal
-    weights), cached as JSON like :func:`_relu_fw`."""
-    if fam.weights != "gaussian":
-        return np.full((2, fam.depth - 1), np.nan)
+    """``(m2_c1, m2_c1_se)`` of ``theory.finite_width`` for a ReLU ResNet, cached as JSON like
+    :func:`_relu_fw`."""
     path = out / f"fw_m2_relu_resnet_{fam.weights}_L{fam.depth}_b{fam.branch_scale:.6g}_p{probes}.json"
     if not path.exists():
         t = time.time()
@@ -895,8 +893,6 @@ def moments_grid():
         m1, m2, m1_lim, m2_lim, m1_sd, m1_se, m2_se = _predicted_moments(fam)
         for name, x, pred, lim, pred_se in zip(("M1", "M2"), moments_sampled(fam, n), (m1, m2),
                                                (m1_lim, m2_lim), (m1_se, m2_se)):
-            if np.all(np.isnan(pred)):          # orthogonal ReLU ResNets: no m2
-                continue
             for j, v in enumerate((L // 2, L - 1)):
                 mean, sem = x[:, j].mean(), x[:, j].std() / np.sqrt(n)
                 se = np.hypot(sem, pred_se[v - 1])          # z: both errors (ReLU ResNets' are MC)
