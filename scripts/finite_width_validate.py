@@ -30,11 +30,13 @@ extrapolated in depth beyond L = 64) at the ``--resnet`` grid points; with files
 ``scripts/relu_resnet_c1.py --out`` at depths beyond 64, the extrapolated ``c1`` against the
 direct one.
 ``--moments``: the BFK's expected spectral
-moments ``m1, m2`` (MLPs and linear ResNets; ReLU ResNets: ``m1``) against the dense sampler's,
-with the sampled medians. ``--typical``: the typical ``m1_typical = exp E log M1`` against the sampled
+moments ``m1, m2`` (ReLU ResNets: first order) against the dense sampler's, with the sampled
+medians. ``--typical``: the typical ``m1_typical = exp E log M1`` against the sampled
 mean of ``log M1`` (ReLU ResNets from the cached expansions of ``--moments``); ``--plot-typical``:
 ``docs/img/finite_width_typical.png`` from its MLP draws. ``--m1-reduction``: ReLU ResNets' ``m1_c1`` against the trace probe's
 ``m (E M1 - k_v)`` in the simulated reduction (20 000 networks a width; minutes).
+``--m2-reduction``: the M2 probe's ``m2_c1`` against the simulated reduction's fitted ``1/m``
+coefficient (L = 8, 32; about half an hour).
 ``--plot``: ``docs/img/finite_width.png``.
 
 Sampled means are cached as JSON in ``--out`` (default ``/tmp/rmtalign_finite``), so the report
@@ -42,7 +44,7 @@ can be rerun without resampling. Usage::
 
     .venv/bin/python scripts/finite_width_validate.py [--resnet | --relu-probe | --relu-resnet [--probes P] [FILE.json ...]
                                                        | --moments | --typical | --plot-typical
-                                                       | --m1-reduction | --plot]
+                                                       | --m1-reduction | --m2-reduction | --plot]
                                                       [--quick] [--sample-only] [--out DIR]
 """
 import json
@@ -905,13 +907,14 @@ def moments_grid():
                       f"{lim[v - 1]:.4g} | {_z(pred[v - 1], mean, se)} | {_z(lim[v - 1], mean, sem)} | {cv} |",
                       flush=True)
     for fam, n, seed in MOMENTS_RERUN:
-        first, again = moments_sampled(fam, n)[0][:, 1], moments_sampled(fam, n, seed)[0][:, 1]
         pred = _predicted_moments(fam)
-        m1, m1_se = pred[0][-1], pred[5][-1]
-        for name, x in (("rerun", again), ("pooled", np.concatenate([first, again]))):
-            mean, sem = x.mean(), x.std() / np.sqrt(len(x))
-            print(f"{fam.label}, M1 at the output, {name} ({len(x)} draws): {mean:.4g} ± {sem:.2g}, "
-                  f"first order {m1:.4g}: z = {_z(m1, mean, np.hypot(sem, m1_se))}")
+        for p, moment in enumerate(("M1", "M2")):
+            first, again = moments_sampled(fam, n)[p][:, 1], moments_sampled(fam, n, seed)[p][:, 1]
+            mp, mp_se = pred[p][-1], pred[5 + p][-1]
+            for name, x in (("rerun", again), ("pooled", np.concatenate([first, again]))):
+                mean, sem = x.mean(), x.std() / np.sqrt(len(x))
+                print(f"{fam.label}, {moment} at the output, {name} ({len(x)} draws): {mean:.4g} ± "
+                      f"{sem:.2g}, first order {mp:.4g}: z = {_z(mp, mean, np.hypot(sem, mp_se))}")
 
 
 def m1_reduction(networks=20_000):
@@ -935,6 +938,63 @@ def m1_reduction(networks=20_000):
             gap, sem = m * (v.mean(0) - k), m * v.std(0) / np.sqrt(len(v))
             print(f"| {c:g} | {L} | {m} | {len(v)} | " + " | ".join(f"{gap[j]:.1f} ± {sem[j]:.1f}" for j in idx)
                   + " |", flush=True)
+
+
+# --m2-reduction: (L, nodes v, runs (seed, networks scale)); c = 2
+M2_REDUCTION = [(8, (3, 5, 7), ((101, 1), (202, 3))), (32, (8, 16, 24, 31), ((101, 1),))]
+
+
+def m2_reduction():
+    """The M2 probe's ``1/m`` coefficient (:func:`R.c1_expansion` at layer ``v``, 200 000 probes)
+    against the simulated reduction's ``m (E M2 - m2_limit)`` at m = 32 .. 256 (``4e6 scale /
+    (m L)`` networks in each of 8 chunks a width and layer; runs pooled by inverse variance),
+    fitted with its ``1/m^2`` term (c = 2; cached; the L = 32 run takes about 20 minutes)."""
+    print("| L | v | `m2_c1` | fit with `1/m²` | z | m = 32 | m = 64 | m = 128 | m = 256 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    widths = (32, 64, 128, 256)
+    for L, layers, runs in M2_REDUCTION:
+        fam0 = ResNet.scaled(L, 64, 2.0)
+        lim = T.finite._moment_limits(fam0, T.bfa(fam0))[1]
+        coef = {}
+        for v in layers:
+            path = out / f"m2_c1_relu_resnet_L{L}_c2_v{v}.json"
+            if not path.exists():
+                c1, se = R.c1_expansion(replace(R.Reduction.of(fam0), probe=v - 1), probes=200_000,
+                                        batches=8, seed=3)
+                path.write_text(json.dumps([float(c1[0]), float(se[0])]))
+            coef[v] = json.loads(path.read_text())
+        sims = []
+        for seed, scale in runs:
+            path = out / f"m2_reduction_L{L}_c2_seed{seed}_x{scale:g}.json"
+            if not path.exists():
+                rng, got = np.random.default_rng(seed), {}
+                for m in widths:
+                    fam, N = fam0.replace(width=m), int(4e6 * scale // (m * L))
+                    for v in layers:
+                        red = replace(R.Reduction.of(fam), probe=v - 1)
+                        e = []
+                        for _ in range(8):
+                            z, xi, eta, src = (rng.standard_normal((N, m, L - 1)) for _ in range(4))
+                            e.append(R.simulate(red, z, xi, eta, rng.standard_normal((N, m)), src))
+                        e = np.concatenate(e)
+                        got[f"{m}_{v}"] = [float(e.mean()), float(e.std() / np.sqrt(e.size))]
+                path.write_text(json.dumps(got))
+            sims.append(json.loads(path.read_text()))
+        for v in layers:
+            y, sd = [], []
+            for m in widths:            # runs pooled by inverse variance
+                vals = np.array([run[f"{m}_{v}"] for run in sims])
+                w = 1 / vals[:, 1] ** 2
+                y.append(m * ((vals[:, 0] * w).sum() / w.sum() - lim[v - 1]))
+                sd.append(m / np.sqrt(w.sum()))
+            y, sd = np.array(y), np.array(sd)
+            X = np.vander(1 / np.array(widths), 3, increasing=True) / sd[:, None]
+            cov = np.linalg.inv(X.T @ X)
+            fit, fse = (cov @ X.T @ (y / sd))[0], np.sqrt(cov[0, 0])
+            c1, se = coef[v]
+            cells = " | ".join(f"{a:.4g} ± {b:.2g}" for a, b in zip(y, sd))
+            print(f"| {L} | {v} | {c1:.4g} ± {se:.2g} | {fit:.4g} ± {fse:.2g} | "
+                  f"{(c1 - fit) / np.hypot(fse, se):+.2f} | {cells} |", flush=True)
 
 
 def _relu_fw(fam, probes):
@@ -1072,8 +1132,8 @@ def summary(rows, name):
           f"max |z| finite width {np.max(np.abs([r[5] for r in rows])):.2f}")
 
 
-_FLAGS = {"--plot", "--m1-reduction", "--moments", "--typical", "--plot-typical", "--relu-probe",
-          "--relu-resnet", "--probes", "--resnet", "--quick", "--sample-only", "--out"}
+_FLAGS = {"--plot", "--m1-reduction", "--m2-reduction", "--moments", "--typical", "--plot-typical",
+          "--relu-probe", "--relu-resnet", "--probes", "--resnet", "--quick", "--sample-only", "--out"}
 
 if __name__ == "__main__":
     unknown = [a for a in sys.argv[1:] if a.startswith("--") and a not in _FLAGS]
@@ -1086,6 +1146,8 @@ if __name__ == "__main__":
         plot()
     elif "--m1-reduction" in sys.argv:
         m1_reduction(2000 if quick else 20_000)
+    elif "--m2-reduction" in sys.argv:
+        m2_reduction()
     elif "--moments" in sys.argv:
         moments_grid()
     elif "--typical" in sys.argv:

@@ -270,9 +270,11 @@ def _probe_field(red, h, D, y, b, xi, s, out, order):
         ks = (iB, iY, iHX, iXX, iYR, iBR, iRR, iHP, iPP, iXIP)
         Qm = order(iQ, i - 1, out[..., iQ, i - 1])
         B, Y, HX, XX, YR, BR, RR, HP, PP, XIP = (order(k, i, out[..., k, i]) for k in ks)
-        cg, c2, gxp, n2, ng = _rho_parts(haar, sig[i] ** 2 * Qm, Qm, B, Y, HX, XX, YR, BR, RR, HP, PP, XIP)
-        Wtr = h[..., i - 1] * YR / Qm + sig[i] * ((cg - c2 * gxp / n2) / ng * (xi[..., i] - h[..., i - 1] * HX / Qm)
-                                                  + c2 / n2 * (s[..., i] - h[..., i - 1] * HP / Qm))
+        cg, c2, gxp, n2, ng = _rho_parts(haar, sig[i] ** 2 * Qm, Qm, B, Y, HX, XX, YR, BR, RR, HP, PP,
+                                         XIP)
+        hm = h[..., i - 1]
+        Wtr = hm * YR / Qm + sig[i] * ((cg - c2 * gxp / n2) / ng * (xi[..., i] - hm * HX / Qm)
+                                       + c2 / n2 * (s[..., i] - hm * HP / Qm))
         rho[..., i - 1] = a * rho[..., i] + beta * D[..., i - 1] * Wtr
     out[..., iYR, 0], out[..., iBR, 0] = y[..., 0] * rho[..., 0], b[..., 0] * rho[..., 0]
     out[..., iRR, 0] = rho[..., 0] ** 2
@@ -555,7 +557,6 @@ def mean_map(red, Om, tables=None):
         out[iX2, 1:] += (u_xp[:-1] ** 2 * DDj).sum(1)
         out[[iBU, iU2], v + 1:] = out[[iXH, iXI, iX2, iXP], v + 1:] = 0.0
     return out
-
 
 
 # ------------------------------------------------------------------------ the 1/m expansion

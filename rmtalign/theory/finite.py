@@ -868,15 +868,16 @@ def finite_width(family, *, moments=True, probes=200_000, seed=0,
     ``'all'`` or ``'all-but-first'`` and ``beta sqrt(L) <= sqrt(32)``). ``m1`` is first order
     too: the same expansion for a trace probe, a Hutchinson field ``w_v = A_v w_{v-1} + t_v s_v /
     |b_v|`` (``E_s |b_v|^2 |w_v|^2 / m = M1`` for every ``v`` at once), ``m1_sd`` to leading
-    order (the probe's spread less its own share, ``2 M2 / m``); ``m2`` from an M2 probe, ``tr K^2 = E_r |K r|^2`` with ``r`` started at layer
-    ``v`` down a second backward field: one expansion a layer, run at four layers evenly spaced
-    from the first trained one to the output and interpolated relative to the width limit (every
-    layer if the trained layers have gaps), deeper than 64 extrapolated like ``c1``. Cost
-    independent of ``L`` beyond 64: at the default ``probes``, on one core, for ``c1`` alone 24 s
-    at ``L = 32``, 90 s at ``L = 64`` and about 2 minutes deeper, 1.6 times that for orthogonal
-    weights; ``moments`` doubles that and adds the four M2 expansions (Gaussian weights: about
-    1.5 minutes at ``L = 32``, 6 at ``L = 64``, 8 deeper; orthogonal: COST). The expansions are kept in memory, so
-    a sweep over depth or width pays once.
+    order (the probe's spread less its own share, ``2 M2 / m``); ``m2`` from an M2 probe,
+    ``tr K^2 = E_r |K r|^2`` with ``r`` started at layer ``v`` down a second backward field: one
+    expansion a layer, run at four layers evenly spaced from the first trained one to the output
+    and interpolated relative to the width limit (every layer if the trained layers have gaps),
+    deeper than 64 extrapolated like ``c1``. Cost independent of ``L`` beyond 64: at the default
+    ``probes``, on one core, for ``c1`` alone 24 s at ``L = 32``, 90 s at ``L = 64`` and about 2
+    minutes deeper, 1.6 times that for orthogonal weights; ``moments`` doubles that and adds the
+    four M2 expansions (measured on a loaded machine: about 2 minutes at ``L = 32``, 8 at
+    ``L = 64`` and 10 deeper, up to 1.6 times that for orthogonal weights). The expansions are
+    kept in memory, so a sweep over depth or width pays once.
     ``progress``: a bar on stderr (None: when on a terminal)."""
     from .._validate import check_int
     from ..families import ResNet
