@@ -36,7 +36,7 @@ mean of ``log M1`` (ReLU ResNets from the cached expansions of ``--moments``); `
 ``docs/img/finite_width_typical.png`` from its MLP draws. ``--m1-reduction``: ReLU ResNets' ``m1_c1`` against the trace probe's
 ``m (E M1 - k_v)`` in the simulated reduction (20 000 networks a width; minutes).
 ``--m2-reduction``: the M2 probe's ``m2_c1`` against the simulated reduction's fitted ``1/m``
-coefficient (L = 8, 32; about half an hour).
+coefficient (L = 8, 32; about an hour).
 ``--plot``: ``docs/img/finite_width.png``.
 
 Sampled means are cached as JSON in ``--out`` (default ``/tmp/rmtalign_finite``), so the report
@@ -940,8 +940,10 @@ def m1_reduction(networks=20_000):
                   + " |", flush=True)
 
 
-# --m2-reduction: (L, nodes v, runs (seed, networks scale)); c = 2
-M2_REDUCTION = [(8, (3, 5, 7), ((101, 1), (202, 3))), (32, (8, 16, 24, 31), ((101, 1),))]
+# --m2-reduction: (L, weights, layers v, runs (seed, networks scale)); c = 2
+M2_REDUCTION = [(8, "gaussian", (3, 5, 7), ((101, 1), (202, 3))),
+                (32, "gaussian", (8, 16, 24, 31), ((101, 1),)),
+                (8, "orthogonal", (3, 5, 7), ((303, 3),))]
 
 
 def m2_reduction():
@@ -949,15 +951,16 @@ def m2_reduction():
     against the simulated reduction's ``m (E M2 - m2_limit)`` at m = 32 .. 256 (``4e6 scale /
     (m L)`` networks in each of 8 chunks a width and layer; runs pooled by inverse variance),
     fitted with its ``1/m^2`` term (c = 2; cached; the L = 32 run takes about 20 minutes)."""
-    print("| L | v | `m2_c1` | fit with `1/m²` | z | m = 32 | m = 64 | m = 128 | m = 256 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| weights | L | v | `m2_c1` | fit with `1/m²` | z | m = 32 | m = 64 | m = 128 | m = 256 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     widths = (32, 64, 128, 256)
-    for L, layers, runs in M2_REDUCTION:
-        fam0 = ResNet.scaled(L, 64, 2.0)
+    for L, weights, layers, runs in M2_REDUCTION:
+        fam0 = ResNet.scaled(L, 64, 2.0, weights=weights)
+        tag = "" if weights == "gaussian" else f"_{weights}"
         lim = T.finite._moment_limits(fam0, T.bfa(fam0))[1]
         coef = {}
         for v in layers:
-            path = out / f"m2_c1_relu_resnet_L{L}_c2_v{v}.json"
+            path = out / f"m2_c1_relu_resnet_L{L}_c2_v{v}{tag}.json"
             if not path.exists():
                 c1, se = R.c1_expansion(replace(R.Reduction.of(fam0), probe=v - 1), probes=200_000,
                                         batches=8, seed=3)
@@ -965,7 +968,7 @@ def m2_reduction():
             coef[v] = json.loads(path.read_text())
         sims = []
         for seed, scale in runs:
-            path = out / f"m2_reduction_L{L}_c2_seed{seed}_x{scale:g}.json"
+            path = out / f"m2_reduction_L{L}_c2_seed{seed}_x{scale:g}{tag}.json"
             if not path.exists():
                 rng, got = np.random.default_rng(seed), {}
                 for m in widths:
@@ -993,7 +996,7 @@ def m2_reduction():
             fit, fse = (cov @ X.T @ (y / sd))[0], np.sqrt(cov[0, 0])
             c1, se = coef[v]
             cells = " | ".join(f"{a:.4g} ± {b:.2g}" for a, b in zip(y, sd))
-            print(f"| {L} | {v} | {c1:.4g} ± {se:.2g} | {fit:.4g} ± {fse:.2g} | "
+            print(f"| {weights} | {L} | {v} | {c1:.4g} ± {se:.2g} | {fit:.4g} ± {fse:.2g} | "
                   f"{(c1 - fit) / np.hypot(fse, se):+.2f} | {cells} |", flush=True)
 
 
