@@ -74,6 +74,7 @@ deterministic coefficients, so the mean map stays exact. ``G = <b_v^2>^2 <u_v^2>
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, replace
 
@@ -454,30 +455,46 @@ def mean_map(red, Om, tables=None):
     b_b0 = a ** (n - 1 - i)
     b_xi = pw * beta * sig * scale                                       # column j: atom D_{j-1} xi_j
     b_h = pw * beta * kappa                                              # column j: atom h_{j-1}
-    # tangent coefficients: W x = cy y + cb b + ce eta (per unit beta)
+    # tangent coefficients: W x = cy y + cb b + cr rho + ce eta (per unit beta; rho: the M2 probe)
     xh = np.zeros(n)
     xh[1:] = Om[iXH, 1:] / Q[:-1]
-    cb = np.zeros(n) if red.trace or red.probe is not None else red.trained / Om[iB]
-    if red.orthogonal:
-        Y, B, HX, XI, BE, X2 = (Om[k, 1:] for k in (iY, iB, iHX, iXI, iBE, iX2))
-        pb = np.sqrt(B - Y * Y / s2q[1:])
-        G = (XI - HX * xh[1:]) / np.sqrt(Om[iXX, 1:] - HX * HX / Q[:-1])
-        E = (BE - Y * Om[iYE, 1:] / s2q[1:]) / pb
-        res = np.maximum(X2 - Om[iXH, 1:] * xh[1:] - G * G, 0.0)
-        rho = np.zeros(n)
-        rho[1:] = np.sqrt(res / (Om[iEE, 1:] - Om[iYE, 1:] ** 2 / s2q[1:] - E * E))
-        cb[1:] += beta * sig[1:] * (G - rho[1:] * E) / pb
-        cy = beta * xh
-        cy[1:] -= beta * sig[1:] * ((G - rho[1:] * E) * Y / pb + rho[1:] * Om[iYE, 1:]) / s2q[1:]
-        ce = beta * sig * rho
+    haar, probe = red.orthogonal, red.probe is not None
+    cb = np.zeros(n) if red.trace or probe else red.trained / Om[iB]
+    cy, ce, cr = beta * xh, np.zeros(n), np.zeros(n)
+    Y, B, HX, XI, BE, X2 = (Om[k, 1:] for k in (iY, iB, iHX, iXI, iBE, iX2))
+    x1 = xh[1:]
+    if haar:      # W x = xh y + sigma (e' <g x> + |P_{h,g} x| (unit vector off y and b)) (_neurons)
+        s2, YE = s2q[1:], Om[iYE, 1:]
+        pb = np.sqrt(B - Y * Y / s2)
+        G = (XI - HX * x1) / np.sqrt(Om[iXX, 1:] - HX * HX / Q[:-1])
+        E = (BE - Y * YE / s2) / pb
+        off, res = Om[iEE, 1:] - YE * YE / s2 - E * E, X2 - Om[iXH, 1:] * x1 - G * G
         out[[iZZ, iXX, iEE], 1:] = 1.0                  # E zeta^2, E xi^2, E eta^2; E[y eta] = 0
-    else:
-        x2p = np.zeros(n)
-        x2p[1:] = np.maximum(Om[iX2, 1:] - Om[iXH, 1:] * xh[1:], 0.0)
-        cb[1:] += beta * sig[1:] * ((Om[iXI, 1:] - Om[iHX, 1:] * xh[1:]) / scale[1:]
-                                    - np.sqrt(x2p[1:]) * Om[iBE, 1:] / Om[iB, 1:])
-        cy = beta * xh
-        ce = beta * sig * np.sqrt(x2p)
+    else:         # the same with e' = b / |b|, nothing taken off y, and eta unnormalised
+        s2, YE, pb, G = np.inf, 0.0, scale[1:], XI - HX * x1
+        E, off, res = BE / pb, 1.0, X2 - Om[iXH, 1:] * x1
+    # the M2 probe's layers above v are 0 / 0 (unused, zeroed below)
+    with np.errstate(invalid="ignore", divide="ignore") if probe else contextlib.nullcontext():
+        if probe:     # W x also along e2 (rho off y, e'), its fresh part off e2 too
+            v = red.probe
+            YR, BR, RR, HP, XP, RE, PP, XIP = (Om[k, 1:] for k in (iYR, iBR, iRR, iHP, iXP, iRE, iPP, iXIP))
+            cg, c2, gxp, n2, ng = _rho_parts(haar, s2, Q[:-1], B, Y, HX, Om[iXX, 1:], YR, BR, RR, HP, PP,
+                                             XIP)
+            G2, E2 = (XP - HP * x1 - gxp * G) / n2, (RE - YR * YE / s2 - cg * E) / c2
+            if haar:
+                off, res = off - E2 * E2, res - G2 * G2
+        rr = np.sqrt(np.maximum(res, 0.0) / off)        # |x off h, g (, g2)| / |eta's fresh part|
+        cep = beta * sig[1:] * (G - rr * E)               # along e'
+        if probe:
+            cr[1:] = beta * sig[1:] * (G2 - rr * E2) / c2
+            cep = cep - cr[1:] * cg
+            cy[1:] -= cr[1:] * YR / s2
+        cb[1:] += cep / pb
+        cy[1:] -= (cep * Y / pb + beta * sig[1:] * rr * YE) / s2
+        ce[1:] = beta * sig[1:] * rr
+    if probe:     # u lives on layers 0 .. v, sourced by t_l rho_l / B_l
+        cr += red.trained / Om[iB]
+        cb[i > v] = cr[i > v] = cy[i > v] = ce[i > v] = 0.0
     ce[0] = cy[0] = 0.0
     Tl = np.where(gap <= 0, a ** np.maximum(-gap, 0), 0.0)                  # a^{i-k}, k <= i
     TC = Tl * cb[None, :]
@@ -495,44 +512,20 @@ def mean_map(red, Om, tables=None):
         return g if zy_ is None else g + ((xh_ @ Ghy) * zy_).sum(1)
 
     u_xp = np.zeros((n, 0))     # the M2 probe's D xi' atoms (weighted like D xi)
-    if red.probe is not None:   # rho's atoms (r, D xi, D xi', h); u lives on layers 0 .. v
-        v, haar = red.probe, red.orthogonal
-        pr = np.where(i[None, :] <= v, pw, 0.0)
-        YR, BR, RR, HP, XP, RE, PP, XIP, Y, B, HX, XI, BE, X2, XX, EE, YE = (Om[k, 1:] for k in (
-            iYR, iBR, iRR, iHP, iXP, iRE, iPP, iXIP, iY, iB, iHX, iXI, iBE, iX2, iXX, iEE, iYE))
-        Qm, x1, s2 = Q[:-1], xh[1:], s2q[1:] if haar else np.inf
-        cx, cxp, kr, cr = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
-        with np.errstate(invalid="ignore", divide="ignore"):       # layers above v: 0 / 0, unused
-            cg, c2, gxp, n2, ng = _rho_parts(haar, s2, Qm, B, Y, HX, XX, YR, BR, RR, HP, PP, XIP)
+    if probe:                   # rho's atoms: r, D xi, D xi', h
+        cx, cxp, kr = np.zeros(n), np.zeros(n), np.zeros(n)
+        with np.errstate(invalid="ignore", divide="ignore"):
             cx[1:], cxp[1:] = (cg - c2 * gxp / n2) / ng, c2 / n2
-            kr[1:] = (YR - sig[1:] * (cx[1:] * HX + cxp[1:] * HP)) / Qm
-            # W x = xh y + sigma (e' G + e2 G2 + |x off h, g, g2| (unit vector off y, e', e2))
-            if haar:
-                pb, G = np.sqrt(B - Y * Y / s2), (XI - HX * x1) / ng
-                E = (BE - Y * YE / s2) / pb
-                off = EE - YE * YE / s2 - E * E
-            else:
-                pb, G = np.sqrt(B), XI - HX * x1
-                E, off = BE / pb, 1.0
-            G2, E2 = (XP - HP * x1 - gxp * G) / n2, (RE - YR * YE / s2 - cg * E) / c2
-            res = X2 - Om[iXH, 1:] * x1 - ((G * G + G2 * G2) if haar else 0.0)
-            rr = np.sqrt(np.maximum(res, 0.0) / (off - E2 * E2 if haar else off))
-            cr[1:] = beta * sig[1:] * (G2 - rr * E2) / c2                  # along rho
-            cep = beta * sig[1:] * (G - rr * E) - cr[1:] * cg            # along e'
-            cb[1:] = cep / pb
-            cy[1:] = beta * x1 - (cep * Y / pb + cr[1:] * YR + beta * sig[1:] * rr * YE) / s2
-            ce[1:] = beta * sig[1:] * rr
+            kr[1:] = (YR - sig[1:] * (cx[1:] * HX + cxp[1:] * HP)) / Q[:-1]
         cx[v + 1:] = cxp[v + 1:] = kr[v + 1:] = 0.0
+        pr = np.where(i[None, :] <= v, pw, 0.0)
         r_r = np.where(i <= v, a ** np.abs(v - i), 0.0)
         r_xi, r_xp, r_h = pr * beta * sig * cx, pr * beta * sig * cxp, pr * beta * kr
-        cr += red.trained / Om[iB]                              # the source t_l rho_l / B_l
-        off = i > v
-        cb[off] = cr[off] = cy[off] = ce[off] = 0.0
         if haar:
             out[iPP, 1:v + 1] = 1.0                             # E xi'^2; E[xi xi'] = 0
-        TC, TR = Tl * cb[None, :], Tl * cr[None, :]
-        u_b0, u_xi, u_h = TC @ b_b0, TC @ b_xi + TR @ r_xi, TC @ b_h + TR @ r_h
-        u_y, u_e, u_xp = Tl * cy[None, :], np.hstack([Tl * ce[None, :], (TR @ r_r)[:, None]]), TR @ r_xp
+        TR = Tl * cr[None, :]
+        u_xi, u_h = u_xi + TR @ r_xi, u_h + TR @ r_h
+        u_e, u_xp = np.hstack([u_e, (TR @ r_r)[:, None]]), TR @ r_xp
         out[iYR] = np.einsum("ij,ji->i", r_h, Ghy)
         out[iBR] = pD * (b_xi * r_xi).sum(1) + gram(b_h, r_h)
         out[iRR] = r_r ** 2 + pD * (r_xi ** 2 + r_xp ** 2).sum(1) + gram(r_h, r_h)
