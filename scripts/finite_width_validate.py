@@ -67,8 +67,18 @@ from rmtalign.theory import _reduction as R
 from rmtalign.theory.layer import layer_law
 
 quick = "--quick" in sys.argv
-out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else Path("/tmp/rmtalign_finite")
-out.mkdir(parents=True, exist_ok=True)
+out = Path("/tmp/rmtalign_finite")
+if "--out" in sys.argv:
+    _i = sys.argv.index("--out") + 1
+    if _i >= len(sys.argv) or sys.argv[_i].startswith("--"):
+        print("finite_width_validate.py: --out needs a directory", file=sys.stderr)
+        sys.exit(2)
+    out = Path(sys.argv[_i])
+try:
+    out.mkdir(parents=True, exist_ok=True)
+except OSError as e:
+    print(f"finite_width_validate.py: --out {out}: {e.strerror}", file=sys.stderr)
+    sys.exit(2)
 SEED = 2025
 RATIOS = (0.125, 0.5, 1, 2, 4)
 # (width, draws, largest L/m): draws fall with the cost O(L m^2) of a draw
